@@ -1,0 +1,93 @@
+//! The run descriptor, `<state-dir>/cluster.json`: what other tools read to find a running
+//! cluster's nodes, endpoints and certificates. Written atomically once every node is ready.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole run, as written to `cluster.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct Descriptor {
+    /// The spec's name.
+    pub name: String,
+    /// The CA certificate every node certificate chains to; absent when TLS is off.
+    pub ca: Option<PathBuf>,
+    /// The state directory of the run.
+    pub state_dir: PathBuf,
+    /// Process id of the troupe process that supervises the nodes.
+    pub supervisor_pid: u32,
+    /// Every node of every cluster, in start order.
+    pub nodes: Vec<NodeDescriptor>,
+}
+
+/// One node of the descriptor.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct NodeDescriptor {
+    /// `<cluster>-<index>`, e.g. `main-1`.
+    pub name: String,
+    pub cluster: String,
+    /// 1-based position within its cluster.
+    pub index: u32,
+    /// Process id of the node's main process; it leads its own process group.
+    pub pid: Option<u32>,
+    pub state: NodeState,
+    pub host: String,
+    /// Port name → number, as declared by the spec.
+    pub ports: BTreeMap<String, u16>,
+    /// Port name → URL (`https://` when TLS is on).
+    pub urls: BTreeMap<String, String>,
+    pub data_dir: PathBuf,
+    /// The node's stdout and stderr.
+    pub log: PathBuf,
+    pub tls: Option<NodeTls>,
+    /// From spawn to all readiness probes passing.
+    pub time_to_ready_ms: Option<f64>,
+}
+
+/// A node's certificate paths. Keys are mode 0600.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct NodeTls {
+    /// Server certificate (server and client auth), SANs localhost, 127.0.0.1 and the node's host.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Client certificate (client auth only), CN = node name.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// Life-cycle state of a node.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum NodeState {
+    /// Spawned, readiness probes not yet passed.
+    Starting,
+    /// Every readiness probe passed.
+    Ready,
+    /// Stopped on request.
+    Stopped,
+    /// Killed on request.
+    Killed,
+    /// Stopped with SIGSTOP; resumes with SIGCONT.
+    Paused,
+    /// Exited without being asked to.
+    Exited,
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            NodeState::Starting => "starting",
+            NodeState::Ready => "ready",
+            NodeState::Stopped => "stopped",
+            NodeState::Killed => "killed",
+            NodeState::Paused => "paused",
+            NodeState::Exited => "exited",
+        };
+        f.write_str(s)
+    }
+}

@@ -1,0 +1,177 @@
+//! The validated spec: plain types that name what the user wrote. Strings that are templates
+//! keep their span so that rendering errors in the engine can point back into the file.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use crate::diag::SpecSource;
+
+pub use toml::Spanned;
+
+/// A whole spec file: one or more clusters of nodes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Spec {
+    /// `name = ...`, or the file name without `.toml`.
+    pub name: String,
+    pub source: SpecSource,
+    /// Present when the spec has a `[tls]` table: a fresh CA per run and certificates per node.
+    pub tls: Option<TlsSpec>,
+    /// Where ports are allocated from, inclusive. Defaults to 20000 up to the kernel's
+    /// ephemeral range.
+    pub port_range: Option<(u16, u16)>,
+    /// In file order.
+    pub clusters: IndexMap<String, ClusterSpec>,
+}
+
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TlsSpec {
+    pub key: KeyType,
+}
+
+/// Private key algorithm for the CA and every node certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KeyType {
+    #[default]
+    P256,
+    P384,
+    Ed25519,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+}
+
+impl KeyType {
+    pub const NAMES: [&'static str; 6] = ["p256", "p384", "ed25519", "rsa2048", "rsa3072", "rsa4096"];
+
+    pub fn from_name(name: &str) -> Option<KeyType> {
+        Some(match name {
+            "p256" => KeyType::P256,
+            "p384" => KeyType::P384,
+            "ed25519" => KeyType::Ed25519,
+            "rsa2048" => KeyType::Rsa2048,
+            "rsa3072" => KeyType::Rsa3072,
+            "rsa4096" => KeyType::Rsa4096,
+            _ => return None,
+        })
+    }
+}
+
+/// One cluster: `nodes` copies of one binary.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterSpec {
+    pub name: String,
+    pub nodes: u32,
+    /// A name looked up on `PATH`, or a path (relative to the spec's directory).
+    pub binary: Spanned<String>,
+    /// Templates, rendered per node.
+    pub args: Vec<Spanned<String>>,
+    /// Templates, rendered per node.
+    pub env: IndexMap<String, Spanned<String>>,
+    /// Config files rendered per node into the node's directory, by file name.
+    pub files: IndexMap<String, FileSpec>,
+    /// Port names each node gets a number for.
+    pub ports: Vec<String>,
+    pub host: String,
+    pub start: StartMode,
+    /// Clusters that must be ready before this one starts.
+    pub after: Vec<Spanned<String>>,
+    /// Gate for starting the next node when `start = "sequential"`; defaults to `ready`.
+    pub started: Vec<ProbeSpec>,
+    /// All must pass before the node counts as ready.
+    pub ready: Vec<ProbeSpec>,
+    pub stop: StopSpec,
+    /// Span of the cluster's table in the spec.
+    pub span: Range<usize>,
+}
+
+/// How the nodes of a cluster are started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartMode {
+    /// Every node at once.
+    #[default]
+    Parallel,
+    /// One by one, each once the previous passes its `started` probes.
+    Sequential,
+}
+
+/// A config file rendered per node.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FileSpec {
+    pub name: String,
+    /// Template text (inline, or read from `source`). Its span is the inline string or the
+    /// `source` key.
+    pub template: Spanned<String>,
+    /// Unix permission bits, default 0o600.
+    pub mode: u32,
+}
+
+/// A check that passes, fails or says "not yet", polled until its deadline.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProbeSpec {
+    pub kind: ProbeKind,
+    pub timeout: Duration,
+    pub interval: Duration,
+    pub span: Range<usize>,
+}
+
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ProbeKind {
+    /// A TCP connect to the node's named port.
+    Tcp { port: Spanned<String> },
+    /// An HTTP(S) GET; with TLS on, presents the node's client certificate and trusts the run's CA.
+    Http {
+        url: Spanned<String>,
+        status: u16,
+        /// Regex the body must match.
+        body: Option<String>,
+    },
+    /// A regex over the node's log (stdout and stderr).
+    Log { pattern: String },
+    /// A command (templates, rendered per node) that exits 0 when the node is ready.
+    Command { argv: Vec<Spanned<String>> },
+}
+
+impl ProbeKind {
+    /// A short description for messages: `http GET https://...`, `tcp port client`.
+    pub fn describe(&self) -> String {
+        match self {
+            ProbeKind::Tcp { port } => format!("tcp connect to port `{}`", port.get_ref()),
+            ProbeKind::Http { url, .. } => format!("http GET {}", url.get_ref()),
+            ProbeKind::Log { pattern } => format!("log line matching /{pattern}/"),
+            ProbeKind::Command { argv } => format!(
+                "command `{}`",
+                argv.iter().map(|a| a.get_ref().as_str()).collect::<Vec<_>>().join(" ")
+            ),
+        }
+    }
+}
+
+/// How a node is stopped gracefully.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StopSpec {
+    /// Signal number sent to the node's process group first (default SIGTERM).
+    pub signal: i32,
+    pub signal_name: String,
+    /// Time between that signal and SIGKILL.
+    pub grace: Duration,
+}
+
+impl Default for StopSpec {
+    fn default() -> Self {
+        StopSpec {
+            signal: 15,
+            signal_name: "SIGTERM".into(),
+            grace: Duration::from_secs(10),
+        }
+    }
+}

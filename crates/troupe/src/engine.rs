@@ -1,0 +1,454 @@
+//! The async core: prepares a run (state dir, ports, certificates, rendered files), starts the
+//! nodes in the order the spec asks, waits on their probes, and stops them again. The public,
+//! blocking [`crate::Cluster`] drives it from its own runtime.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use rustls::ClientConfig;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use troupe_spec::{Descriptor, NodeDescriptor, NodeState, Spec, StartMode};
+
+use crate::error::{Error, StartFailure, StartReason, io_err};
+use crate::pki::{Ca, write_private};
+use crate::plan::{self, NodePlan, Plan, PortMap, Probe};
+use crate::ports::{PortAllocator, PortLease};
+use crate::probe::{self, Check, Prober};
+use crate::state::{StateDir, private_dir};
+use crate::supervisor::{Ctl, NodeProc, Status};
+
+/// Lets another thread interrupt a start or hurry a stop: the first call asks for a graceful
+/// stop, the second for SIGKILL now (like pressing Ctrl-C twice).
+#[derive(Clone)]
+pub struct Interrupt(Arc<watch::Sender<u8>>);
+
+impl Default for Interrupt {
+    fn default() -> Self {
+        Interrupt(Arc::new(watch::channel(0).0))
+    }
+}
+
+impl Interrupt {
+    pub fn new() -> Interrupt {
+        Interrupt::default()
+    }
+
+    /// Stop gracefully; a second call escalates to [`Interrupt::immediate`].
+    pub fn trigger(&self) {
+        self.0.send_modify(|l| *l = (*l + 1).min(2));
+    }
+
+    /// Kill now.
+    pub fn immediate(&self) {
+        self.0.send_replace(2);
+    }
+
+    pub fn level(&self) -> u8 {
+        *self.0.borrow()
+    }
+
+    async fn reached(&self, level: u8) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|l| *l >= level).await;
+    }
+}
+
+pub(crate) struct Slot {
+    pub plan: NodePlan,
+    pub tls: Option<Arc<ClientConfig>>,
+    pub proc: Mutex<Option<NodeProc>>,
+}
+
+impl Slot {
+    fn current(&self) -> Option<NodeProc> {
+        self.proc.lock().expect("slot lock").clone()
+    }
+}
+
+pub(crate) struct Engine {
+    pub plan: Plan,
+    pub slots: Vec<Arc<Slot>>,
+    pub state: StateDir,
+    _ports: Vec<PortLease>,
+}
+
+impl Engine {
+    /// Everything before the first process: validate, lock the state dir, allocate ports,
+    /// issue certificates, render files. Nothing is started when this fails.
+    pub fn prepare(spec: &Spec, state_dir: &std::path::Path) -> Result<Engine, Error> {
+        plan::check(spec)?;
+        let state = StateDir::acquire(state_dir)?;
+        let allocator = PortAllocator::new(spec.port_range);
+        let mut leases = Vec::new();
+        let mut ports = PortMap::new();
+        for c in spec.clusters.values() {
+            let host: IpAddr = if c.host == "localhost" {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                c.host.parse().expect("validated host")
+            };
+            for i in 1..=c.nodes {
+                let got = allocator.allocate(host, c.ports.len())?;
+                let map: BTreeMap<String, u16> = c
+                    .ports
+                    .iter()
+                    .zip(&got)
+                    .map(|(name, l)| (name.clone(), l.port))
+                    .collect();
+                ports.insert(plan::node_name(&c.name, i), map);
+                leases.extend(got);
+            }
+        }
+        let run_id = run_id();
+        let plan = plan::resolve(spec, &state.path, &ports, &run_id)?;
+        let ca = match &spec.tls {
+            Some(tls) => {
+                let dir = state.path.join("tls");
+                private_dir(&dir)?;
+                let ca = Ca::new(&format!("troupe {} CA {run_id}", plan.name), tls.key)?;
+                crate::pki::write_pair(&dir, "ca", ca.cert())?;
+                Some(ca)
+            }
+            None => None,
+        };
+        let mut slots = Vec::new();
+        for node in plan.nodes() {
+            private_dir(&node.data_dir)?;
+            let mut tls = None;
+            if let (Some(ca), Some(paths)) = (&ca, &node.tls) {
+                private_dir(&node.dir.join("tls"))?;
+                let server = ca.issue_server(&node.name, std::slice::from_ref(&node.host))?;
+                write_private(&paths.cert, &server.cert_pem, 0o644)?;
+                write_private(&paths.key, &server.key_pem, 0o600)?;
+                let client = ca.issue_client(&node.name)?;
+                write_private(&paths.client_cert, &client.cert_pem, 0o644)?;
+                write_private(&paths.client_key, &client.key_pem, 0o600)?;
+                let ca_path = plan.ca.as_ref().expect("ca path with tls");
+                tls = Some(
+                    probe::client_config(ca_path, Some((&paths.client_cert, &paths.client_key)))
+                        .map_err(Error::Pki)?,
+                );
+            }
+            for (path, contents, mode) in &node.files {
+                write_private(path, contents, *mode)?;
+            }
+            std::fs::File::create(&node.log).map_err(|e| io_err("create", &node.log, e))?;
+            slots.push(Arc::new(Slot {
+                plan: node.clone(),
+                tls,
+                proc: Mutex::new(None),
+            }));
+        }
+        Ok(Engine {
+            plan,
+            slots,
+            state,
+            _ports: leases,
+        })
+    }
+
+    pub fn slot(&self, name: &str) -> Result<&Arc<Slot>, Error> {
+        self.slots
+            .iter()
+            .find(|s| s.plan.name == name)
+            .ok_or_else(|| Error::UnknownNode {
+                name: name.to_string(),
+                known: self
+                    .slots
+                    .iter()
+                    .map(|s| s.plan.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Starts every cluster in order and waits until every node is ready. On failure or
+    /// interruption, stops everything it started before returning the error.
+    pub async fn start_all(&self, interrupt: &Interrupt) -> Result<(), Error> {
+        let result = tokio::select! {
+            r = self.start_clusters() => r,
+            _ = interrupt.reached(1) => Err(Error::Interrupted),
+        };
+        match result {
+            Ok(()) => {
+                self.write_descriptor()?;
+                Ok(())
+            }
+            Err(e) => {
+                self.stop_all(interrupt).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_clusters(&self) -> Result<(), Error> {
+        for cluster in &self.plan.clusters {
+            let slots: Vec<Arc<Slot>> = self
+                .slots
+                .iter()
+                .filter(|s| s.plan.cluster == cluster.name)
+                .cloned()
+                .collect();
+            match cluster.start {
+                StartMode::Parallel => {
+                    for s in &slots {
+                        spawn_slot(s)?;
+                    }
+                }
+                StartMode::Sequential => {
+                    for s in &slots {
+                        spawn_slot(s)?;
+                        let gate = if s.plan.started.is_empty() { &s.plan.ready } else { &s.plan.started };
+                        wait_probes(s, gate.clone()).await?;
+                    }
+                }
+            }
+            let mut set = JoinSet::new();
+            for s in slots {
+                set.spawn(async move {
+                    let probes = s.plan.ready.clone();
+                    wait_probes(&s, probes).await?;
+                    if let Some(p) = s.current() {
+                        p.mark_ready();
+                    }
+                    Ok::<(), Error>(())
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                r.expect("probe task panicked")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every running node gracefully, dependents first (reverse start order), nodes of
+    /// one cluster together. A second interrupt turns the grace period into SIGKILL now.
+    pub async fn stop_all(&self, interrupt: &Interrupt) {
+        for cluster in self.plan.clusters.iter().rev() {
+            let procs: Vec<NodeProc> = self
+                .slots
+                .iter()
+                .filter(|s| s.plan.cluster == cluster.name)
+                .filter_map(|s| {
+                    let p = s.current()?;
+                    p.status().running().then(|| {
+                        p.send(Ctl::Stop {
+                            signal: Signal::try_from(s.plan.stop.signal).unwrap_or(Signal::SIGTERM),
+                            grace: s.plan.stop.grace,
+                        });
+                        p
+                    })
+                })
+                .collect();
+            let all_exited = async {
+                for p in &procs {
+                    p.exited().await;
+                }
+            };
+            tokio::select! {
+                _ = all_exited => {}
+                _ = interrupt.reached(2) => {
+                    for p in &procs {
+                        p.send(Ctl::Kill);
+                    }
+                    for p in &procs {
+                        p.exited().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// SIGKILLs every node at once and waits for them to be gone.
+    pub async fn kill_all(&self) {
+        let procs: Vec<NodeProc> = self.slots.iter().filter_map(|s| s.current()).collect();
+        for p in &procs {
+            p.send(Ctl::Kill);
+        }
+        for p in &procs {
+            p.exited().await;
+        }
+    }
+
+    /// Stops one node gracefully and waits until it is gone.
+    pub async fn stop_node(&self, name: &str) -> Result<(), Error> {
+        let s = self.slot(name)?;
+        if let Some(p) = s.current() {
+            p.send(Ctl::Stop {
+                signal: Signal::try_from(s.plan.stop.signal).unwrap_or(Signal::SIGTERM),
+                grace: s.plan.stop.grace,
+            });
+            p.exited().await;
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs one node and waits until it is gone.
+    pub async fn kill_node(&self, name: &str) -> Result<(), Error> {
+        let s = self.slot(name)?;
+        if let Some(p) = s.current() {
+            p.send(Ctl::Kill);
+            p.exited().await;
+        }
+        Ok(())
+    }
+
+    pub fn signal_node(&self, name: &str, ctl: Ctl) -> Result<(), Error> {
+        if let Some(p) = self.slot(name)?.current() {
+            p.send(ctl);
+        }
+        Ok(())
+    }
+
+    /// Starts a node that is not running (again), with the same ports, data and certificates,
+    /// and waits until it is ready.
+    pub async fn start_node(&self, name: &str) -> Result<(), Error> {
+        let s = self.slot(name)?;
+        if s.current().is_some_and(|p| p.status().running()) {
+            return Ok(());
+        }
+        spawn_slot(s)?;
+        wait_probes(s, s.plan.ready.clone()).await?;
+        if let Some(p) = s.current() {
+            p.mark_ready();
+        }
+        self.write_descriptor()?;
+        Ok(())
+    }
+
+    pub fn descriptor(&self) -> Descriptor {
+        let nodes: Vec<NodeDescriptor> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let status = s.current().map(|p| p.status());
+                node_descriptor(&s.plan, status.as_ref())
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "name": self.plan.name,
+            "ca": self.plan.ca,
+            "state_dir": self.state.path,
+            "supervisor_pid": std::process::id(),
+            "nodes": nodes,
+        }))
+        .expect("descriptor")
+    }
+
+    pub fn write_descriptor(&self) -> Result<(), Error> {
+        let json = serde_json::to_vec_pretty(&self.descriptor()).expect("descriptor serialises");
+        self.state.write_atomic("cluster.json", &json)?;
+        Ok(())
+    }
+}
+
+fn node_descriptor(plan: &NodePlan, status: Option<&Status>) -> NodeDescriptor {
+    let ready_ms = status.and_then(|s| {
+        s.ready_at
+            .map(|r| (r - s.spawned_at).as_secs_f64() * 1000.0)
+    });
+    serde_json::from_value(serde_json::json!({
+        "name": plan.name,
+        "cluster": plan.cluster,
+        "index": plan.index,
+        "pid": status.filter(|s| s.running()).map(|s| s.pid),
+        "state": status.map_or(NodeState::Stopped, |s| s.state),
+        "host": plan.host,
+        "ports": plan.ports,
+        "urls": plan.urls,
+        "data_dir": plan.data_dir,
+        "log": plan.log,
+        "tls": plan.tls,
+        "time_to_ready_ms": ready_ms,
+    }))
+    .expect("node descriptor")
+}
+
+fn spawn_slot(s: &Arc<Slot>) -> Result<(), Error> {
+    let proc = NodeProc::spawn(&s.plan).map_err(|e| failure(&s.plan, StartReason::Spawn(e)))?;
+    tracing::debug!(node = %s.plan.name, pid = proc.status().pid, "spawned");
+    *s.proc.lock().expect("slot lock") = Some(proc);
+    Ok(())
+}
+
+fn failure(plan: &NodePlan, reason: StartReason) -> Error {
+    Error::Start(Box::new(StartFailure {
+        node: plan.name.clone(),
+        reason,
+        log: plan.log.clone(),
+        log_tail: probe::log_tail(&plan.log, 15),
+    }))
+}
+
+/// Polls each probe in turn until it passes, the node exits, or the probe's deadline passes.
+async fn wait_probes(s: &Arc<Slot>, probes: Vec<Probe>) -> Result<(), Error> {
+    let Some(proc) = s.current() else {
+        return Err(failure(&s.plan, StartReason::Spawn("not started".into())));
+    };
+    let mut prober = Prober::new(
+        s.tls.clone(),
+        s.plan.log.clone(),
+        proc.log_offset,
+        s.plan.env.clone(),
+        s.plan.dir.clone(),
+    );
+    let mut status = proc.subscribe();
+    let exited = |st: &Status| {
+        failure(
+            &s.plan,
+            StartReason::Exited {
+                status: st.exit.clone().unwrap_or_default(),
+            },
+        )
+    };
+    for probe in probes {
+        let started = Instant::now();
+        let deadline = started + probe.timeout;
+        let mut last;
+        loop {
+            if !status.borrow().running() {
+                return Err(exited(&status.borrow()));
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(probe::attempt_timeout(remaining), prober.check(&probe));
+            let outcome = tokio::select! {
+                r = attempt => Some(r),
+                _ = status.wait_for(|st| !st.running()) => None,
+            };
+            match outcome {
+                None => return Err(exited(&status.borrow())),
+                Some(Ok(Check::Ready)) => break,
+                Some(Ok(Check::NotYet(seen))) => last = seen,
+                Some(Ok(Check::Failed(error))) => {
+                    return Err(failure(&s.plan, StartReason::Probe { probe: probe.description.clone(), error }));
+                }
+                Some(Err(_)) => last = "the attempt timed out".into(),
+            }
+            if Instant::now() >= deadline {
+                return Err(failure(
+                    &s.plan,
+                    StartReason::Timeout {
+                        probe: probe.description.clone(),
+                        after: troupe_spec::format_duration(started.elapsed()),
+                        last,
+                    },
+                ));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(probe.interval) => {}
+                _ = status.wait_for(|st| !st.running()) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_id() -> String {
+    use std::hash::BuildHasher;
+    let h = std::collections::hash_map::RandomState::new().hash_one((std::process::id(), Instant::now()));
+    format!("{:012x}", h & 0xffff_ffff_ffff)
+}

@@ -1,0 +1,538 @@
+//! Stage two: a validated [`Spec`] plus ports and paths → a [`Plan`] where every template is
+//! rendered, every binary resolved and every probe concrete.
+//!
+//! [`check`] runs the same resolution with placeholder ports and paths before anything is
+//! touched, so that an unknown template variable or a missing binary is reported with its
+//! place in the spec and nothing is started.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value as Json, json};
+use troupe_spec::{
+    InvalidSpec, NodeTls, ProbeKind, Spanned, Spec, SpecError, StartMode, StopSpec,
+};
+
+use crate::template::{TemplateError, Templates};
+
+/// Everything needed to run one spec.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    pub run_id: String,
+    pub state_dir: PathBuf,
+    /// The CA certificate, when TLS is on.
+    pub ca: Option<PathBuf>,
+    /// In start order.
+    pub clusters: Vec<ClusterPlan>,
+}
+
+impl Plan {
+    pub fn nodes(&self) -> impl Iterator<Item = &NodePlan> {
+        self.clusters.iter().flat_map(|c| c.nodes.iter())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    pub name: String,
+    pub start: StartMode,
+    pub nodes: Vec<NodePlan>,
+}
+
+/// One node, fully resolved.
+#[derive(Debug, Clone)]
+pub struct NodePlan {
+    pub name: String,
+    pub cluster: String,
+    pub index: u32,
+    pub host: String,
+    pub ports: BTreeMap<String, u16>,
+    pub urls: BTreeMap<String, String>,
+    pub dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub tls: Option<NodeTls>,
+    pub ca: Option<PathBuf>,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Path, contents, mode.
+    pub files: Vec<(PathBuf, String, u32)>,
+    /// Gate for the next node of a sequential start.
+    pub started: Vec<Probe>,
+    pub ready: Vec<Probe>,
+    pub stop: StopSpec,
+}
+
+/// A concrete probe for one node.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub check: ProbeCheck,
+    pub timeout: Duration,
+    pub interval: Duration,
+    pub description: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProbeCheck {
+    Tcp { host: String, port: u16 },
+    Http { url: Url, status: u16, body: Option<regex::Regex> },
+    Log { regex: regex::Regex },
+    Command { program: PathBuf, args: Vec<String> },
+}
+
+/// A parsed `http://` or `https://` URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Url {
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl Url {
+    pub fn parse(text: &str) -> Result<Url, String> {
+        let (https, rest) = if let Some(r) = text.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = text.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!("`{text}` is not an http:// or https:// URL"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, p) = v6.split_once(']').ok_or_else(|| format!("bad IPv6 host in `{text}`"))?;
+            (h.to_string(), p.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (authority.to_string(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse().map_err(|_| format!("bad port `{p}` in `{text}`"))?,
+            None if https => 443,
+            None => 80,
+        };
+        if host.is_empty() {
+            return Err(format!("`{text}` has no host"));
+        }
+        Ok(Url {
+            https,
+            host,
+            port,
+            path: path.to_string(),
+        })
+    }
+}
+
+/// Where a node's ports come from while planning.
+pub type PortMap = BTreeMap<String, BTreeMap<String, u16>>;
+
+/// Checks a spec end to end without touching the system: renders every template with
+/// placeholder ports and paths, and resolves every binary.
+pub fn check(spec: &Spec) -> Result<(), InvalidSpec> {
+    let mut ports = PortMap::new();
+    let mut next = 10000u16;
+    for c in spec.clusters.values() {
+        for i in 1..=c.nodes {
+            let m = c
+                .ports
+                .iter()
+                .map(|p| {
+                    next += 1;
+                    (p.clone(), next)
+                })
+                .collect();
+            ports.insert(node_name(&c.name, i), m);
+        }
+    }
+    resolve(spec, Path::new("/nonexistent/troupe-state"), &ports, "0000").map(|_| ())
+}
+
+pub fn node_name(cluster: &str, index: u32) -> String {
+    format!("{cluster}-{index}")
+}
+
+/// Resolves a spec into a plan, given the state directory (absolute) and every node's ports.
+pub fn resolve(spec: &Spec, state_dir: &Path, ports: &PortMap, run_id: &str) -> Result<Plan, InvalidSpec> {
+    let mut r = Resolver {
+        spec,
+        templates: Templates::new(),
+        errors: Vec::new(),
+    };
+    let plan = r.plan(state_dir, ports, run_id);
+    if r.errors.is_empty() {
+        Ok(plan)
+    } else {
+        Err(InvalidSpec {
+            file: spec.source.path.clone(),
+            errors: r.errors,
+        })
+    }
+}
+
+struct Resolver<'a> {
+    spec: &'a Spec,
+    templates: Templates,
+    errors: Vec<SpecError>,
+}
+
+impl Resolver<'_> {
+    fn plan(&mut self, state_dir: &Path, ports: &PortMap, run_id: &str) -> Plan {
+        let spec = self.spec;
+        let tls_on = spec.tls.is_some();
+        let ca = tls_on.then(|| state_dir.join("tls").join("ca.pem"));
+
+        // Everything templates can see about every node, built first so that each node can
+        // refer to its peers.
+        let mut node_ctx: BTreeMap<String, Json> = BTreeMap::new();
+        let mut cluster_ctx = serde_json::Map::new();
+        for c in spec.clusters.values() {
+            let mut list = Vec::new();
+            for i in 1..=c.nodes {
+                let name = node_name(&c.name, i);
+                let p = ports.get(&name).cloned().unwrap_or_default();
+                let dir = state_dir.join("nodes").join(&name);
+                let scheme = if tls_on { "https" } else { "http" };
+                let host_in_url = url_host(&c.host);
+                let urls: BTreeMap<String, String> = p
+                    .iter()
+                    .map(|(k, v)| (k.clone(), format!("{scheme}://{host_in_url}:{v}")))
+                    .collect();
+                let addrs: BTreeMap<String, String> = p
+                    .iter()
+                    .map(|(k, v)| (k.clone(), format!("{host_in_url}:{v}")))
+                    .collect();
+                let files: BTreeMap<String, String> = c
+                    .files
+                    .keys()
+                    .map(|f| (f.clone(), dir.join(f).display().to_string()))
+                    .collect();
+                let mut n = json!({
+                    "name": name,
+                    "index": i,
+                    "cluster": c.name,
+                    "host": c.host,
+                    "ports": p,
+                    "urls": urls,
+                    "addrs": addrs,
+                    "dir": dir,
+                    "data_dir": dir.join("data"),
+                    "log": dir.join("node.log"),
+                    "files": files,
+                });
+                if tls_on {
+                    let t = node_tls(&dir);
+                    n["tls"] = json!({
+                        "cert": t.cert, "key": t.key,
+                        "client_cert": t.client_cert, "client_key": t.client_key,
+                        "ca": ca,
+                    });
+                }
+                node_ctx.insert(name, n.clone());
+                list.push(n);
+            }
+            cluster_ctx.insert(
+                c.name.clone(),
+                json!({"name": c.name, "size": c.nodes, "nodes": list}),
+            );
+        }
+        let tls_ctx = match &ca {
+            Some(ca) => json!({"enabled": true, "ca": ca}),
+            None => json!({"enabled": false}),
+        };
+        let run_ctx = json!({
+            "name": spec.name,
+            "id": run_id,
+            "state_dir": state_dir,
+            "spec_dir": spec.source.dir(),
+        });
+
+        let mut clusters = Vec::new();
+        for c in spec.start_order() {
+            let mut nodes = Vec::new();
+            for i in 1..=c.nodes {
+                let name = node_name(&c.name, i);
+                let node = &node_ctx[&name];
+                let ctx = json!({
+                    "node": node,
+                    "cluster": cluster_ctx[&c.name],
+                    "clusters": cluster_ctx,
+                    "tls": tls_ctx,
+                    "run": run_ctx,
+                });
+                let dir = state_dir.join("nodes").join(&name);
+                let program = self.binary(&c.binary, &ctx);
+                let args = c.args.iter().map(|a| self.render(a, &ctx)).collect();
+                let mut env: Vec<(String, String)> = vec![
+                    ("TROUPE_NODE".into(), name.clone()),
+                    ("TROUPE_CLUSTER".into(), c.name.clone()),
+                    ("TROUPE_NODE_DIR".into(), dir.display().to_string()),
+                ];
+                env.extend(c.env.iter().map(|(k, v)| (k.clone(), self.render(v, &ctx))));
+                let files = c
+                    .files
+                    .values()
+                    .map(|f| (dir.join(&f.name), self.render(&f.template, &ctx), f.mode))
+                    .collect();
+                let p = ports.get(&name).cloned().unwrap_or_default();
+                let started = c.started.iter().filter_map(|pr| self.probe(pr, &c.host, &p, &ctx)).collect();
+                let ready = c.ready.iter().filter_map(|pr| self.probe(pr, &c.host, &p, &ctx)).collect();
+                nodes.push(NodePlan {
+                    name: name.clone(),
+                    cluster: c.name.clone(),
+                    index: i,
+                    host: c.host.clone(),
+                    urls: serde_json::from_value(node["urls"].clone()).unwrap_or_default(),
+                    ports: p,
+                    data_dir: dir.join("data"),
+                    log: dir.join("node.log"),
+                    tls: tls_on.then(|| node_tls(&dir)),
+                    ca: ca.clone(),
+                    dir,
+                    program: program.unwrap_or_default(),
+                    args,
+                    env,
+                    files,
+                    started,
+                    ready,
+                    stop: c.stop.clone(),
+                });
+            }
+            clusters.push(ClusterPlan {
+                name: c.name.clone(),
+                start: c.start,
+                nodes,
+            });
+        }
+        Plan {
+            name: spec.name.clone(),
+            run_id: run_id.to_string(),
+            state_dir: state_dir.to_path_buf(),
+            ca,
+            clusters,
+        }
+    }
+
+    /// Renders one template string; on error, records it (once) at the template's place.
+    fn render(&mut self, t: &Spanned<String>, ctx: &Json) -> String {
+        match self.templates.render(t.get_ref(), ctx) {
+            Ok(s) => s,
+            Err(e) => {
+                self.template_error(t, e);
+                String::new()
+            }
+        }
+    }
+
+    fn template_error(&mut self, t: &Spanned<String>, e: TemplateError) {
+        let span = narrow(&self.spec.source.text, t.span(), e.snippet.as_deref());
+        let mut err = self.spec.source.error(span, e.message).with_label("in this template");
+        if let Some(h) = e.help {
+            err = err.with_help(h);
+        }
+        self.push(err);
+    }
+
+    fn push(&mut self, err: SpecError) {
+        // Every node renders the same templates: report each problem once.
+        if !self
+            .errors
+            .iter()
+            .any(|e| e.message == err.message && e.line == err.line && e.column == err.column)
+        {
+            self.errors.push(err);
+        }
+    }
+
+    fn binary(&mut self, b: &Spanned<String>, ctx: &Json) -> Option<PathBuf> {
+        let name = self.render(b, ctx);
+        if name.is_empty() {
+            return None;
+        }
+        match find_program(&name, self.spec.source.dir()) {
+            Some(p) => Some(p),
+            None => {
+                let mut err = self
+                    .spec
+                    .source
+                    .error(b.span(), format!("program `{name}` is not installed or not executable"))
+                    .with_label("not found");
+                err = err.with_help(install_hint(&name));
+                self.push(err);
+                None
+            }
+        }
+    }
+
+    fn probe(
+        &mut self,
+        p: &troupe_spec::ProbeSpec,
+        host: &str,
+        ports: &BTreeMap<String, u16>,
+        ctx: &Json,
+    ) -> Option<Probe> {
+        let check = match &p.kind {
+            ProbeKind::Tcp { port } => ProbeCheck::Tcp {
+                host: host.to_string(),
+                port: *ports.get(port.get_ref())?,
+            },
+            ProbeKind::Http { url, status, body } => {
+                let text = self.render(url, ctx);
+                if text.is_empty() {
+                    return None;
+                }
+                match Url::parse(&text) {
+                    Ok(u) => ProbeCheck::Http {
+                        url: u,
+                        status: *status,
+                        body: body.as_ref().and_then(|b| regex::Regex::new(b).ok()),
+                    },
+                    Err(e) => {
+                        let err = self.spec.source.error(url.span(), format!("this probe's URL renders as {e}"))
+                            .with_help("write a full URL such as \"{{ node.urls.client }}/health\"");
+                        self.push(err);
+                        return None;
+                    }
+                }
+            }
+            ProbeKind::Log { pattern } => ProbeCheck::Log {
+                regex: regex::Regex::new(pattern).ok()?,
+            },
+            ProbeKind::Command { argv } => {
+                let mut args: Vec<String> = argv.iter().map(|a| self.render(a, ctx)).collect();
+                if args.is_empty() || args[0].is_empty() {
+                    return None;
+                }
+                let first = args.remove(0);
+                let program = match find_program(&first, self.spec.source.dir()) {
+                    Some(p) => p,
+                    None => {
+                        let err = self
+                            .spec
+                            .source
+                            .error(argv[0].span(), format!("program `{first}` is not installed or not executable"))
+                            .with_help(install_hint(&first));
+                        self.push(err);
+                        return None;
+                    }
+                };
+                ProbeCheck::Command { program, args }
+            }
+            _ => return None,
+        };
+        let description = match &check {
+            ProbeCheck::Tcp { host, port } => format!("tcp connect to {}:{port}", url_host(host)),
+            ProbeCheck::Http { url, status, .. } => format!(
+                "GET {}://{}:{}{} (expecting {status})",
+                if url.https { "https" } else { "http" },
+                url_host(&url.host),
+                url.port,
+                url.path
+            ),
+            _ => p.kind.describe(),
+        };
+        Some(Probe {
+            check,
+            timeout: p.timeout,
+            interval: p.interval,
+            description,
+        })
+    }
+}
+
+/// Shrinks a template string's span to the failing expression when it can be found in it.
+fn narrow(text: &str, span: Range<usize>, snippet: Option<&str>) -> Range<usize> {
+    if let Some(snippet) = snippet.filter(|s| !s.is_empty())
+        && let Some(slice) = text.get(span.clone())
+        && let Some(pos) = slice.find(snippet)
+    {
+        let start = span.start + pos;
+        return start..start + snippet.len();
+    }
+    span
+}
+
+fn node_tls(dir: &Path) -> NodeTls {
+    serde_json::from_value(json!({
+        "cert": dir.join("tls/server.pem"),
+        "key": dir.join("tls/server.key"),
+        "client_cert": dir.join("tls/client.pem"),
+        "client_key": dir.join("tls/client.key"),
+    }))
+    .expect("NodeTls from paths")
+}
+
+/// `::1` → `[::1]`, for URLs and `host:port`.
+pub fn url_host(host: &str) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => format!("[{host}]"),
+        _ => host.to_string(),
+    }
+}
+
+/// Resolves a program like a shell does: a name with a `/` is a path (relative to `base`),
+/// anything else is looked up on `PATH` (and in the sbin directories, where Debian puts some
+/// servers).
+pub fn find_program(name: &str, base: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if name.contains('/') {
+        let p = base.join(name);
+        return executable(&p).then(|| std::path::absolute(&p).unwrap_or(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| executable(p))
+}
+
+/// Where to get a well-known server.
+pub fn install_hint(name: &str) -> String {
+    let pkg = match name {
+        "etcd" => Some("etcd-server"),
+        "etcdctl" | "etcdutl" => Some("etcd-client"),
+        "nats-server" => Some("nats-server"),
+        "redis-server" | "redis-cli" => Some("redis-server"),
+        "redis-sentinel" => Some("redis-sentinel"),
+        "postgres" | "initdb" | "pg_ctl" | "pg_basebackup" | "psql" | "pg_isready" => {
+            return format!(
+                "is PostgreSQL installed? apt-get install postgresql; its server programs are in /usr/lib/postgresql/<version>/bin, not on PATH: use the full path, e.g. \"/usr/lib/postgresql/15/bin/{name}\""
+            );
+        }
+        "zkServer.sh" => Some("zookeeperd"),
+        _ => None,
+    };
+    match pkg {
+        Some(p) => format!("is {name} installed? apt-get install {p}"),
+        None => "check the name or install it; a name without `/` is looked up on PATH, a path is relative to the spec's directory".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u = Url::parse("https://127.0.0.1:2379/health").unwrap();
+        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (true, "127.0.0.1", 2379, "/health"));
+        let u = Url::parse("http://[::1]:80").unwrap();
+        assert_eq!((u.host.as_str(), u.path.as_str()), ("::1", "/"));
+        assert!(Url::parse("ftp://x").is_err());
+        assert!(Url::parse("http://h:notaport/").is_err());
+    }
+}

@@ -45,6 +45,9 @@ pub struct NodeDescriptor {
     pub tls: Option<NodeTls>,
     /// From spawn to all readiness probes passing.
     pub time_to_ready_ms: Option<f64>,
+    /// How the last process exited (`exit code 1`, `killed by SIGKILL`); absent while running.
+    #[serde(default)]
+    pub exit: Option<String>,
 }
 
 /// A node's certificate paths. Keys are mode 0600.

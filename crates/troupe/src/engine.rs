@@ -364,6 +364,7 @@ fn node_descriptor(plan: &NodePlan, status: Option<&Status>) -> NodeDescriptor {
         "log": plan.log,
         "tls": plan.tls,
         "time_to_ready_ms": ready_ms,
+        "exit": status.and_then(|s| s.exit.clone()),
     }))
     .expect("node descriptor")
 }

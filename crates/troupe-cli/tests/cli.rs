@@ -1,0 +1,261 @@
+//! Black-box tests of the `troupe` command against real etcd and the fixture.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::cargo_bin;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use predicates::prelude::*;
+use troupe_spec::Descriptor;
+
+fn troupe() -> assert_cmd::Command {
+    assert_cmd::Command::new(cargo_bin("troupe"))
+}
+
+fn etcd_spec() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/etcd/cluster.toml")
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start()).unwrap_or("");
+            !state.starts_with('Z') && !state.starts_with('X')
+        }
+        Err(_) => false,
+    }
+}
+
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A `troupe up` in the background, SIGKILLed (by pid) if the test fails half-way.
+struct Up {
+    child: Child,
+    state: PathBuf,
+}
+
+impl Up {
+    fn spawn(spec: &Path, state: &Path) -> Up {
+        let child = Command::new(cargo_bin("troupe"))
+            .arg("up")
+            .arg(spec)
+            .arg("--state-dir")
+            .arg(state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Up {
+            child,
+            state: state.to_path_buf(),
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Waits for cluster.json (written once every node is ready).
+    fn ready(&mut self, limit: Duration) -> Descriptor {
+        let path = self.state.join("cluster.json");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                return serde_json::from_str(&text).expect("descriptor parses");
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let out = self.child.wait_with_output_ref();
+                panic!("troupe up exited with {status} before ready:\n{out}");
+            }
+            assert!(Instant::now() < deadline, "troupe up not ready after {limit:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+trait OutputRef {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl OutputRef for Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        use std::io::Read;
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = kill(self.pid(), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn help_teaches_the_commands_and_exit_codes() {
+    troupe()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("up").and(predicate::str::contains("Exit codes")));
+    troupe()
+        .args(["up", "--help"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Ctrl-C").and(predicate::str::contains("--state-dir")));
+}
+
+#[test]
+fn an_invalid_spec_is_reported_with_its_place_and_nothing_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("bad.toml");
+    std::fs::write(&spec, "[clusters.main]\nnodes = 3\nbianry = \"etcd\"\n").unwrap();
+    for cmd in ["check", "up"] {
+        troupe()
+            .arg(cmd)
+            .arg(&spec)
+            .assert()
+            .code(2)
+            .stderr(
+                predicate::str::contains("bad.toml:3:1")
+                    .and(predicate::str::contains("key `clusters.main.bianry`"))
+                    .and(predicate::str::contains("did you mean `binary`?")),
+            );
+    }
+    assert!(!dir.path().join(".troupe").exists(), "an invalid spec created a state dir");
+}
+
+#[test]
+fn check_accepts_the_etcd_example() {
+    troupe()
+        .arg("check")
+        .arg(etcd_spec())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("ok (1 cluster, 3 nodes)"));
+}
+
+#[test]
+fn certs_writes_the_gen_certs_layout_with_private_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    troupe()
+        .args(["certs", "--cluster", "cluster-a", "--cluster", "cluster-b", "--cluster", "cluster-c", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut expected = vec!["ca.key".to_string(), "ca.pem".into()];
+    for c in ["cluster-a", "cluster-b", "cluster-c"] {
+        for kind in ["client", "server"] {
+            expected.push(format!("{c}-{kind}.key"));
+            expected.push(format!("{c}-{kind}.pem"));
+        }
+    }
+    expected.sort();
+    assert_eq!(names, expected);
+    let mode = std::fs::metadata(out.join("cluster-b-client.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    troupe()
+        .args(["certs", "--cluster", "a", "--key-type", "dsa", "--out"])
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("p256"));
+}
+
+#[test]
+fn sigkill_of_troupe_up_leaves_no_node_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Up::spawn(&etcd_spec(), &dir.path().join("state"));
+    let d = up.ready(Duration::from_secs(60));
+    let pids: Vec<u32> = d.nodes.iter().map(|n| n.pid.expect("ready nodes have pids")).collect();
+    assert_eq!(pids.len(), 3);
+    assert!(pids.iter().all(|p| alive(*p)));
+    kill(up.pid(), Signal::SIGKILL).unwrap();
+    up.child.wait().unwrap();
+    wait_until(Duration::from_secs(10), "every etcd to die with troupe", || {
+        pids.iter().all(|p| !alive(*p))
+    });
+}
+
+#[test]
+fn eight_concurrent_ups_of_one_spec_all_come_up_on_disjoint_ports_and_stop_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ups: Vec<Up> = (0..8)
+        .map(|i| Up::spawn(&etcd_spec(), &dir.path().join(format!("run{i}"))))
+        .collect();
+    let mut ports = Vec::new();
+    let mut pids = Vec::new();
+    for up in &mut ups {
+        let d = up.ready(Duration::from_secs(120));
+        for n in &d.nodes {
+            ports.extend(n.ports.values().copied());
+            pids.push(n.pid.unwrap());
+        }
+    }
+    assert_eq!(ports.len(), 8 * 3 * 2);
+    let mut unique = ports.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ports.len(), "two runs got the same port: {ports:?}");
+    for up in &ups {
+        kill(up.pid(), Signal::SIGTERM).unwrap();
+    }
+    for up in &mut ups {
+        let status = up.child.wait().unwrap();
+        assert!(status.success(), "troupe up exited with {status} after SIGTERM");
+    }
+    assert!(pids.iter().all(|p| !alive(*p)), "a node survived a graceful stop");
+}
+
+#[test]
+fn a_second_up_on_a_running_state_dir_is_refused_and_a_foreign_dir_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut up = Up::spawn(&etcd_spec(), &state);
+    up.ready(Duration::from_secs(60));
+    troupe()
+        .arg("up")
+        .arg(etcd_spec())
+        .arg("--state-dir")
+        .arg(&state)
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("in use by a running troupe").and(predicate::str::contains(
+            up.child.id().to_string(),
+        )));
+
+    let foreign = dir.path().join("mine");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "keep me").unwrap();
+    troupe()
+        .arg("up")
+        .arg(etcd_spec())
+        .arg("--state-dir")
+        .arg(&foreign)
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("not made by troupe"));
+    assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "keep me");
+}

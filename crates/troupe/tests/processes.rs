@@ -1,0 +1,140 @@
+//! Hostile processes, played by `troupe-fixture`: a node that crashes at start, one that never
+//! becomes ready, one that ignores SIGTERM, one that forks a grandchild. Each is handled and
+//! nothing is left running.
+
+mod common;
+
+use std::time::Duration;
+
+use troupe::{Cluster, Error, NodeState, StartReason};
+
+fn spec(args: &str, extra: &str) -> String {
+    format!(
+        r#"
+[clusters.fx]
+nodes = 1
+binary = "{bin}"
+ports = ["main"]
+args = [{args}]
+{extra}
+"#,
+        bin = common::fixture_bin().display()
+    )
+}
+
+fn start_failure(spec_text: String) -> troupe::StartFailure {
+    match Cluster::from_toml("fixture.toml", spec_text).start() {
+        Err(Error::Start(f)) => *f,
+        Err(other) => panic!("expected a start failure, got {other:?}"),
+        Ok(_) => panic!("the cluster started"),
+    }
+}
+
+#[test]
+fn a_node_that_crashes_at_start_fails_the_start_at_once_with_its_exit_code_and_log() {
+    let f = start_failure(spec(
+        r#""--exit-after", "20", "--exit-code", "3""#,
+        "[[clusters.fx.ready]]\ntcp = \"main\"\ntimeout = \"60s\"",
+    ));
+    assert_eq!(f.node, "fx-1");
+    match &f.reason {
+        StartReason::Exited { status } => assert_eq!(status, "exit code 3"),
+        other => panic!("expected an early exit, got {other:?}"),
+    }
+    assert!(f.log_tail.iter().any(|l| l.contains("exiting with code 3")), "{:?}", f.log_tail);
+    let text = f.to_string();
+    assert!(text.contains("node `fx-1` exited before it was ready (exit code 3)"), "{text}");
+}
+
+#[test]
+fn a_node_that_never_becomes_ready_times_out_with_what_was_last_seen_and_is_stopped() {
+    let f = start_failure(spec(
+        "",
+        "[[clusters.fx.ready]]\ntcp = \"main\"\ntimeout = \"300ms\"",
+    ));
+    match &f.reason {
+        StartReason::Timeout { probe, last, .. } => {
+            assert!(probe.contains("tcp connect"), "{probe}");
+            assert!(last.contains("refused"), "{last}");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let log = f.log_tail.join("\n");
+    let pid = common::pid_from_log(&log, "fixture started, pid ");
+    assert!(!common::alive(pid), "the node that never became ready is still running");
+}
+
+#[test]
+fn a_node_that_ignores_sigterm_is_killed_after_its_grace_period() {
+    let cluster = Cluster::from_toml(
+        "fixture.toml",
+        spec(
+            r#""--ignore-sigterm", "--listen", "{{ node.addrs.main }}""#,
+            "[[clusters.fx.ready]]\ntcp = \"main\"\ntimeout = \"10s\"\n[clusters.fx.stop]\ngrace = \"200ms\"",
+        ),
+    )
+    .start()
+    .unwrap();
+    let node = cluster.node("fx-1").unwrap();
+    let pid = node.pid().unwrap();
+    common::wait_until(Duration::from_secs(5), "the fixture to ignore SIGTERM", || {
+        std::fs::read_to_string(node.log()).unwrap_or_default().contains("ignoring SIGTERM")
+    });
+    cluster.stop_node("fx-1").unwrap();
+    let after = cluster.node("fx-1").unwrap();
+    assert_eq!(after.state(), NodeState::Stopped);
+    assert_eq!(after.0.exit.as_deref(), Some("killed by SIGKILL"));
+    assert!(!common::alive(pid));
+}
+
+#[test]
+fn a_node_that_forks_a_grandchild_leaves_nothing_behind() {
+    let cluster = Cluster::from_toml(
+        "fixture.toml",
+        spec(
+            r#""--fork-grandchild", "--listen", "{{ node.addrs.main }}""#,
+            "[[clusters.fx.ready]]\nlog = 'fixture ready'\ntimeout = \"10s\"",
+        ),
+    )
+    .start()
+    .unwrap();
+    let node = cluster.node("fx-1").unwrap();
+    let log = std::fs::read_to_string(node.log()).unwrap();
+    let grandchild = common::pid_from_log(&log, "grandchild pid ");
+    assert!(common::alive(grandchild));
+    let pid = node.pid().unwrap();
+    cluster.stop();
+    assert!(!common::alive(pid));
+    common::wait_until(Duration::from_secs(5), "the grandchild to be gone", || {
+        !std::path::Path::new(&format!("/proc/{grandchild}")).exists()
+    });
+}
+
+#[test]
+fn templates_render_args_and_config_files_per_node() {
+    let text = format!(
+        r#"
+[clusters.fx]
+nodes = 2
+binary = "{bin}"
+ports = ["main"]
+args = ["--say", "{{{{ node.name }}}} of {{{{ cluster.size }}}}: {{{{ cluster.nodes | each('{{{{ name }}}}') | join(',') }}}}", "--listen", "{{{{ node.addrs.main }}}}"]
+[clusters.fx.files."node.conf"]
+template = '''
+name = "{{{{ node.name }}}}"
+port = {{{{ node.ports.main }}}}
+'''
+[[clusters.fx.ready]]
+tcp = "main"
+timeout = "10s"
+"#,
+        bin = common::fixture_bin().display()
+    );
+    let cluster = Cluster::from_toml("fixture.toml", text).start().unwrap();
+    for (i, node) in cluster.nodes().iter().enumerate() {
+        let log = std::fs::read_to_string(node.log()).unwrap();
+        assert!(log.contains(&format!("fx-{} of 2: fx-1,fx-2", i + 1)), "{log}");
+        let conf = std::fs::read_to_string(node.data_dir().parent().unwrap().join("node.conf")).unwrap();
+        assert_eq!(conf, format!("name = \"fx-{}\"\nport = {}\n", i + 1, node.port("main")));
+    }
+}

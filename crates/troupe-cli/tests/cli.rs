@@ -259,3 +259,47 @@ fn a_second_up_on_a_running_state_dir_is_refused_and_a_foreign_dir_is_left_alone
         .stderr(predicate::str::contains("not made by troupe"));
     assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "keep me");
 }
+
+#[test]
+fn sigkill_of_troupe_up_also_takes_down_the_grandchildren_of_its_nodes() {
+    let fixture = cargo_bin("troupe-fixture");
+    assert!(fixture.exists(), "run the tests with `cargo test --workspace` to build troupe-fixture");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("forks.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+[clusters.fx]
+nodes = 2
+binary = "{}"
+ports = ["main"]
+args = ["--fork-grandchild", "--listen", "{{{{ node.addrs.main }}}}"]
+[[clusters.fx.ready]]
+tcp = "main"
+timeout = "10s"
+"#,
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let mut up = Up::spawn(&spec, &dir.path().join("state"));
+    let d = up.ready(Duration::from_secs(30));
+    let mut pids = Vec::new();
+    for n in &d.nodes {
+        pids.push(n.pid.unwrap());
+        let log = std::fs::read_to_string(&n.log).unwrap();
+        let grandchild: u32 = log
+            .lines()
+            .find_map(|l| l.strip_prefix("grandchild pid "))
+            .and_then(|p| p.trim().parse().ok())
+            .expect("the fixture logs its grandchild's pid");
+        pids.push(grandchild);
+    }
+    assert!(pids.iter().all(|p| alive(*p)));
+    kill(up.pid(), Signal::SIGKILL).unwrap();
+    up.child.wait().unwrap();
+    wait_until(Duration::from_secs(10), "nodes and their grandchildren to die with troupe", || {
+        pids.iter().all(|p| !alive(*p))
+    });
+}

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use troupe_spec::{Descriptor, NodeDescriptor, NodeState, Spec, StartMode};
 
 use crate::error::{Error, StartFailure, StartReason, io_err};
+use crate::keeper::Keeper;
 use crate::pki::{Ca, write_private};
 use crate::plan::{self, NodePlan, Plan, PortMap, Probe};
 use crate::ports::{PortAllocator, PortLease};
@@ -59,6 +60,7 @@ impl Interrupt {
 
 pub(crate) struct Slot {
     pub plan: NodePlan,
+    pub keeper: Option<Arc<Keeper>>,
     pub tls: Option<Arc<ClientConfig>>,
     pub proc: Mutex<Option<NodeProc>>,
 }
@@ -115,6 +117,7 @@ impl Engine {
             }
             None => None,
         };
+        let keeper = Keeper::start().map(Arc::new);
         let mut slots = Vec::new();
         for node in plan.nodes() {
             private_dir(&node.data_dir)?;
@@ -139,6 +142,7 @@ impl Engine {
             std::fs::File::create(&node.log).map_err(|e| io_err("create", &node.log, e))?;
             slots.push(Arc::new(Slot {
                 plan: node.clone(),
+                keeper: keeper.clone(),
                 tls,
                 proc: Mutex::new(None),
             }));
@@ -370,7 +374,7 @@ fn node_descriptor(plan: &NodePlan, status: Option<&Status>) -> NodeDescriptor {
 }
 
 fn spawn_slot(s: &Arc<Slot>) -> Result<(), Error> {
-    let proc = NodeProc::spawn(&s.plan).map_err(|e| failure(&s.plan, StartReason::Spawn(e)))?;
+    let proc = NodeProc::spawn(&s.plan, s.keeper.clone()).map_err(|e| failure(&s.plan, StartReason::Spawn(e)))?;
     tracing::debug!(node = %s.plan.name, pid = proc.status().pid, "spawned");
     *s.proc.lock().expect("slot lock") = Some(proc);
     Ok(())

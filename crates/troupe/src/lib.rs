@@ -16,6 +16,7 @@
 
 mod cluster;
 mod engine;
+mod keeper;
 pub mod error;
 pub mod pki;
 pub mod plan;

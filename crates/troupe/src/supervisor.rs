@@ -15,6 +15,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 use troupe_spec::NodeState;
 
+use crate::keeper::Keeper;
 use crate::plan::NodePlan;
 use crate::sys;
 
@@ -60,7 +61,7 @@ pub struct NodeProc {
 impl NodeProc {
     /// Spawns the node. Must run on a long-lived thread (a runtime worker): the parent-death
     /// signal fires when the spawning *thread* exits.
-    pub fn spawn(plan: &NodePlan) -> Result<NodeProc, String> {
+    pub fn spawn(plan: &NodePlan, keeper: Option<Arc<Keeper>>) -> Result<NodeProc, String> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -86,6 +87,10 @@ impl NodeProc {
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", plan.program.display()))?;
         let pid = child.id().ok_or("the process exited at once")?;
+        if let Some(k) = &keeper {
+            k.watch(pid);
+        }
+        let name = plan.name.clone();
         let (status_tx, _) = watch::channel(Status {
             pid,
             state: NodeState::Starting,
@@ -113,10 +118,17 @@ impl NodeProc {
                             Err(e) => format!("lost track of the process: {e}"),
                         };
                         // The leader is reaped; now the rest of its group.
-                        let _ = tokio::task::spawn_blocking(move || {
+                        let gone = tokio::task::spawn_blocking(move || {
                             sys::kill_and_reap_group(pid, Duration::from_secs(5))
                         })
-                        .await;
+                        .await
+                        .unwrap_or(false);
+                        if gone && let Some(k) = &keeper {
+                            k.forget(pid);
+                        }
+                        if requested.is_none() {
+                            tracing::warn!(node = %name, "node exited unexpectedly: {exit}");
+                        }
                         task_status.send_modify(|s| {
                             s.state = requested.unwrap_or(NodeState::Exited);
                             s.exit = Some(exit);

@@ -48,6 +48,18 @@ pub enum KeyType {
 impl KeyType {
     pub const NAMES: [&'static str; 6] = ["p256", "p384", "ed25519", "rsa2048", "rsa3072", "rsa4096"];
 
+    /// The spec's name for this key type (`p256`, `rsa2048`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::P256 => "p256",
+            KeyType::P384 => "p384",
+            KeyType::Ed25519 => "ed25519",
+            KeyType::Rsa2048 => "rsa2048",
+            KeyType::Rsa3072 => "rsa3072",
+            KeyType::Rsa4096 => "rsa4096",
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<KeyType> {
         Some(match name {
             "p256" => KeyType::P256,

@@ -14,6 +14,7 @@
 //! resolves it (ports, templates, binaries) into a plan; the engine then issues certificates
 //! ([`pki`]), spawns and supervises processes ([`supervisor`]) and waits on probes ([`probe`]).
 
+mod builder;
 mod cluster;
 mod engine;
 mod keeper;
@@ -27,6 +28,7 @@ pub mod supervisor;
 mod sys;
 pub mod template;
 
+pub use builder::{ClusterDef, SpecBuilder};
 pub use cluster::{Cluster, ClusterBuilder, Node};
 pub use engine::Interrupt;
 pub use error::{Error, StartFailure, StartReason};

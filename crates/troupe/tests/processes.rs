@@ -138,3 +138,45 @@ timeout = "10s"
         assert_eq!(conf, format!("name = \"fx-{}\"\nport = {}\n", i + 1, node.port("main")));
     }
 }
+
+/// Start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22).
+fn start_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_cluster_starts_after_the_clusters_it_depends_on_and_sees_their_endpoints() {
+    let fixture = common::fixture_bin().display().to_string();
+    let spec = troupe::SpecBuilder::new("deps")
+        // Declared first, but waits for `db`.
+        .cluster("app", |c| {
+            c.nodes(1)
+                .binary(&fixture)
+                .after("db")
+                .args(["--say", "db at {{ clusters.db.nodes[0].addrs.main }}"])
+                .ports(["main"])
+                .ready_log("fixture started", "10s")
+        })
+        .cluster("db", |c| {
+            c.nodes(2)
+                .binary(&fixture)
+                .args(["--ready-after", "300", "--listen", "{{ node.addrs.main }}"])
+                .ports(["main"])
+                .ready_tcp("main", "10s")
+        })
+        .build()
+        .unwrap();
+    let cluster = troupe::Cluster::from_spec(spec).start().unwrap();
+    let names: Vec<String> = cluster.nodes().iter().map(|n| n.name().to_string()).collect();
+    assert_eq!(names, ["db-1", "db-2", "app-1"], "start order");
+    let db = cluster.node("db-1").unwrap();
+    let app = cluster.node("app-1").unwrap();
+    let log = std::fs::read_to_string(app.log()).unwrap();
+    assert!(log.contains(&format!("db at {}", db.addr("main"))), "{log}");
+    // `db` needs 300 ms to become ready, and `app` may only start after that.
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as u64;
+    let gap = start_ticks(app.pid().unwrap()).saturating_sub(start_ticks(db.pid().unwrap()));
+    assert!(gap * 1000 / hz >= 250, "app started {}ms after db", gap * 1000 / hz);
+}

@@ -2,6 +2,7 @@
 //! and check them. Argument parsing and rendering only; the work is in the `troupe` crate.
 
 mod certs;
+mod ctl;
 mod up;
 
 use std::path::PathBuf;
@@ -21,12 +22,14 @@ struct Cli {
 
 const EXAMPLES: &str = "Examples:
   troupe up examples/etcd/cluster.toml          3-node etcd with mTLS, in the foreground
+  troupe up examples/etcd/cluster.toml --detach  the same in the background
+  troupe status; troupe kill main:leader; troupe wait leader; troupe down
   troupe check examples/etcd/cluster.toml       validate a spec without starting anything
   troupe certs --out certs --cluster a --cluster b
 
 Exit codes: 0 ok, 1 failure, 2 invalid command line or spec (nothing started),
 3 the cluster did not come up (everything stopped again), 4 state directory in use,
-130 interrupted.";
+5 no troupe is running in the state directory, 130 interrupted.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -48,6 +51,95 @@ enum Command {
     /// auth; SANs localhost, 127.0.0.1, ::1) and <cluster>-client.pem/.key (client auth). Keys
     /// are mode 0600. No openssl needed.
     Certs(certs::CertsArgs),
+    /// Every node's live state, pid, role and endpoints, and each cluster's leader and timings.
+    Status {
+        #[command(flatten)]
+        run: ctl::Where,
+        /// The live descriptor as JSON (cluster.json with current states, roles and timings).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shell exports for every endpoint and certificate path: eval "$(troupe env)".
+    ///
+    /// TROUPE_STATE_DIR, TROUPE_CA, TROUPE_NODES; per node (MAIN_1 for main-1) TROUPE_MAIN_1_HOST,
+    /// _PID, _<PORT> (host:port), _<PORT>_URL, _DATA_DIR, _LOG, _CERT, _KEY, _CLIENT_CERT,
+    /// _CLIENT_KEY; per cluster TROUPE_MAIN_<PORT>_URLS (comma-separated) and TROUPE_MAIN_LEADER.
+    Env {
+        #[command(flatten)]
+        run: ctl::Where,
+        /// One JSON object instead of shell exports.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a node's log (stdout and stderr); works after the run has ended too.
+    Logs {
+        #[command(flatten)]
+        run: ctl::Where,
+        /// The node, e.g. main-1.
+        node: String,
+        /// Keep printing what the node writes, until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many lines from the end to start with.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
+    /// SIGKILL the targets' process groups (no grace).
+    ///
+    /// A target is a node (main-1), a cluster (main: all its nodes), or CLUSTER:SELECTOR with
+    /// SELECTOR one of leader, followers, random, one, minority, majority, all. leader and
+    /// followers need the cluster's role probe.
+    Kill(Targets),
+    /// Stop the targets gracefully: their stop signal, the grace period, then SIGKILL.
+    Stop(Targets),
+    /// Start stopped or killed targets again (same ports, data and certificates); waits until ready.
+    Start(Targets),
+    /// Stop, then start the targets.
+    Restart(Targets),
+    /// SIGSTOP the targets' process groups.
+    Pause(Targets),
+    /// SIGCONT the targets' process groups.
+    Resume(Targets),
+    /// Wait until every node is ready, or until a cluster has a leader (printed).
+    Wait {
+        #[command(flatten)]
+        run: ctl::Where,
+        /// What to wait for.
+        #[arg(value_enum)]
+        until: Until,
+        /// The cluster (needed for `leader` when several clusters have a role probe).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// How long to wait.
+        #[arg(long, default_value = "30s")]
+        timeout: String,
+    },
+    /// Stop every node, then the supervisor.
+    Down {
+        #[command(flatten)]
+        run: ctl::Where,
+        /// Kill a stuck or crashed run: the supervisor and every node process group it
+        /// recorded, each only after proving by pid and start time that it is that process.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct Targets {
+    #[command(flatten)]
+    run: ctl::Where,
+    /// Nodes, clusters, or CLUSTER:SELECTOR (leader, followers, random, one, minority, majority, all).
+    #[arg(required = true)]
+    targets: Vec<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Until {
+    /// Every node (of --cluster, or all) is ready.
+    Ready,
+    /// The cluster has a leader; prints its name.
+    Leader,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +149,33 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Check { spec } => check(&spec),
         Command::Certs(args) => certs::run(args),
+        Command::Status { run, json } => ctl::status(&run, json),
+        Command::Env { run, json } => ctl::env(&run, json),
+        Command::Logs {
+            run,
+            node,
+            follow,
+            lines,
+        } => ctl::logs(&run, &node, follow, lines),
+        Command::Kill(t) => ctl::op(&t.run, ctl::Op::Kill, t.targets),
+        Command::Stop(t) => ctl::op(&t.run, ctl::Op::Stop, t.targets),
+        Command::Start(t) => ctl::op(&t.run, ctl::Op::Start, t.targets),
+        Command::Restart(t) => ctl::op(&t.run, ctl::Op::Restart, t.targets),
+        Command::Pause(t) => ctl::op(&t.run, ctl::Op::Pause, t.targets),
+        Command::Resume(t) => ctl::op(&t.run, ctl::Op::Resume, t.targets),
+        Command::Wait {
+            run,
+            until,
+            cluster,
+            timeout,
+        } => {
+            let until = match until {
+                Until::Ready => troupe_spec::control::WaitFor::Ready,
+                Until::Leader => troupe_spec::control::WaitFor::Leader,
+            };
+            ctl::wait(&run, until, cluster, &timeout)
+        }
+        Command::Down { run, force } => ctl::down(&run, force),
     };
     ExitCode::from(code as u8)
 }
@@ -90,15 +209,27 @@ fn check(spec: &std::path::Path) -> i32 {
     exit::OK
 }
 
-/// Prints an error with its snippet and hint, and returns its exit code.
-pub fn report(e: troupe::Error) -> i32 {
-    let code = match &e {
+/// The documented exit code of an engine error.
+pub fn code_of(e: &troupe::Error) -> i32 {
+    match e {
         troupe::Error::Spec(_) => exit::INVALID_INPUT,
         troupe::Error::Start(_) => exit::START_FAILED,
-        troupe::Error::StateDirBusy { .. } | troupe::Error::StateDirForeign { .. } => exit::STATE_CONFLICT,
+        troupe::Error::StateDirBusy { .. } | troupe::Error::StateDirForeign { .. } => {
+            exit::STATE_CONFLICT
+        }
         troupe::Error::Interrupted => exit::INTERRUPTED,
         _ => exit::FAILURE,
-    };
+    }
+}
+
+/// Prints an error with its snippet and hint, and returns its exit code.
+pub fn report(e: troupe::Error) -> i32 {
+    let code = code_of(&e);
     eprintln!("{:?}", miette::Report::new(e));
     code
+}
+
+pub fn report_io(what: &str, e: std::io::Error) -> i32 {
+    eprintln!("error: failed to {what}: {e}");
+    exit::FAILURE
 }

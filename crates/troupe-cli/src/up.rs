@@ -1,11 +1,19 @@
-//! `troupe up`: start a spec's nodes in the foreground until Ctrl-C.
+//! `troupe up`: start a spec's nodes, in the foreground until Ctrl-C, or detached under a
+//! background supervisor. Either way the run serves its control socket, so `troupe status`,
+//! `troupe kill` and friends work on it.
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use clap::Args;
+use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 use troupe::{Cluster, Interrupt};
-use troupe_spec::{Spec, exit, format_duration};
+use troupe_spec::{Descriptor, Spec, exit, format_duration};
 
 #[derive(Args)]
 pub struct UpArgs {
@@ -15,6 +23,13 @@ pub struct UpArgs {
     /// to the spec]. It must be empty, new, or a previous troupe state directory.
     #[arg(long, env = "TROUPE_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Return once every node is ready, leaving a background supervisor that owns the nodes;
+    /// `troupe down` stops it. Fails (leaving nothing running) if the cluster does not come up.
+    #[arg(long)]
+    detach: bool,
+    /// Internal: run as the detached supervisor and report readiness on this fd.
+    #[arg(long, hide = true)]
+    ready_fd: Option<i32>,
 }
 
 pub fn run(args: UpArgs) -> i32 {
@@ -24,32 +39,156 @@ pub fn run(args: UpArgs) -> i32 {
     };
     let state_dir = args
         .state_dir
+        .clone()
         .unwrap_or_else(|| default_state_dir(&args.spec, &spec.name));
+    if args.detach {
+        if let Err(e) = troupe::plan::check(&spec) {
+            return crate::report(troupe::Error::Spec(e));
+        }
+        return detach(&args.spec, &state_dir);
+    }
     let nodes: u32 = spec.clusters.values().map(|c| c.nodes).sum();
-    eprintln!(
-        "troupe: starting {nodes} node{} of `{}` (state: {})",
-        if nodes == 1 { "" } else { "s" },
-        spec.name,
-        state_dir.display()
-    );
+    if args.ready_fd.is_none() {
+        eprintln!(
+            "troupe: starting {nodes} node{} of `{}` (state: {})",
+            if nodes == 1 { "" } else { "s" },
+            spec.name,
+            state_dir.display()
+        );
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    rt.block_on(foreground(spec, state_dir))
+    // SAFETY: the fd was handed to us by `troupe up --detach` and nothing else owns it.
+    let ready = args
+        .ready_fd
+        .map(|fd| std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+    rt.block_on(supervise(spec, state_dir, ready))
 }
 
 pub fn default_state_dir(spec_path: &Path, name: &str) -> PathBuf {
-    let dir = spec_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = spec_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     dir.join(".troupe").join(name)
 }
 
-async fn foreground(spec: Spec, state_dir: PathBuf) -> i32 {
+/// Starts the supervisor in its own session and waits for its word on readiness.
+fn detach(spec: &Path, state_dir: &Path) -> i32 {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills the array with two new fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return crate::report_io("create a pipe", std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds are new and owned here.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let write_raw = fds[1];
+    let exe = std::env::current_exe().expect("own executable");
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("up")
+        .arg(spec)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["--ready-fd", "3"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid and dup2 are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            // A session of its own: no terminal, no Ctrl-C from the shell that started it.
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::dup2(write_raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return crate::report_io("start the supervisor", e),
+    };
+    drop(write);
+    let pid = child.id();
+    // Ctrl-C while waiting: ask the supervisor to give up; it reports "interrupted".
+    let _ = ctrlc_forward(pid);
+    let mut line = String::new();
+    let got = BufReader::new(std::fs::File::from(read)).read_line(&mut line);
+    let msg: serde_json::Value = match got {
+        Ok(n) if n > 0 => {
+            serde_json::from_str(&line).unwrap_or(json!({"ok": false, "code": 1, "error": line}))
+        }
+        _ => {
+            json!({"ok": false, "code": 1, "error": format!("the supervisor (pid {pid}) exited before the cluster was ready")})
+        }
+    };
+    if msg["ok"] == json!(true) {
+        match troupe::control::Client::connect(state_dir).and_then(|mut c| {
+            c.request(
+                &troupe_spec::control::Request::Status,
+                Duration::from_secs(10),
+            )
+        }) {
+            Ok(r) => {
+                if let Some(d) = r.status {
+                    print_nodes(&d);
+                    println!();
+                    print_footer(&d, msg["ms"].as_f64());
+                }
+                println!(
+                    "supervisor: pid {pid}; `troupe down --state-dir {}` stops it",
+                    state_dir.display()
+                );
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("{:?}", miette::Report::new(e));
+                exit::FAILURE
+            }
+        }
+    } else {
+        eprint!(
+            "{}",
+            msg["error"].as_str().unwrap_or("the supervisor failed")
+        );
+        msg["code"].as_i64().unwrap_or(1) as i32
+    }
+}
+
+/// Forwards SIGINT/SIGTERM to the supervisor while `up --detach` waits for it.
+fn ctrlc_forward(pid: u32) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async move {
+                let mut int = signal(SignalKind::interrupt()).expect("SIGINT");
+                let mut term = signal(SignalKind::terminate()).expect("SIGTERM");
+                loop {
+                    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+            });
+        })?;
+    Ok(())
+}
+
+async fn supervise(spec: Spec, state_dir: PathBuf, mut ready: Option<std::fs::File>) -> i32 {
     let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut sighup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     let interrupt = Interrupt::new();
-    let builder = Cluster::from_spec(spec).state_dir(state_dir).interrupt(interrupt.clone());
+    let builder = Cluster::from_spec(spec)
+        .state_dir(state_dir)
+        .interrupt(interrupt.clone());
     let mut start = tokio::task::spawn_blocking(move || builder.start());
     let started = Instant::now();
     let result = loop {
@@ -60,17 +199,70 @@ async fn foreground(spec: Spec, state_dir: PathBuf) -> i32 {
             _ = sighup.recv() => on_signal(&interrupt, "SIGHUP"),
         }
     };
+    let took = started.elapsed();
     let cluster = match result {
         Ok(c) => c,
-        Err(e) => return crate::report(e),
+        Err(e) => {
+            let code = crate::code_of(&e);
+            match ready.as_mut() {
+                Some(fd) => {
+                    let text = format!("{:?}", miette::Report::new(e));
+                    let _ = writeln!(fd, "{}", json!({"ok": false, "code": code, "error": text}));
+                }
+                None => {
+                    crate::report(e);
+                }
+            }
+            return code;
+        }
     };
-    print_table(&cluster, started.elapsed());
-    tokio::select! {
-        _ = sigint.recv() => {}
-        _ = sigterm.recv() => {}
-        _ = sighup.recv() => {}
+    let mut down = match cluster.serve_control() {
+        Ok(rx) => rx,
+        Err(e) => {
+            cluster.stop();
+            let code = crate::code_of(&e);
+            match ready.as_mut() {
+                Some(fd) => {
+                    let _ = writeln!(
+                        fd,
+                        "{}",
+                        json!({"ok": false, "code": code, "error": e.to_string()})
+                    );
+                }
+                None => {
+                    crate::report(e);
+                }
+            }
+            return code;
+        }
+    };
+    match ready.take() {
+        Some(mut fd) => {
+            let _ = writeln!(
+                fd,
+                "{}",
+                json!({"ok": true, "ms": took.as_secs_f64() * 1000.0})
+            );
+            drop(fd);
+            redirect_output(&cluster.state_dir().join("supervisor.log"));
+        }
+        None => {
+            let d = cluster.descriptor();
+            print_nodes(&d);
+            println!();
+            print_footer(&d, Some(took.as_secs_f64() * 1000.0));
+            println!("Press Ctrl-C to stop.");
+        }
     }
-    eprintln!("troupe: stopping (press Ctrl-C again to kill at once)");
+    let by_request = tokio::select! {
+        _ = sigint.recv() => false,
+        _ = sigterm.recv() => false,
+        _ = sighup.recv() => false,
+        _ = down.wait_for(|d| *d) => true,
+    };
+    if !by_request {
+        eprintln!("troupe: stopping (press Ctrl-C again to kill at once)");
+    }
     interrupt.trigger();
     let mut stop = tokio::task::spawn_blocking(move || cluster.stop());
     loop {
@@ -84,7 +276,21 @@ async fn foreground(spec: Spec, state_dir: PathBuf) -> i32 {
     exit::OK
 }
 
-use std::time::Instant;
+/// The detached supervisor's own messages go to `<state-dir>/supervisor.log`.
+fn redirect_output(path: &Path) {
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto our own stdout and stderr.
+        unsafe {
+            libc::dup2(f.as_raw_fd(), 1);
+            libc::dup2(f.as_raw_fd(), 2);
+        }
+    }
+}
 
 fn on_signal(interrupt: &Interrupt, what: &str) {
     interrupt.trigger();
@@ -95,23 +301,31 @@ fn on_signal(interrupt: &Interrupt, what: &str) {
     }
 }
 
-fn print_table(cluster: &Cluster, took: std::time::Duration) {
-    let d = cluster.descriptor();
+fn ms(v: f64) -> String {
+    format_duration(Duration::from_secs_f64(v / 1000.0))
+}
+
+/// The node table: name, state, pid, role, time to ready, endpoints.
+pub fn print_nodes(d: &Descriptor) {
     let mut rows = vec![[
         "NODE".to_string(),
-        "PID".into(),
         "STATE".into(),
+        "PID".into(),
+        "ROLE".into(),
         "READY IN".into(),
         "ENDPOINTS".into(),
     ]];
     for n in &d.nodes {
+        let state = match (&n.state, &n.exit) {
+            (troupe_spec::NodeState::Exited, Some(e)) => format!("exited ({e})"),
+            (s, _) => s.to_string(),
+        };
         rows.push([
             n.name.clone(),
+            state,
             n.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            n.state.to_string(),
-            n.time_to_ready_ms
-                .map(|ms| format_duration(std::time::Duration::from_secs_f64(ms / 1000.0)))
-                .unwrap_or_else(|| "-".into()),
+            n.role.clone().unwrap_or_else(|| "-".into()),
+            n.time_to_ready_ms.map(ms).unwrap_or_else(|| "-".into()),
             n.urls
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
@@ -119,23 +333,40 @@ fn print_table(cluster: &Cluster, took: std::time::Duration) {
                 .join(" "),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
+    let last = rows[0].len() - 1;
+    let widths: Vec<usize> = (0..last)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     for r in &rows {
         let line: Vec<String> = r
             .iter()
             .enumerate()
-            .map(|(i, c)| if i == 4 { c.clone() } else { format!("{c:<w$}", w = widths[i]) })
+            .map(|(i, c)| {
+                if i == last {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
             .collect();
         println!("{}", line.join("  ").trim_end());
     }
-    println!();
-    println!("{} ready in {}", d.name, format_duration(took));
+}
+
+fn print_footer(d: &Descriptor, took_ms: Option<f64>) {
+    match took_ms {
+        Some(t) => println!("{} ready in {}", d.name, ms(t)),
+        None => println!("{} ready", d.name),
+    }
     if let Some(ca) = &d.ca {
         println!("CA:          {}", ca.display());
     }
-    println!("descriptor:  {}", d.state_dir.join("cluster.json").display());
-    println!("logs:        {}/nodes/<node>/node.log", d.state_dir.display());
-    println!("Press Ctrl-C to stop.");
+    println!(
+        "descriptor:  {}",
+        d.state_dir.join("cluster.json").display()
+    );
+    println!(
+        "logs:        {}/nodes/<node>/node.log",
+        d.state_dir.display()
+    );
 }

@@ -21,7 +21,10 @@ fn etcd_spec() -> PathBuf {
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit_once(')').map(|(_, r)| r.trim_start()).unwrap_or("");
+            let state = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start())
+                .unwrap_or("");
             !state.starts_with('Z') && !state.starts_with('X')
         }
         Err(_) => false,
@@ -31,7 +34,10 @@ fn alive(pid: u32) -> bool {
 fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -76,7 +82,10 @@ impl Up {
                 let out = self.child.wait_with_output_ref();
                 panic!("troupe up exited with {status} before ready:\n{out}");
             }
-            assert!(Instant::now() < deadline, "troupe up not ready after {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "troupe up not ready after {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -126,18 +135,16 @@ fn an_invalid_spec_is_reported_with_its_place_and_nothing_is_created() {
     let spec = dir.path().join("bad.toml");
     std::fs::write(&spec, "[clusters.main]\nnodes = 3\nbianry = \"etcd\"\n").unwrap();
     for cmd in ["check", "up"] {
-        troupe()
-            .arg(cmd)
-            .arg(&spec)
-            .assert()
-            .code(2)
-            .stderr(
-                predicate::str::contains("bad.toml:3:1")
-                    .and(predicate::str::contains("key `clusters.main.bianry`"))
-                    .and(predicate::str::contains("did you mean `binary`?")),
-            );
+        troupe().arg(cmd).arg(&spec).assert().code(2).stderr(
+            predicate::str::contains("bad.toml:3:1")
+                .and(predicate::str::contains("key `clusters.main.bianry`"))
+                .and(predicate::str::contains("did you mean `binary`?")),
+        );
     }
-    assert!(!dir.path().join(".troupe").exists(), "an invalid spec created a state dir");
+    assert!(
+        !dir.path().join(".troupe").exists(),
+        "an invalid spec created a state dir"
+    );
 }
 
 #[test]
@@ -156,7 +163,16 @@ fn certs_writes_the_gen_certs_layout_with_private_keys() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("certs");
     troupe()
-        .args(["certs", "--cluster", "cluster-a", "--cluster", "cluster-b", "--cluster", "cluster-c", "--out"])
+        .args([
+            "certs",
+            "--cluster",
+            "cluster-a",
+            "--cluster",
+            "cluster-b",
+            "--cluster",
+            "cluster-c",
+            "--out",
+        ])
         .arg(&out)
         .assert()
         .success();
@@ -174,7 +190,10 @@ fn certs_writes_the_gen_certs_layout_with_private_keys() {
     }
     expected.sort();
     assert_eq!(names, expected);
-    let mode = std::fs::metadata(out.join("cluster-b-client.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(out.join("cluster-b-client.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     troupe()
         .args(["certs", "--cluster", "a", "--key-type", "dsa", "--out"])
@@ -189,14 +208,20 @@ fn sigkill_of_troupe_up_leaves_no_node_alive() {
     let dir = tempfile::tempdir().unwrap();
     let mut up = Up::spawn(&etcd_spec(), &dir.path().join("state"));
     let d = up.ready(Duration::from_secs(60));
-    let pids: Vec<u32> = d.nodes.iter().map(|n| n.pid.expect("ready nodes have pids")).collect();
+    let pids: Vec<u32> = d
+        .nodes
+        .iter()
+        .map(|n| n.pid.expect("ready nodes have pids"))
+        .collect();
     assert_eq!(pids.len(), 3);
     assert!(pids.iter().all(|p| alive(*p)));
     kill(up.pid(), Signal::SIGKILL).unwrap();
     up.child.wait().unwrap();
-    wait_until(Duration::from_secs(10), "every etcd to die with troupe", || {
-        pids.iter().all(|p| !alive(*p))
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "every etcd to die with troupe",
+        || pids.iter().all(|p| !alive(*p)),
+    );
 }
 
 #[test]
@@ -218,15 +243,25 @@ fn eight_concurrent_ups_of_one_spec_all_come_up_on_disjoint_ports_and_stop_clean
     let mut unique = ports.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!(unique.len(), ports.len(), "two runs got the same port: {ports:?}");
+    assert_eq!(
+        unique.len(),
+        ports.len(),
+        "two runs got the same port: {ports:?}"
+    );
     for up in &ups {
         kill(up.pid(), Signal::SIGTERM).unwrap();
     }
     for up in &mut ups {
         let status = up.child.wait().unwrap();
-        assert!(status.success(), "troupe up exited with {status} after SIGTERM");
+        assert!(
+            status.success(),
+            "troupe up exited with {status} after SIGTERM"
+        );
     }
-    assert!(pids.iter().all(|p| !alive(*p)), "a node survived a graceful stop");
+    assert!(
+        pids.iter().all(|p| !alive(*p)),
+        "a node survived a graceful stop"
+    );
 }
 
 #[test]
@@ -242,9 +277,10 @@ fn a_second_up_on_a_running_state_dir_is_refused_and_a_foreign_dir_is_left_alone
         .arg(&state)
         .assert()
         .code(4)
-        .stderr(predicate::str::contains("in use by a running troupe").and(predicate::str::contains(
-            up.child.id().to_string(),
-        )));
+        .stderr(
+            predicate::str::contains("in use by a running troupe")
+                .and(predicate::str::contains(up.child.id().to_string())),
+        );
 
     let foreign = dir.path().join("mine");
     std::fs::create_dir(&foreign).unwrap();
@@ -257,13 +293,19 @@ fn a_second_up_on_a_running_state_dir_is_refused_and_a_foreign_dir_is_left_alone
         .assert()
         .code(4)
         .stderr(predicate::str::contains("not made by troupe"));
-    assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "keep me");
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("notes.txt")).unwrap(),
+        "keep me"
+    );
 }
 
 #[test]
 fn sigkill_of_troupe_up_also_takes_down_the_grandchildren_of_its_nodes() {
     let fixture = cargo_bin("troupe-fixture");
-    assert!(fixture.exists(), "run the tests with `cargo test --workspace` to build troupe-fixture");
+    assert!(
+        fixture.exists(),
+        "run the tests with `cargo test --workspace` to build troupe-fixture"
+    );
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("forks.toml");
     std::fs::write(
@@ -299,7 +341,9 @@ timeout = "10s"
     assert!(pids.iter().all(|p| alive(*p)));
     kill(up.pid(), Signal::SIGKILL).unwrap();
     up.child.wait().unwrap();
-    wait_until(Duration::from_secs(10), "nodes and their grandchildren to die with troupe", || {
-        pids.iter().all(|p| !alive(*p))
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "nodes and their grandchildren to die with troupe",
+        || pids.iter().all(|p| !alive(*p)),
+    );
 }

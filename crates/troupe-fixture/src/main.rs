@@ -26,11 +26,22 @@ fn main() {
     let mut ignore_term = false;
     let mut fork = false;
     while let Some(a) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| die(&format!("{a} needs a value")));
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| die(&format!("{a} needs a value")))
+        };
         match a.as_str() {
             "--listen" => listen = Some(value()),
-            "--ready-after" => ready_after = value().parse().unwrap_or_else(|_| die("bad --ready-after")),
-            "--exit-after" => exit_after = Some(value().parse::<u64>().unwrap_or_else(|_| die("bad --exit-after"))),
+            "--ready-after" => {
+                ready_after = value().parse().unwrap_or_else(|_| die("bad --ready-after"))
+            }
+            "--exit-after" => {
+                exit_after = Some(
+                    value()
+                        .parse::<u64>()
+                        .unwrap_or_else(|_| die("bad --exit-after")),
+                )
+            }
             "--exit-code" => exit_code = value().parse().unwrap_or_else(|_| die("bad --exit-code")),
             "--ignore-sigterm" => ignore_term = true,
             "--fork-grandchild" => fork = true,
@@ -70,7 +81,8 @@ fn main() {
     std::thread::sleep(Duration::from_millis(ready_after));
     match listen {
         Some(addr) => {
-            let listener = TcpListener::bind(&addr).unwrap_or_else(|e| die(&format!("bind {addr}: {e}")));
+            let listener =
+                TcpListener::bind(&addr).unwrap_or_else(|e| die(&format!("bind {addr}: {e}")));
             println!("fixture ready");
             let _ = std::io::stdout().flush();
             for conn in listener.incoming().flatten() {
@@ -78,7 +90,9 @@ fn main() {
                 let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
                 let mut buf = [0u8; 1024];
                 let _ = conn.read(&mut buf);
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
             }
         }
         None => {

@@ -18,6 +18,13 @@ pub struct Descriptor {
     pub state_dir: PathBuf,
     /// Process id of the troupe process that supervises the nodes.
     pub supervisor_pid: u32,
+    /// The supervisor's start time (clock ticks after boot, `/proc/<pid>/stat` field 22), so a
+    /// later troupe can prove a pid is still that process before it signals it.
+    #[serde(default)]
+    pub supervisor_start_time: Option<u64>,
+    /// Per cluster: leader, formation time, leader changes and failovers.
+    #[serde(default)]
+    pub clusters: Vec<ClusterStatus>,
     /// Every node of every cluster, in start order.
     pub nodes: Vec<NodeDescriptor>,
 }
@@ -48,6 +55,51 @@ pub struct NodeDescriptor {
     /// How the last process exited (`exit code 1`, `killed by SIGKILL`); absent while running.
     #[serde(default)]
     pub exit: Option<String>,
+    /// `leader` or `follower` when the cluster has a role probe and the node answered it.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Start time of `pid` (clock ticks after boot), to prove the pid is still this node's.
+    #[serde(default)]
+    pub start_time: Option<u64>,
+}
+
+/// A cluster's life as troupe saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[non_exhaustive]
+pub struct ClusterStatus {
+    pub name: String,
+    /// The node the role probe says leads, if any.
+    pub leader: Option<String>,
+    /// From the first node's spawn to the last node's readiness.
+    pub formation_ms: Option<f64>,
+    /// Every change of leader seen, oldest first.
+    pub leader_changes: Vec<LeaderChange>,
+    /// Leader stopped, killed or paused → a different leader seen.
+    pub failovers: Vec<Failover>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct LeaderChange {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    /// `None`: no node claimed leadership.
+    pub leader: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct Failover {
+    /// The leader that was stopped, killed or paused.
+    pub from: String,
+    /// `kill`, `stop`, `pause` or `restart`.
+    pub cause: String,
+    /// Unix time in milliseconds when troupe acted on the old leader.
+    pub at_ms: u64,
+    /// The next leader, once seen.
+    pub to: Option<String>,
+    /// From acting on the old leader to seeing the new one (role probe interval resolution).
+    pub ms: Option<f64>,
 }
 
 /// A node's certificate paths. Keys are mode 0600.
@@ -92,5 +144,24 @@ impl std::fmt::Display for NodeState {
             NodeState::Exited => "exited",
         };
         f.write_str(s)
+    }
+}
+
+impl LeaderChange {
+    pub fn new(at_ms: u64, leader: Option<String>) -> LeaderChange {
+        LeaderChange { at_ms, leader }
+    }
+}
+
+impl Failover {
+    /// A failover that has started and not yet ended.
+    pub fn begin(from: &str, cause: &str, at_ms: u64) -> Failover {
+        Failover {
+            from: from.to_string(),
+            cause: cause.to_string(),
+            at_ms,
+            to: None,
+            ms: None,
+        }
     }
 }

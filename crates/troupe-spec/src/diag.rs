@@ -20,7 +20,9 @@ pub struct SpecSource {
 
 impl fmt::Debug for SpecSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpecSource").field("path", &self.path).finish()
+        f.debug_struct("SpecSource")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -99,6 +101,11 @@ impl SpecError {
         self
     }
 
+    pub(crate) fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     /// Overrides the key found from the span (for errors about a whole table).
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
@@ -167,31 +174,46 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     let limit = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|c| (levenshtein(word, c), c))
+        .map(|c| (edit_distance(word, c), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
+/// Edit distance where swapping two neighbouring letters (`nmae` for `name`) is one edit, like
+/// inserting, deleting or changing one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
+    // d[i][j]: distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j - 1] + cost)
+                .min(d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// The dotted path of the most specific key whose entry contains `span`, e.g.
 /// `clusters.main.ready[0].timeout`. Table headers only span the header line, so a span inside a
 /// table's body that no entry contains is attributed to the nearest header before it.
 fn key_at(text: &str, span: Range<usize>) -> Option<String> {
-    let table = DeTable::parse(text).ok()?;
+    // Recovering from errors (a duplicate key) still gives the keys around them.
+    let (table, _) = DeTable::parse_recoverable(text);
     let mut entries = Vec::new();
     collect_table(table.get_ref(), "", &mut entries);
     let at = span.start;
@@ -201,7 +223,10 @@ fn key_at(text: &str, span: Range<usize>) -> Option<String> {
         .filter(|e| inside(&e.key) || inside(&e.value))
         .min_by_key(|e| {
             let len = |r: &Range<usize>| if inside(r) { r.len() } else { usize::MAX };
-            (len(&e.key).min(len(&e.value)), std::cmp::Reverse(e.path.len()))
+            (
+                len(&e.key).min(len(&e.value)),
+                std::cmp::Reverse(e.path.len()),
+            )
         })
         .or_else(|| {
             entries
@@ -210,6 +235,32 @@ fn key_at(text: &str, span: Range<usize>) -> Option<String> {
                 .max_by_key(|e| (e.key.start, e.path.len()))
         })
         .map(|e| e.path.clone())
+}
+
+/// Where the key at the dotted `path` is first written, e.g. the `nodes` of `nodes = 3`.
+pub(crate) fn key_span(text: &str, path: &str) -> Option<Range<usize>> {
+    let (table, _) = DeTable::parse_recoverable(text);
+    let mut entries = Vec::new();
+    collect_table(table.get_ref(), "", &mut entries);
+    entries.into_iter().find(|e| e.path == path).map(|e| e.key)
+}
+
+/// Where a key named `name` is written inside `within`, e.g. the bad key in a table that an
+/// error spans as a whole.
+pub(crate) fn key_span_within(
+    text: &str,
+    within: Range<usize>,
+    name: &str,
+) -> Option<Range<usize>> {
+    let (table, _) = DeTable::parse_recoverable(text);
+    let mut entries = Vec::new();
+    collect_table(table.get_ref(), "", &mut entries);
+    let last = quote_key(name);
+    entries
+        .into_iter()
+        .filter(|e| e.path == last || e.path.ends_with(&format!(".{last}")))
+        .map(|e| e.key)
+        .find(|k| within.start <= k.start && k.end <= within.end)
 }
 
 struct Entry {
@@ -222,10 +273,11 @@ struct Entry {
 
 fn collect_table(table: &DeTable<'_>, prefix: &str, out: &mut Vec<Entry>) {
     for (key, value) in table.iter() {
+        let key_text = quote_key(key.get_ref());
         let path = if prefix.is_empty() {
-            key.get_ref().to_string()
+            key_text
         } else {
-            format!("{prefix}.{}", key.get_ref())
+            format!("{prefix}.{key_text}")
         };
         let header = matches!(value.get_ref(), DeValue::Table(_) | DeValue::Array(_));
         out.push(Entry {
@@ -235,6 +287,19 @@ fn collect_table(table: &DeTable<'_>, prefix: &str, out: &mut Vec<Entry>) {
             header,
         });
         collect_value(value.get_ref(), &path, out);
+    }
+}
+
+/// A key as TOML needs it written: bare when it can be, else quoted (`files."node.conf"`).
+pub(crate) fn quote_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
     }
 }
 
@@ -267,6 +332,9 @@ mod tests {
         assert_eq!(suggest("bianry", keys), Some("binary"));
         assert_eq!(suggest("node", keys), Some("nodes"));
         assert_eq!(suggest("zzz", keys), None);
+        // A swap of two letters counts as one edit.
+        assert_eq!(suggest("nmae", ["name", "tls"]), Some("name"));
+        assert_eq!(suggest("bd", ["db", "app"]), Some("db"));
     }
 
     #[test]
@@ -278,7 +346,20 @@ mod tests {
             Some("clusters.main.ready[0].timeout")
         );
         let at = text.find('3').unwrap();
-        assert_eq!(key_at(text, at..at + 1).as_deref(), Some("clusters.main.nodes"));
+        assert_eq!(
+            key_at(text, at..at + 1).as_deref(),
+            Some("clusters.main.nodes")
+        );
+    }
+
+    #[test]
+    fn keys_that_are_not_bare_are_quoted() {
+        let text = "[clusters.main.files.\"node.conf\"]\nmode = \"x\"\n";
+        let at = text.find("\"x\"").unwrap();
+        assert_eq!(
+            key_at(text, at..at + 3).as_deref(),
+            Some("clusters.main.files.\"node.conf\".mode")
+        );
     }
 
     #[test]

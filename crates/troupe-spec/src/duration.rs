@@ -53,7 +53,11 @@ mod tests {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("10").unwrap_err().contains("no unit"));
-        assert!(parse_duration("3 weeks").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("3 weeks")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(parse_duration("fast").is_err());
     }
 

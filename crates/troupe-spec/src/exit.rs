@@ -11,5 +11,7 @@ pub const INVALID_INPUT: i32 = 2;
 pub const START_FAILED: i32 = 3;
 /// The state directory is in use by another live run, or holds a run that cannot be driven.
 pub const STATE_CONFLICT: i32 = 4;
+/// No live troupe runs in the state directory (it ended or crashed).
+pub const NOT_RUNNING: i32 = 5;
 /// troupe was interrupted (Ctrl-C or SIGTERM) before the cluster was ready.
 pub const INTERRUPTED: i32 = 130;

@@ -21,6 +21,7 @@
 //! assert_eq!(spec.clusters["main"].nodes, 3);
 //! ```
 
+pub mod control;
 mod descriptor;
 mod diag;
 mod duration;
@@ -28,10 +29,12 @@ pub mod exit;
 mod load;
 mod model;
 
-pub use descriptor::{Descriptor, NodeDescriptor, NodeState, NodeTls};
+pub use descriptor::{
+    ClusterStatus, Descriptor, Failover, LeaderChange, NodeDescriptor, NodeState, NodeTls,
+};
 pub use diag::{InvalidSpec, SpecError, SpecSource, suggest};
 pub use duration::{format_duration, parse_duration};
 pub use model::{
-    ClusterSpec, FileSpec, KeyType, ProbeKind, ProbeSpec, Spec, Spanned, StartMode, StopSpec,
-    TlsSpec,
+    ClusterSpec, FileSpec, KeyType, ProbeKind, ProbeSpec, RoleRuleSpec, RoleSourceSpec, RoleSpec,
+    Spanned, Spec, StartMode, StopSpec, TlsSpec,
 };

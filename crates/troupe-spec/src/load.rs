@@ -9,7 +9,9 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::diag::{InvalidSpec, SpecError, SpecSource, suggest};
+use crate::diag::{
+    InvalidSpec, SpecError, SpecSource, key_span, key_span_within, quote_key, suggest,
+};
 use crate::duration::parse_duration;
 use crate::model::*;
 
@@ -56,7 +58,21 @@ struct RawCluster {
     started: Vec<Spanned<RawProbe>>,
     #[serde(default)]
     ready: Vec<Spanned<RawProbe>>,
+    role: Option<Spanned<RawRole>>,
     stop: Option<Spanned<RawStop>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    http: Option<Spanned<String>>,
+    post: Option<Spanned<String>>,
+    command: Option<Vec<Spanned<String>>>,
+    pointer: Option<Spanned<String>>,
+    leader: Option<Spanned<String>>,
+    equals: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -106,13 +122,18 @@ impl Spec {
         let text = std::fs::read_to_string(path).map_err(|e| {
             let src = SpecSource::new(path, "");
             src.error(0..0, format!("cannot read the spec: {e}"))
-                .with_help("check the path; specs are TOML files such as examples/etcd/cluster.toml")
+                .with_help(
+                    "check the path; specs are TOML files such as examples/etcd/cluster.toml",
+                )
         })?;
         Spec::from_str(path, &text)
     }
 
     /// Validates spec text; `path` names it in messages and anchors relative paths.
-    #[expect(clippy::should_implement_trait, reason = "needs a path as well as the text")]
+    #[allow(
+        clippy::should_implement_trait,
+        reason = "needs a path as well as the text"
+    )]
     pub fn from_str(path: impl AsRef<Path>, text: &str) -> Result<Spec, InvalidSpec> {
         let src = SpecSource::new(path.as_ref(), text);
         let raw: RawSpec = toml::from_str(text).map_err(|e| toml_error(&src, &e))?;
@@ -136,53 +157,190 @@ impl Spec {
 fn toml_error(src: &SpecSource, e: &toml::de::Error) -> SpecError {
     let span = e.span().unwrap_or(0..0);
     let msg = e.message().trim().to_string();
+    let written = src.text.get(span.clone()).unwrap_or("").trim();
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
-        let valid: Vec<&str> = expected
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .collect();
-        let mut err = src.error(span, format!("unknown key `{field}`"));
-        // The span covers the key itself, so the found path ends with the bad key.
+        let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        // Point at the key itself, also when the error spans its whole table.
+        let span = if written.trim_matches(['"', '\'']) == field {
+            span
+        } else {
+            key_span_within(&src.text, span.clone(), field).unwrap_or(span)
+        };
         let help = match suggest(field, valid.iter().copied()) {
             Some(s) => format!("did you mean `{s}`? Valid keys here: {}", valid.join(", ")),
             None => format!("valid keys here: {}", valid.join(", ")),
         };
-        err = err.with_help(help).with_label("not a key troupe knows here");
-        return err;
+        return src
+            .error(span, format!("unknown key `{field}`"))
+            .with_help(help)
+            .with_label("not a key troupe knows here");
     }
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or(rest);
-        let table = src.error(span.clone(), "").key;
-        let mut err = src.error(span, format!("missing required key `{field}`"));
-        err.key = table.clone();
-        let example = match field {
-            "nodes" => "nodes = 3",
-            "binary" => "binary = \"etcd\"",
-            "range" => "range = \"20000-30000\"",
-            _ => "",
+        let help = match field {
+            "nodes" => "add `nodes = 3`: how many copies of the binary to run".to_string(),
+            "binary" => "add the program each node runs, e.g. `binary = \"etcd\"` (a name on PATH \
+                         or a path relative to the spec)"
+                .to_string(),
+            "range" => "add `range = \"20000-30000\"`, or remove the [ports] table to use the \
+                        default range"
+                .to_string(),
+            _ => format!("add `{field}` to this table"),
         };
-        let help = if example.is_empty() {
-            format!("add `{field}` to this table")
-        } else {
-            format!("add `{example}` to this table")
-        };
-        return err.with_help(help).with_label("in this table");
+        // The error spans the table that lacks the key, so that is the key found.
+        return src
+            .error(span, format!("missing required key `{field}`"))
+            .with_help(help)
+            .with_label(format!("this table has no `{field}`"));
+    }
+    if written.starts_with("[[") && msg != "duplicate key" {
+        // `[[clusters.main]]`: an array of tables where one table is expected.
+        let err = src.error(span.clone(), "");
+        let table = err
+            .key
+            .as_deref()
+            .map(|k| k.rsplit_once('[').map_or(k, |(t, _)| t).to_string())
+            .unwrap_or_default();
+        return err
+            .with_key(table.clone())
+            .with_message(format!("`{table}` must be a single table, not an array of tables"))
+            .with_help(format!(
+                "write `[{table}]` with single brackets; `[[...]]` is for lists of tables, such as probes"
+            ))
+            .with_label("an array of tables");
     }
     if let Some(rest) = msg.strip_prefix("invalid type: ") {
-        let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, "another type"));
+        let (found, expected) = rest
+            .split_once(", expected ")
+            .unwrap_or((rest, "another type"));
+        let too_large = found.ends_with(" as i128");
+        let found = match found.trim_end_matches(" as i128") {
+            number if too_large => number.trim_start_matches("integer ").to_string(),
+            "map" => "a table".to_string(),
+            "sequence" => "an array".to_string(),
+            other => other.replace("floating point", "a decimal number"),
+        };
         let expected = match expected {
             "i64" | "u32" | "u16" => "a whole number",
             "a string" => "a string (in quotes)",
-            "a sequence" => "an array such as [\"a\", \"b\"]",
+            "a sequence" => "an array",
+            "a map" => "a table",
+            "a boolean" => "true or false",
+            other if other.starts_with("struct ") => "a table",
             other => other,
         };
-        return src
-            .error(span, format!("expected {expected}, found {found}"))
+        let err = src.error(span.clone(), "");
+        let key = err.key.clone().unwrap_or_default();
+        let field = key.rsplit('.').next().unwrap_or(&key);
+        let item = field.ends_with(']');
+        let scalar = !written.is_empty()
+            && !written.starts_with(['[', '{'])
+            && !matches!(found.as_str(), "a table" | "an array");
+        let help = match expected {
+            "a whole number" => match written.trim_matches('"').parse::<i64>() {
+                Ok(n) if written.starts_with('"') && !item => {
+                    format!("remove the quotes: `{field} = {n}`")
+                }
+                _ if item => "write a whole number, without quotes".to_string(),
+                _ => {
+                    let example = match field {
+                        "nodes" => "3",
+                        "status" => "200",
+                        _ => "1",
+                    };
+                    format!("write a whole number, without quotes, e.g. `{field} = {example}`")
+                }
+            },
+            "a string (in quotes)" if item && scalar => {
+                format!("put the value in quotes: \"{written}\"")
+            }
+            "a string (in quotes)" if scalar => {
+                format!("put the value in quotes: `{field} = \"{written}\"`")
+            }
+            "a string (in quotes)" => format!("write a string in quotes, e.g. `{field} = \"...\"`"),
+            "an array" if matches!(field, "ready" | "started") => format!(
+                "each probe is a table in an array: write `[[{key}]]` with double brackets, or \
+                 `{field} = [{{ ... }}]`"
+            ),
+            "an array" if scalar => format!("put the values in brackets: `{field} = [{written}]`"),
+            "an array" => format!("write an array, e.g. `{field} = [\"a\", \"b\"]`"),
+            "a table" if key == "clusters" => {
+                "write one table per cluster, e.g. `[clusters.main]` with `nodes` and `binary` \
+                 below it"
+                    .to_string()
+            }
+            "a table" if key == "tls" => {
+                "TLS is on when the spec has a [tls] table: write `[tls]` on a line of its own \
+                 (empty is enough), or leave it out for no TLS"
+                    .to_string()
+            }
+            "a table" => format!(
+                "write `[{key}]` on a line of its own with the keys below it, or `{field} = {{ ... }}`"
+            ),
+            "true or false" => {
+                format!("write `{field} = true` or `{field} = false`, without quotes")
+            }
+            _ => "see examples/etcd/cluster.toml for a complete spec".to_string(),
+        };
+        let message = if too_large {
+            format!("the number {found} is too large")
+        } else {
+            format!("expected {expected}, found {found}")
+        };
+        return err
+            .with_message(message)
+            .with_help(help)
             .with_label(format!("expected {expected}"));
     }
-    src.error(span, msg).with_help("see the TOML syntax at https://toml.io")
+    if msg == "duplicate key" {
+        let name = written.trim_matches(['"', '\'']);
+        let mut err = src.error(span.clone(), "");
+        // The key found is the table the duplicate is in, unless the duplicate is a table.
+        let key = match err.key.take() {
+            Some(k) if k == name || k.ends_with(&format!(".{}", quote_key(name))) => k,
+            Some(k) => format!("{k}.{}", quote_key(name)),
+            None => quote_key(name),
+        };
+        let line_start = src.text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+        let is_table = src.text[line_start..span.start]
+            .trim_start()
+            .starts_with('[');
+        let first = key_span(&src.text, &key)
+            .filter(|r| r.start < span.start)
+            .map_or_else(
+                || " above".to_string(),
+                |r| format!(" on line {}", src.line_col(r.start).0),
+            );
+        let (message, help) = if is_table {
+            (
+                format!("table `{key}` is already defined{first}"),
+                format!("a table can be defined only once: merge the two [{key}] sections"),
+            )
+        } else {
+            (
+                format!("`{name}` is already set{first}"),
+                "a key can be set only once in a table: remove one of the two".to_string(),
+            )
+        };
+        return err
+            .with_key(key)
+            .with_message(message)
+            .with_help(help)
+            .with_label("defined again here");
+    }
+    let help = if msg.contains("string") {
+        "close the string on the same line, or use '''...''' for text over several lines; see \
+         https://toml.io"
+    } else if msg.contains("expected `=`") {
+        "write `key = value`; see https://toml.io"
+    } else {
+        "fix the TOML syntax here; see https://toml.io"
+    };
+    // A syntax error: the key found is only where the parser gave up, not a reliable place.
+    let mut err = src.error(span, msg).with_help(help);
+    err.key = None;
+    err
 }
 
 struct Validator<'a> {
@@ -241,16 +399,8 @@ impl Validator<'_> {
                     clusters.insert(name, cluster);
                 }
             }
-            Some(cs) => self.err(
-                cs.span(),
-                "the spec has no clusters",
-                "add a table such as [clusters.main] with `nodes` and `binary`",
-            ),
-            None => self.err(
-                0..0,
-                "the spec has no clusters",
-                "add a table such as [clusters.main] with `nodes` and `binary`",
-            ),
+            Some(cs) => self.no_clusters(cs.span()),
+            None => self.no_clusters(0..0),
         }
         self.check_after(&clusters);
         Spec {
@@ -262,10 +412,28 @@ impl Validator<'_> {
         }
     }
 
+    fn no_clusters(&mut self, span: Range<usize>) {
+        let e = self
+            .src
+            .error(
+                span,
+                "the spec has no clusters, so there is nothing to start",
+            )
+            .with_key("clusters")
+            .with_label("no [clusters.NAME] table here")
+            .with_help(
+                "add a table such as `[clusters.main]` with `nodes = 3` and `binary = \"etcd\"` \
+                 below it",
+            );
+        self.errors.push(e);
+    }
+
     fn check_name(&mut self, span: Range<usize>, name: &str, what: &str) {
         let ok = !name.is_empty()
             && name.len() <= 40
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
         if !ok {
             self.err(
@@ -280,18 +448,23 @@ impl Validator<'_> {
         let parsed = range.get_ref().split_once('-').and_then(|(a, b)| {
             Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
         });
-        match parsed {
-            Some((lo, hi)) if lo >= 1024 && lo < hi => Some((lo, hi)),
-            _ => {
-                self.err(
-                    range.span(),
-                    format!("`{}` is not a port range", range.get_ref()),
-                    "write \"LOW-HIGH\" with 1024 <= LOW < HIGH <= 65535, below the kernel's \
-                     ephemeral range (see /proc/sys/net/ipv4/ip_local_port_range), e.g. \"20000-30000\"",
-                );
-                None
+        let text = range.get_ref();
+        let problem = match parsed {
+            Some((lo, hi)) if lo >= 1024 && lo < hi => return Some((lo, hi)),
+            Some((lo, _)) if lo < 1024 => {
+                format!("the port range `{text}` starts below 1024, where ports need root")
             }
-        }
+            Some((lo, hi)) if lo == hi => format!("the port range `{text}` holds a single port"),
+            Some(_) => format!("the port range `{text}` is backwards: LOW must be below HIGH"),
+            None => format!("`{text}` is not a port range"),
+        };
+        self.err(
+            range.span(),
+            problem,
+            "write \"LOW-HIGH\" with 1024 <= LOW < HIGH <= 65535, below the kernel's \
+             ephemeral range (see /proc/sys/net/ipv4/ip_local_port_range), e.g. \"20000-30000\"",
+        );
+        None
     }
 
     fn cluster(&mut self, name: &str, raw: Spanned<RawCluster>) -> ClusterSpec {
@@ -330,14 +503,18 @@ impl Validator<'_> {
                     "port names are used in templates as `node.ports.NAME`: use letters, digits and `_`",
                 );
             } else if !seen.insert(n.clone()) {
-                self.err(p.span(), format!("port `{n}` is declared twice"), "remove the duplicate");
+                self.err(
+                    p.span(),
+                    format!("port `{n}` is declared twice"),
+                    "remove the duplicate",
+                );
             }
             ports.push(n.clone());
         }
         let host = match c.host {
             Some(h) => {
-                let ok = h.get_ref().parse::<std::net::IpAddr>().is_ok()
-                    || h.get_ref() == "localhost";
+                let ok =
+                    h.get_ref().parse::<std::net::IpAddr>().is_ok() || h.get_ref() == "localhost";
                 if !ok {
                     self.err(
                         h.span(),
@@ -368,9 +545,18 @@ impl Validator<'_> {
                 files.insert(fname, file);
             }
         }
-        let started = c.started.into_iter().filter_map(|p| self.probe(p, &ports)).collect();
-        let ready = c.ready.into_iter().filter_map(|p| self.probe(p, &ports)).collect();
+        let started = c
+            .started
+            .into_iter()
+            .filter_map(|p| self.probe(p, &ports))
+            .collect();
+        let ready = c
+            .ready
+            .into_iter()
+            .filter_map(|p| self.probe(p, &ports))
+            .collect();
         let stop = c.stop.map(|s| self.stop(s)).unwrap_or_default();
+        let role = c.role.and_then(|r| self.role(r));
         ClusterSpec {
             name: name.to_string(),
             nodes,
@@ -384,9 +570,123 @@ impl Validator<'_> {
             after: c.after,
             started,
             ready,
+            role,
             stop,
             span,
         }
+    }
+
+    fn role(&mut self, raw: Spanned<RawRole>) -> Option<RoleSpec> {
+        let span = raw.span();
+        let r = raw.into_inner();
+        let example = "e.g. http = \"{{ node.urls.client }}/status\" with pointer = \"/leader\" and \
+                       leader = '^{{ node.name }}$'";
+        let source = match (r.http, r.command) {
+            (Some(url), None) => RoleSourceSpec::Http {
+                url,
+                post: r.post.map(Spanned::into_inner),
+            },
+            (None, Some(argv)) => {
+                if let Some(p) = &r.post {
+                    self.err(
+                        p.span(),
+                        "`post` only applies to an `http` role probe",
+                        "remove it",
+                    );
+                }
+                if argv.is_empty() {
+                    self.err(span.clone(), "the role command is empty", example);
+                    return None;
+                }
+                RoleSourceSpec::Command { argv }
+            }
+            (Some(_), Some(c)) => {
+                let at = c.first().map(Spanned::span).unwrap_or(span);
+                self.err(
+                    at,
+                    "a role probe has either `http` or `command`, not both",
+                    "keep one",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.err(
+                    span,
+                    "this role probe asks nothing: it needs `http` or `command`",
+                    example,
+                );
+                return None;
+            }
+        };
+        let pointer = match r.pointer {
+            Some(p) if !p.get_ref().is_empty() && !p.get_ref().starts_with('/') => {
+                self.err(
+                    p.span(),
+                    format!("`{}` is not a JSON pointer", p.get_ref()),
+                    "a JSON pointer starts with `/`, e.g. \"/leader\" or \"/header/member_id\"",
+                );
+                None
+            }
+            other => other.map(Spanned::into_inner),
+        };
+        let rule = match (r.leader, r.equals) {
+            (Some(re), None) => {
+                // A template is checked once rendered; plain text now.
+                if !re.get_ref().contains("{{") {
+                    self.regex(&re)?;
+                }
+                RoleRuleSpec::Matches(re)
+            }
+            (None, Some(eq)) => {
+                if pointer.is_none() {
+                    self.err(
+                        eq.span(),
+                        "`equals` compares the value at `pointer` with this one, but there is no `pointer`",
+                        "add e.g. pointer = \"/leader\"",
+                    );
+                }
+                if !eq.get_ref().starts_with('/') {
+                    self.err(
+                        eq.span(),
+                        format!("`{}` is not a JSON pointer", eq.get_ref()),
+                        "a JSON pointer starts with `/`, e.g. \"/header/member_id\"",
+                    );
+                }
+                RoleRuleSpec::Equals(eq.into_inner())
+            }
+            (Some(_), Some(eq)) => {
+                self.err(
+                    eq.span(),
+                    "a role probe has either `leader` or `equals`, not both",
+                    "keep one",
+                );
+                return None;
+            }
+            (None, None) => {
+                self.err(
+                    span,
+                    "this role probe never says who leads: it needs `leader` (a regex) or `equals` (a JSON pointer)",
+                    "e.g. leader = 'is_leader: true', or pointer = \"/leader\" with equals = \"/id\"",
+                );
+                return None;
+            }
+        };
+        let interval = match &r.interval {
+            Some(i) => self.duration(i)?,
+            None => std::time::Duration::from_millis(20),
+        };
+        let timeout = match &r.timeout {
+            Some(t) => self.duration(t)?,
+            None => std::time::Duration::from_secs(1),
+        };
+        Some(RoleSpec {
+            source,
+            pointer,
+            rule,
+            interval,
+            timeout,
+            span,
+        })
     }
 
     fn file(&mut self, name: &str, raw: Spanned<RawFile>) -> Option<FileSpec> {
@@ -429,11 +729,21 @@ impl Validator<'_> {
                     }
                 }
             }
-            _ => {
+            (Some(_), Some(s)) => {
+                self.err(
+                    s.span(),
+                    format!("file `{name}` has both `template` and `source`"),
+                    "keep one of them: `template` is the text itself, `source` names a file \
+                     holding it (relative to the spec's directory)",
+                );
+                return None;
+            }
+            (None, None) => {
                 self.err(
                     span,
-                    format!("file `{name}` needs exactly one of `template` or `source`"),
-                    "write the template inline with `template = '''...'''`, or point to one with `source = \"node.conf.j2\"`",
+                    format!("file `{name}` has neither `template` nor `source`"),
+                    "write the template inline with `template = '''...'''`, or point to one with \
+                     `source = \"node.conf.j2\"`",
                 );
                 return None;
             }
@@ -449,7 +759,15 @@ impl Validator<'_> {
         match parse_duration(d.get_ref()) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.err(d.span(), e, "write a number and a unit: ms, s, m or h");
+                let text = d.get_ref().trim();
+                let help = if !text.is_empty() && text.parse::<f64>().is_ok() {
+                    format!(
+                        "add a unit: \"{text}s\" for seconds, \"{text}ms\" for milliseconds (units: ms, s, m, h)"
+                    )
+                } else {
+                    "write a number and a unit: ms, s, m or h, e.g. \"10s\"".to_string()
+                };
+                self.err(d.span(), e, help);
                 None
             }
         }
@@ -460,12 +778,19 @@ impl Validator<'_> {
             Ok(_) => Some(r.get_ref().clone()),
             Err(e) => {
                 let detail = e.to_string();
-                let last = detail.lines().last().unwrap_or("").trim().to_string();
-                self.err(
-                    r.span(),
-                    format!("invalid regular expression: {last}"),
-                    "regexes use Rust's `regex` syntax; in TOML, a '...' literal string avoids double escaping",
-                );
+                let last = detail.lines().last().unwrap_or("").trim();
+                let problem = last.strip_prefix("error: ").unwrap_or(last).to_string();
+                let span = regex_error_span(&self.src.text, r, &detail).unwrap_or(r.span());
+                let err = self
+                    .src
+                    .error(span, format!("invalid regular expression: {problem}"))
+                    .with_label(problem)
+                    .with_help(
+                        "regexes use Rust's `regex` syntax: escape ( ) [ ] { } . * + ? | with `\\` \
+                         to match them literally; in TOML, a '...' literal string avoids doubling \
+                         each `\\`",
+                    );
+                self.errors.push(err);
                 None
             }
         }
@@ -482,13 +807,40 @@ impl Validator<'_> {
         ];
         let count = kinds.iter().filter(|k| **k).count();
         if count != 1 {
-            self.err(
-                span,
-                format!(
-                    "a probe needs exactly one of `tcp`, `http`, `log` or `command`, found {count}"
-                ),
-                "e.g. `tcp = \"client\"`, `http = \"{{ node.urls.client }}/health\"`, `log = 'ready'` or `command = [\"pg_isready\"]`; use several probes for several checks",
-            );
+            let names = ["tcp", "http", "log", "command"];
+            let found: Vec<&str> = names
+                .iter()
+                .zip(kinds)
+                .filter(|(_, k)| *k)
+                .map(|(n, _)| *n)
+                .collect();
+            let (at, message, help) = if count == 0 {
+                (
+                    span,
+                    "this probe checks nothing: it needs one of `tcp`, `http`, `log` or `command`"
+                        .to_string(),
+                    "e.g. `tcp = \"client\"`, `http = \"{{ node.urls.client }}/health\"`, \
+                     `log = 'ready'` or `command = [\"pg_isready\"]`",
+                )
+            } else {
+                // Point at the second check.
+                let second = match found[1] {
+                    "http" => p.http.as_ref().map(Spanned::span),
+                    "log" => p.log.as_ref().map(Spanned::span),
+                    _ => p.command.as_ref().and_then(|c| Some(c.first()?.span())),
+                };
+                let list = found.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>();
+                (
+                    second.unwrap_or(span),
+                    format!(
+                        "this probe has {}, but a probe does one check",
+                        list.join(" and ")
+                    ),
+                    "keep one check here and move each other one into a probe of its own, with \
+                     its own `timeout`; every probe in the list must pass",
+                )
+            };
+            self.err(at, message, help);
             return None;
         }
         let timeout = match &p.timeout {
@@ -496,8 +848,8 @@ impl Validator<'_> {
             None => {
                 self.err(
                     span.clone(),
-                    "this probe has no deadline",
-                    "add `timeout = \"30s\"` (how long to keep trying before the start fails)",
+                    "this probe has no `timeout`: every probe needs a deadline",
+                    "add e.g. `timeout = \"30s\"`: how long to keep trying before the start fails",
                 );
                 None
             }
@@ -506,12 +858,17 @@ impl Validator<'_> {
             Some(i) => self.duration(i),
             None => Some(DEFAULT_INTERVAL),
         };
-        if p.http.is_none() && (p.status.is_some() || p.body.is_some()) {
-            self.err(
-                span.clone(),
-                "`status` and `body` only apply to `http` probes",
-                "remove them, or make this an `http` probe",
-            );
+        if p.http.is_none() {
+            let kind = found_kind(&kinds);
+            let status = p.status.as_ref().map(|s| ("status", s.span()));
+            let body = p.body.as_ref().map(|b| ("body", b.span()));
+            for (key, at) in status.into_iter().chain(body) {
+                self.err(
+                    at,
+                    format!("`{key}` only applies to `http` probes, and this is a `{kind}` probe"),
+                    format!("remove `{key}`, or make this an `http` probe"),
+                );
+            }
         }
         let kind = if let Some(port) = p.tcp {
             if !ports.contains(port.get_ref()) {
@@ -535,7 +892,11 @@ impl Validator<'_> {
                 Some(s) => match u16::try_from(*s.get_ref()) {
                     Ok(v @ 100..=599) => v,
                     _ => {
-                        self.err(s.span(), "not an HTTP status", "use a status code from 100 to 599");
+                        self.err(
+                            s.span(),
+                            format!("`{}` is not an HTTP status", s.get_ref()),
+                            "use a status code from 100 to 599, e.g. `status = 200`",
+                        );
                         200
                     }
                 },
@@ -548,7 +909,12 @@ impl Validator<'_> {
         } else {
             let argv = p.command.unwrap_or_default();
             if argv.is_empty() {
-                self.err(span.clone(), "the command is empty", "e.g. `command = [\"pg_isready\", \"-h\", \"{{ node.host }}\"]`");
+                self.err(
+                    span.clone(),
+                    "this probe's `command` is empty",
+                    "name the program to run first, then its arguments, e.g. \
+                     `command = [\"pg_isready\", \"-h\", \"{{ node.host }}\"]`",
+                );
             }
             ProbeKind::Command { argv }
         };
@@ -565,7 +931,11 @@ impl Validator<'_> {
         let mut stop = StopSpec::default();
         if let Some(sig) = s.signal {
             let wanted = sig.get_ref().to_ascii_uppercase();
-            let wanted = if wanted.starts_with("SIG") { wanted } else { format!("SIG{wanted}") };
+            let wanted = if wanted.starts_with("SIG") {
+                wanted
+            } else {
+                format!("SIG{wanted}")
+            };
             match SIGNALS.iter().find(|(n, _)| *n == wanted) {
                 Some((n, v)) => {
                     stop.signal = *v;
@@ -576,7 +946,11 @@ impl Validator<'_> {
                     format!("unknown stop signal `{}`", sig.get_ref()),
                     format!(
                         "use one of {}",
-                        SIGNALS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                        SIGNALS
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ),
             }
@@ -590,7 +964,7 @@ impl Validator<'_> {
     }
 
     /// `after` names known clusters and has no cycle.
-    fn check_after(&mut self, clusters: &IndexMap<String, ClusterSpec>) {
+    fn check_after<'a>(&mut self, clusters: &'a IndexMap<String, ClusterSpec>) {
         for c in clusters.values() {
             for dep in &c.after {
                 if !clusters.contains_key(dep.get_ref()) {
@@ -602,12 +976,16 @@ impl Validator<'_> {
                         dep.span(),
                         format!("`after` names an unknown cluster `{}`", dep.get_ref()),
                         format!(
-                            "{hint}clusters in this spec: {}",
+                            "{hint}`after` lists clusters of this spec that must be ready first: {}",
                             clusters.keys().cloned().collect::<Vec<_>>().join(", ")
                         ),
                     );
                 } else if dep.get_ref() == &c.name {
-                    self.err(dep.span(), "a cluster cannot start after itself", "remove it from `after`");
+                    self.err(
+                        dep.span(),
+                        format!("cluster `{}` cannot start after itself", c.name),
+                        format!("remove `{}` from its `after`", c.name),
+                    );
                 }
             }
         }
@@ -630,19 +1008,82 @@ impl Validator<'_> {
                 break;
             }
         }
-        if let Some(c) = clusters.values().find(|c| !done.contains(c.name.as_str())) {
-            let cycle: Vec<&str> = clusters
-                .values()
-                .filter(|c| !done.contains(c.name.as_str()))
-                .map(|c| c.name.as_str())
-                .collect();
-            self.err(
-                c.after[0].span(),
-                format!("clusters wait for each other in a cycle: {}", cycle.join(", ")),
-                "remove one of the `after` entries so that some cluster can start first",
-            );
+        // Every cluster left waits for another one left: follow those from the first until one
+        // repeats, which closes a cycle.
+        let waits_for = |c: &'a ClusterSpec| -> Option<&'a Spanned<String>> {
+            c.after.iter().find(|d| {
+                !done.contains(d.get_ref().as_str())
+                    && clusters.contains_key(d.get_ref())
+                    && d.get_ref() != &c.name
+            })
+        };
+        if let Some(first) = clusters.values().find(|c| !done.contains(c.name.as_str())) {
+            let mut path: Vec<&ClusterSpec> = vec![first];
+            let cycle = loop {
+                let last = path[path.len() - 1];
+                let Some(next) = waits_for(last).and_then(|d| clusters.get(d.get_ref())) else {
+                    break path.clone(); // unreachable: every cluster left waits for another
+                };
+                if let Some(i) = path.iter().position(|c| c.name == next.name) {
+                    break path[i..].to_vec();
+                }
+                path.push(next);
+            };
+            let mut names: Vec<&str> = cycle.iter().map(|c| c.name.as_str()).collect();
+            names.push(names[0]);
+            let at = waits_for(cycle[0]).map_or(cycle[0].span.clone(), |d| d.span());
+            let e = self
+                .src
+                .error(
+                    at,
+                    format!("clusters wait for each other in a cycle: {}", names.join(" → ")),
+                )
+                .with_label(format!("`{}` waits for `{}`", names[0], names[1]))
+                .with_help(
+                    "remove one of these `after` entries, so that one of the clusters can start first",
+                );
+            self.errors.push(e);
         }
     }
+}
+
+/// The name of the one check in a probe (`tcp`, `http`, `log` or `command`).
+fn found_kind(kinds: &[bool; 4]) -> &'static str {
+    let names = ["tcp", "http", "log", "command"];
+    names
+        .iter()
+        .zip(kinds)
+        .find(|(_, k)| **k)
+        .map_or("command", |(n, _)| *n)
+}
+
+/// For a regex written verbatim in the spec, the place its error points at: `regex` shows the
+/// pattern with `^` under the fault.
+fn regex_error_span(text: &str, r: &Spanned<String>, detail: &str) -> Option<Range<usize>> {
+    let mut lines = detail.lines().skip(1);
+    let pattern_line = lines.next()?.strip_prefix("    ")?;
+    let carets = lines.next()?.strip_prefix("    ")?;
+    if pattern_line != r.get_ref() {
+        return None;
+    }
+    let col = carets.find('^')?;
+    let width = carets[col..].chars().take_while(|c| *c == '^').count();
+    let start_byte = pattern_line.char_indices().nth(col).map(|(i, _)| i)?;
+    let end_byte = pattern_line
+        .char_indices()
+        .nth(col + width)
+        .map_or(pattern_line.len(), |(i, _)| i);
+    // Only a string without escapes holds the pattern verbatim.
+    let written = text.get(r.span())?;
+    let at = ["'''", "\"\"\"", "'", "\""].iter().find_map(|d| {
+        let inner = written.strip_prefix(d)?.strip_suffix(d)?;
+        let (inner, newline) = match inner.strip_prefix('\n') {
+            Some(rest) if d.len() == 3 => (rest, 1),
+            _ => (inner, 0),
+        };
+        (inner == r.get_ref()).then_some(r.span().start + d.len() + newline)
+    })?;
+    Some(at + start_byte..at + end_byte)
 }
 
 impl Spec {
@@ -653,7 +1094,9 @@ impl Spec {
             let before = out.len();
             for c in self.clusters.values() {
                 if !out.iter().any(|o| o.name == c.name)
-                    && c.after.iter().all(|d| out.iter().any(|o| &o.name == d.get_ref()))
+                    && c.after
+                        .iter()
+                        .all(|d| out.iter().any(|o| &o.name == d.get_ref()))
                 {
                     out.push(c);
                 }

@@ -46,7 +46,8 @@ pub enum KeyType {
 }
 
 impl KeyType {
-    pub const NAMES: [&'static str; 6] = ["p256", "p384", "ed25519", "rsa2048", "rsa3072", "rsa4096"];
+    pub const NAMES: [&'static str; 6] =
+        ["p256", "p384", "ed25519", "rsa2048", "rsa3072", "rsa4096"];
 
     /// The spec's name for this key type (`p256`, `rsa2048`, ...).
     pub fn name(self) -> &'static str {
@@ -97,6 +98,8 @@ pub struct ClusterSpec {
     pub started: Vec<ProbeSpec>,
     /// All must pass before the node counts as ready.
     pub ready: Vec<ProbeSpec>,
+    /// How to tell which node leads, if the system has a leader.
+    pub role: Option<RoleSpec>,
     pub stop: StopSpec,
     /// Span of the cluster's table in the spec.
     pub span: Range<usize>,
@@ -161,10 +164,46 @@ impl ProbeKind {
             ProbeKind::Log { pattern } => format!("log line matching /{pattern}/"),
             ProbeKind::Command { argv } => format!(
                 "command `{}`",
-                argv.iter().map(|a| a.get_ref().as_str()).collect::<Vec<_>>().join(" ")
+                argv.iter()
+                    .map(|a| a.get_ref().as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ),
         }
     }
+}
+
+/// How to ask a node whether it leads its cluster.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RoleSpec {
+    pub source: RoleSourceSpec,
+    /// JSON pointer into the answer (`/leader`); without it the whole answer is matched.
+    pub pointer: Option<String>,
+    pub rule: RoleRuleSpec,
+    /// How often every node is asked (default 20 ms).
+    pub interval: Duration,
+    /// Deadline of one attempt (default 1 s).
+    pub timeout: Duration,
+    pub span: Range<usize>,
+}
+
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum RoleSourceSpec {
+    /// GET (or POST `post`) a URL template.
+    Http { url: Spanned<String>, post: Option<String> },
+    /// Run a command (templates) and read its stdout.
+    Command { argv: Vec<Spanned<String>> },
+}
+
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum RoleRuleSpec {
+    /// The node leads when the (pointed) answer matches this regex (a template).
+    Matches(Spanned<String>),
+    /// The node leads when the value at `pointer` equals the value at this pointer.
+    Equals(String),
 }
 
 /// How a node is stopped gracefully.

@@ -75,7 +75,11 @@ impl SpecBuilder {
 
     /// Validates the spec; errors point into the generated TOML, named `<name>.toml`.
     pub fn build(&self) -> Result<Spec, InvalidSpec> {
-        let name = self.root.get("name").and_then(Value::as_str).unwrap_or("spec");
+        let name = self
+            .root
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("spec");
         Spec::from_str(format!("{name}.toml"), &self.to_toml())
     }
 }
@@ -100,7 +104,14 @@ impl ClusterDef {
         self
     }
 
-    fn probe(self, list: &str, kind: &str, value: Value, timeout: &str, extra: &[(&str, Value)]) -> Self {
+    fn probe(
+        self,
+        list: &str,
+        kind: &str,
+        value: Value,
+        timeout: &str,
+        extra: &[(&str, Value)],
+    ) -> Self {
         let mut t = Table::new();
         t.insert(kind.into(), value);
         t.insert("timeout".into(), timeout.into());
@@ -183,14 +194,24 @@ impl ClusterDef {
 
     /// An HTTP(S) GET that must answer 200 with a body matching `body`.
     pub fn ready_http_body(self, url: &str, body: &str, timeout: &str) -> Self {
-        self.probe("ready", "http", url.into(), timeout, &[("body", body.into())])
+        self.probe(
+            "ready",
+            "http",
+            url.into(),
+            timeout,
+            &[("body", body.into())],
+        )
     }
 
     pub fn ready_log(self, regex: &str, timeout: &str) -> Self {
         self.probe("ready", "log", regex.into(), timeout, &[])
     }
 
-    pub fn ready_command<I: IntoIterator<Item = S>, S: Into<String>>(self, argv: I, timeout: &str) -> Self {
+    pub fn ready_command<I: IntoIterator<Item = S>, S: Into<String>>(
+        self,
+        argv: I,
+        timeout: &str,
+    ) -> Self {
         self.probe("ready", "command", strings(argv), timeout, &[])
     }
 
@@ -219,7 +240,9 @@ mod tests {
     #[test]
     fn builder_mistakes_are_reported_like_file_mistakes() {
         let err = SpecBuilder::new("kv")
-            .cluster("main", |c| c.nodes(3).binary("sleep").ready_tcp("client", "5s"))
+            .cluster("main", |c| {
+                c.nodes(3).binary("sleep").ready_tcp("client", "5s")
+            })
             .build()
             .unwrap_err();
         let text = format!("{err:?}");

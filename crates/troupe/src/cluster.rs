@@ -16,7 +16,6 @@ use troupe_spec::{Descriptor, NodeDescriptor, Spec};
 
 use crate::engine::{Engine, Interrupt};
 use crate::error::Error;
-use crate::supervisor::Ctl;
 
 enum SpecInput {
     Path(PathBuf),
@@ -96,14 +95,21 @@ impl ClusterBuilder {
             stopped: false,
         };
         let (engine, interrupt) = (cluster.engine.clone(), cluster.interrupt.clone());
-        match cluster.block(async move { engine.start_all(&interrupt).await }) {
+        match cluster.block(async move {
+            engine.start_all(&interrupt).await?;
+            engine.spawn_role_watchers();
+            Ok::<(), Error>(())
+        }) {
             Ok(()) => Ok(cluster),
             Err(e) => {
                 let mut cluster = cluster;
                 cluster.stopped = true;
                 // Keep the logs that explain the failure.
                 cluster.remove_on_drop = Some(false);
-                eprintln!("troupe: state directory kept: {}", cluster.state_dir().display());
+                eprintln!(
+                    "troupe: state directory kept: {}",
+                    cluster.state_dir().display()
+                );
                 Err(e)
             }
         }
@@ -208,51 +214,152 @@ impl Cluster {
 
     /// The nodes of one cluster of the spec.
     pub fn cluster_nodes(&self, cluster: &str) -> Vec<Node> {
-        self.nodes().into_iter().filter(|n| n.0.cluster == cluster).collect()
+        self.nodes()
+            .into_iter()
+            .filter(|n| n.0.cluster == cluster)
+            .collect()
     }
 
-    /// SIGKILLs one node's process group and waits until it is gone.
-    pub fn kill(&self, node: &str) -> Result<(), Error> {
-        let (e, n) = (self.engine.clone(), node.to_string());
-        self.block(async move { e.kill_node(&n).await })
+    /// The node names a target stands for: a node (`main-1`), a cluster (`main`: all its
+    /// nodes), or `CLUSTER:SELECTOR` with SELECTOR one of `leader`, `followers`, `random`,
+    /// `one`, `minority`, `majority`, `all`. `leader` and `followers` need a role probe and
+    /// wait up to 10 s for a leader.
+    pub fn select(&self, target: &str) -> Result<Vec<String>, Error> {
+        let (e, t) = (self.engine.clone(), vec![target.to_string()]);
+        self.block(async move { e.select(&t, Duration::from_secs(10)).await })
     }
 
-    /// Stops one node gracefully (its stop signal, grace, then SIGKILL) and waits until it is gone.
-    pub fn stop_node(&self, node: &str) -> Result<(), Error> {
-        let (e, n) = (self.engine.clone(), node.to_string());
-        self.block(async move { e.stop_node(&n).await })
+    fn each<F, Fut>(&self, target: &str, op: F) -> Result<Vec<String>, Error>
+    where
+        F: Fn(Arc<Engine>, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        let nodes = self.select(target)?;
+        let (e, list) = (self.engine.clone(), nodes.clone());
+        self.block(async move {
+            let mut set = tokio::task::JoinSet::new();
+            for n in list {
+                set.spawn(op(e.clone(), n));
+            }
+            while let Some(r) = set.join_next().await {
+                r.expect("node operation panicked")?;
+            }
+            Ok::<(), Error>(())
+        })?;
+        Ok(nodes)
     }
 
-    /// Starts a stopped or killed node again, with the same ports, data and certificates, and
-    /// waits until its readiness probes pass.
-    pub fn start_node(&self, node: &str) -> Result<(), Error> {
-        let (e, n) = (self.engine.clone(), node.to_string());
-        self.block(async move { e.start_node(&n).await })
+    /// SIGKILLs the target's process groups and waits until they are gone. Returns the nodes.
+    pub fn kill(&self, target: &str) -> Result<Vec<String>, Error> {
+        self.each(target, |e, n| async move { e.kill_node(&n).await })
+    }
+
+    /// Stops the target gracefully (its stop signal, grace, then SIGKILL) and waits until it is gone.
+    pub fn stop_node(&self, target: &str) -> Result<Vec<String>, Error> {
+        self.each(target, |e, n| async move { e.stop_node(&n).await })
+    }
+
+    /// Starts stopped or killed nodes again, with the same ports, data and certificates, and
+    /// waits until their readiness probes pass.
+    pub fn start_node(&self, target: &str) -> Result<Vec<String>, Error> {
+        self.each(target, |e, n| async move { e.start_node(&n).await })
     }
 
     /// Stop then start.
-    pub fn restart_node(&self, node: &str) -> Result<(), Error> {
-        self.stop_node(node)?;
-        self.start_node(node)
+    pub fn restart_node(&self, target: &str) -> Result<Vec<String>, Error> {
+        self.each(target, |e, n| async move { e.restart_node(&n).await })
     }
 
-    /// SIGSTOPs one node's process group.
-    pub fn pause(&self, node: &str) -> Result<(), Error> {
-        self.engine.signal_node(node, Ctl::Pause)
+    /// SIGSTOPs the target's process groups.
+    pub fn pause(&self, target: &str) -> Result<Vec<String>, Error> {
+        self.each(target, |e, n| async move { e.pause_node(&n, true).await })
     }
 
-    /// SIGCONTs one node's process group.
-    pub fn resume(&self, node: &str) -> Result<(), Error> {
-        self.engine.signal_node(node, Ctl::Resume)
+    /// SIGCONTs the target's process groups.
+    pub fn resume(&self, target: &str) -> Result<Vec<String>, Error> {
+        self.each(target, |e, n| async move { e.pause_node(&n, false).await })
+    }
+
+    /// The node the cluster's role probe last saw leading.
+    pub fn leader(&self, cluster: &str) -> Option<String> {
+        self.engine.live.get(cluster).and_then(|l| l.leader())
+    }
+
+    /// Waits until `cluster` has a leader (its role probe says so), up to `timeout`.
+    pub fn wait_leader(&self, cluster: &str, timeout: Duration) -> Result<String, Error> {
+        let (e, c) = (self.engine.clone(), cluster.to_string());
+        self.block(async move { e.wait_leader(&c, timeout).await })
+    }
+
+    /// Waits until `cluster` has a leader other than `old`, up to `timeout`.
+    pub fn wait_new_leader(
+        &self,
+        cluster: &str,
+        old: &str,
+        timeout: Duration,
+    ) -> Result<String, Error> {
+        let live = self
+            .engine
+            .live
+            .get(cluster)
+            .cloned()
+            .ok_or_else(|| Error::Target {
+                message: format!("no cluster named `{cluster}`"),
+                help: None,
+            })?;
+        let old = old.to_string();
+        let found = self.block(async move {
+            let mut rx = live.subscribe();
+            tokio::time::timeout(
+                timeout,
+                rx.wait_for(|l| l.as_ref().is_some_and(|l| *l != old)),
+            )
+            .await
+            .ok()
+            .and_then(|r| r.ok().and_then(|l| l.clone()))
+        });
+        found.ok_or_else(|| Error::Target {
+            message: format!(
+                "no new leader in cluster `{cluster}` after {}",
+                troupe_spec::format_duration(timeout)
+            ),
+            help: None,
+        })
+    }
+
+    /// Leader, formation time, leader changes and failovers of one cluster of the spec.
+    pub fn cluster_status(&self, cluster: &str) -> Option<troupe_spec::ClusterStatus> {
+        self.engine.live.get(cluster).map(|l| l.status())
+    }
+
+    /// Serves `<state-dir>/control.sock` so that `troupe status`, `troupe kill` and friends
+    /// (or any program speaking the JSON-lines protocol) can drive this cluster. The returned
+    /// receiver turns `true` when a client asked for `down` (every node is stopped by then).
+    pub fn serve_control(&self) -> Result<tokio::sync::watch::Receiver<bool>, Error> {
+        let _guard = self.rt.as_ref().expect("runtime").enter();
+        let listener = crate::control::bind(self.state_dir())?;
+        let down = Arc::new(tokio::sync::watch::channel(false).0);
+        let rx = down.subscribe();
+        let (e, i) = (self.engine.clone(), self.interrupt.clone());
+        self.rt
+            .as_ref()
+            .expect("runtime")
+            .spawn(crate::control::serve(e, listener, i, down));
+        Ok(rx)
     }
 
     /// Waits until `node` exits on its own (or is stopped), up to `timeout`; returns its exit
     /// description, or `None` on timeout.
     pub fn wait_exit(&self, node: &str, timeout: Duration) -> Result<Option<String>, Error> {
         let proc = self.engine.slot(node)?.proc.lock().expect("slot").clone();
-        let Some(proc) = proc else { return Ok(Some("not started".into())) };
+        let Some(proc) = proc else {
+            return Ok(Some("not started".into()));
+        };
         Ok(self.block(async move {
-            tokio::time::timeout(timeout, proc.exited()).await.ok().and_then(|s| s.exit)
+            tokio::time::timeout(timeout, proc.exited())
+                .await
+                .ok()
+                .and_then(|s| s.exit)
         }))
     }
 
@@ -337,14 +444,20 @@ impl Node {
 
     /// `host:port` of a named port.
     pub fn addr(&self, name: &str) -> String {
-        format!("{}:{}", crate::plan::url_host(&self.0.host), self.port(name))
+        format!(
+            "{}:{}",
+            crate::plan::url_host(&self.0.host),
+            self.port(name)
+        )
     }
 
     /// `http(s)://host:port` of a named port.
     pub fn url(&self, name: &str) -> String {
-        self.0.urls.get(name).cloned().unwrap_or_else(|| {
-            panic!("node `{}` has no port `{name}`", self.0.name)
-        })
+        self.0
+            .urls
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("node `{}` has no port `{name}`", self.0.name))
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -365,9 +478,11 @@ impl Node {
 
     /// Certificate paths; panics if the spec has no `[tls]`.
     pub fn tls(&self) -> &troupe_spec::NodeTls {
-        self.0
-            .tls
-            .as_ref()
-            .unwrap_or_else(|| panic!("node `{}` has no certificates: add [tls] to the spec", self.0.name))
+        self.0.tls.as_ref().unwrap_or_else(|| {
+            panic!(
+                "node `{}` has no certificates: add [tls] to the spec",
+                self.0.name
+            )
+        })
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use rustls::ClientConfig;
@@ -19,6 +19,7 @@ use crate::pki::{Ca, write_private};
 use crate::plan::{self, NodePlan, Plan, PortMap, Probe};
 use crate::ports::{PortAllocator, PortLease};
 use crate::probe::{self, Check, Prober};
+use crate::roles::{self, ClusterLive};
 use crate::state::{StateDir, private_dir};
 use crate::supervisor::{Ctl, NodeProc, Status};
 
@@ -63,6 +64,9 @@ pub(crate) struct Slot {
     pub keeper: Option<Arc<Keeper>>,
     pub tls: Option<Arc<ClientConfig>>,
     pub proc: Mutex<Option<NodeProc>>,
+    /// Held for the whole of a stop, kill or start, so that two commands on one node from two
+    /// shells run one after the other instead of spawning it twice.
+    pub op: tokio::sync::Mutex<()>,
 }
 
 impl Slot {
@@ -75,6 +79,10 @@ pub(crate) struct Engine {
     pub plan: Plan,
     pub slots: Vec<Arc<Slot>>,
     pub state: StateDir,
+    /// Per cluster: leader, timings.
+    pub live: BTreeMap<String, Arc<ClusterLive>>,
+    /// Set once everything is being stopped; background watchers end.
+    stopping: watch::Sender<bool>,
     _ports: Vec<PortLease>,
 }
 
@@ -145,12 +153,26 @@ impl Engine {
                 keeper: keeper.clone(),
                 tls,
                 proc: Mutex::new(None),
+                op: tokio::sync::Mutex::new(()),
             }));
         }
+        let live = plan
+            .clusters
+            .iter()
+            .map(|c| {
+                let has_role = c.nodes.iter().any(|n| n.role.is_some());
+                (
+                    c.name.clone(),
+                    Arc::new(ClusterLive::new(&c.name, has_role)),
+                )
+            })
+            .collect();
         Ok(Engine {
             plan,
             slots,
             state,
+            live,
+            stopping: watch::channel(false).0,
             _ports: leases,
         })
     }
@@ -191,6 +213,7 @@ impl Engine {
 
     async fn start_clusters(&self) -> Result<(), Error> {
         for cluster in &self.plan.clusters {
+            let began = Instant::now();
             let slots: Vec<Arc<Slot>> = self
                 .slots
                 .iter()
@@ -206,7 +229,11 @@ impl Engine {
                 StartMode::Sequential => {
                     for s in &slots {
                         spawn_slot(s)?;
-                        let gate = if s.plan.started.is_empty() { &s.plan.ready } else { &s.plan.started };
+                        let gate = if s.plan.started.is_empty() {
+                            &s.plan.ready
+                        } else {
+                            &s.plan.started
+                        };
                         wait_probes(s, gate.clone()).await?;
                     }
                 }
@@ -225,6 +252,7 @@ impl Engine {
             while let Some(r) = set.join_next().await {
                 r.expect("probe task panicked")?;
             }
+            self.live[&cluster.name].set_formation(began.elapsed());
         }
         Ok(())
     }
@@ -232,6 +260,7 @@ impl Engine {
     /// Stops every running node gracefully, dependents first (reverse start order), nodes of
     /// one cluster together. A second interrupt turns the grace period into SIGKILL now.
     pub async fn stop_all(&self, interrupt: &Interrupt) {
+        self.stopping.send_replace(true);
         for cluster in self.plan.clusters.iter().rev() {
             let procs: Vec<NodeProc> = self
                 .slots
@@ -269,6 +298,7 @@ impl Engine {
 
     /// SIGKILLs every node at once and waits for them to be gone.
     pub async fn kill_all(&self) {
+        self.stopping.send_replace(true);
         let procs: Vec<NodeProc> = self.slots.iter().filter_map(|s| s.current()).collect();
         for p in &procs {
             p.send(Ctl::Kill);
@@ -280,31 +310,59 @@ impl Engine {
 
     /// Stops one node gracefully and waits until it is gone.
     pub async fn stop_node(&self, name: &str) -> Result<(), Error> {
+        self.stop_node_as(name, "stop").await
+    }
+
+    async fn stop_node_as(&self, name: &str, cause: &str) -> Result<(), Error> {
         let s = self.slot(name)?;
-        if let Some(p) = s.current() {
+        let _op = s.op.lock().await;
+        if let Some(p) = s.current().filter(|p| p.status().running()) {
+            self.live[&s.plan.cluster].acting_on(name, cause);
             p.send(Ctl::Stop {
                 signal: Signal::try_from(s.plan.stop.signal).unwrap_or(Signal::SIGTERM),
                 grace: s.plan.stop.grace,
             });
             p.exited().await;
         }
+        let _ = self.write_descriptor();
         Ok(())
     }
 
     /// SIGKILLs one node and waits until it is gone.
     pub async fn kill_node(&self, name: &str) -> Result<(), Error> {
         let s = self.slot(name)?;
-        if let Some(p) = s.current() {
+        let _op = s.op.lock().await;
+        if let Some(p) = s.current().filter(|p| p.status().running()) {
+            self.live[&s.plan.cluster].acting_on(name, "kill");
             p.send(Ctl::Kill);
             p.exited().await;
         }
+        let _ = self.write_descriptor();
         Ok(())
     }
 
-    pub fn signal_node(&self, name: &str, ctl: Ctl) -> Result<(), Error> {
-        if let Some(p) = self.slot(name)?.current() {
-            p.send(ctl);
+    /// SIGSTOP (`pause`) or SIGCONT (`resume`) one node's process group.
+    pub async fn pause_node(&self, name: &str, pause: bool) -> Result<(), Error> {
+        let s = self.slot(name)?;
+        let _op = s.op.lock().await;
+        if let Some(p) = s.current().filter(|p| p.status().running()) {
+            if pause {
+                self.live[&s.plan.cluster].acting_on(name, "pause");
+                p.send(Ctl::Pause);
+                let mut rx = p.subscribe();
+                let _ = rx
+                    .wait_for(|st| st.state == NodeState::Paused || !st.running())
+                    .await;
+            } else {
+                self.live[&s.plan.cluster].back(name);
+                p.send(Ctl::Resume);
+                let mut rx = p.subscribe();
+                let _ = rx
+                    .wait_for(|st| st.state != NodeState::Paused || !st.running())
+                    .await;
+            }
         }
+        let _ = self.write_descriptor();
         Ok(())
     }
 
@@ -312,10 +370,12 @@ impl Engine {
     /// and waits until it is ready.
     pub async fn start_node(&self, name: &str) -> Result<(), Error> {
         let s = self.slot(name)?;
+        let _op = s.op.lock().await;
         if s.current().is_some_and(|p| p.status().running()) {
             return Ok(());
         }
         spawn_slot(s)?;
+        self.live[&s.plan.cluster].back(name);
         wait_probes(s, s.plan.ready.clone()).await?;
         if let Some(p) = s.current() {
             p.mark_ready();
@@ -324,13 +384,289 @@ impl Engine {
         Ok(())
     }
 
+    /// Stop, then start.
+    pub async fn restart_node(&self, name: &str) -> Result<(), Error> {
+        self.stop_node_as(name, "restart").await?;
+        self.start_node(name).await
+    }
+
+    /// Resolves targets: a node name, a cluster name (all its nodes), or `CLUSTER:SELECTOR`
+    /// with SELECTOR one of leader, followers, random, one, minority, majority, all. Waits up
+    /// to `leader_wait` for a leader when a selector needs one.
+    pub async fn select(
+        &self,
+        targets: &[String],
+        leader_wait: Duration,
+    ) -> Result<Vec<String>, Error> {
+        let mut out: Vec<String> = Vec::new();
+        for t in targets {
+            for n in self.select_one(t, leader_wait).await? {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn cluster_nodes(&self, cluster: &str) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|s| s.plan.cluster == cluster)
+            .map(|s| s.plan.name.clone())
+            .collect()
+    }
+
+    async fn select_one(&self, target: &str, leader_wait: Duration) -> Result<Vec<String>, Error> {
+        if self.slots.iter().any(|s| s.plan.name == target) {
+            return Ok(vec![target.to_string()]);
+        }
+        if self.live.contains_key(target) {
+            return Ok(self.cluster_nodes(target));
+        }
+        let Some((cluster, selector)) = target.split_once(':') else {
+            return Err(self.unknown_target(target));
+        };
+        let Some(live) = self.live.get(cluster) else {
+            return Err(self.unknown_target(target));
+        };
+        let nodes = self.cluster_nodes(cluster);
+        let n = nodes.len();
+        let needs_leader = matches!(selector, "leader" | "followers");
+        let leader = if needs_leader {
+            if !live.has_role_probe {
+                return Err(Error::Target {
+                    message: format!(
+                        "`{target}` needs to know who leads, but cluster `{cluster}` has no role probe"
+                    ),
+                    help: Some(format!(
+                        "add a [clusters.{cluster}.role] table to the spec, or name nodes instead (e.g. {})",
+                        nodes.first().cloned().unwrap_or_default()
+                    )),
+                });
+            }
+            Some(self.wait_leader(cluster, leader_wait).await?)
+        } else {
+            None
+        };
+        Ok(match selector {
+            "leader" => vec![leader.expect("leader")],
+            "followers" => nodes
+                .into_iter()
+                .filter(|x| Some(x) != leader.as_ref())
+                .collect(),
+            "all" => nodes,
+            "one" => nodes.into_iter().take(1).collect(),
+            "random" => {
+                use std::hash::BuildHasher;
+                let i = std::collections::hash_map::RandomState::new().hash_one(Instant::now())
+                    as usize
+                    % n.max(1);
+                nodes.into_iter().skip(i).take(1).collect()
+            }
+            "majority" => nodes.into_iter().take(n / 2 + 1).collect(),
+            "minority" => {
+                let k = (n.saturating_sub(1)) / 2;
+                nodes.into_iter().skip(n - k).collect()
+            }
+            other => {
+                let sel = [
+                    "leader",
+                    "followers",
+                    "random",
+                    "one",
+                    "minority",
+                    "majority",
+                    "all",
+                ];
+                let hint = match troupe_spec::suggest(other, sel) {
+                    Some(s) => format!("did you mean `{cluster}:{s}`? "),
+                    None => String::new(),
+                };
+                return Err(Error::Target {
+                    message: format!("unknown selector `{other}` in `{target}`"),
+                    help: Some(format!("{hint}selectors: {}", sel.join(", "))),
+                });
+            }
+        })
+    }
+
+    fn unknown_target(&self, target: &str) -> Error {
+        let names: Vec<&str> = self
+            .slots
+            .iter()
+            .map(|s| s.plan.name.as_str())
+            .chain(self.live.keys().map(String::as_str))
+            .collect();
+        let hint = match troupe_spec::suggest(target, names.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`? "),
+            None => String::new(),
+        };
+        Error::Target {
+            message: format!("no node or cluster named `{target}`"),
+            help: Some(format!(
+                "{hint}targets are a node ({}), a cluster ({}), or CLUSTER:SELECTOR with leader, followers, random, one, minority, majority or all",
+                self.slots
+                    .iter()
+                    .map(|s| s.plan.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.live.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
+
+    /// The one cluster with a role probe, if exactly one has.
+    pub fn only_cluster_with_roles(&self) -> Option<String> {
+        let mut with = self.live.values().filter(|l| l.has_role_probe);
+        match (with.next(), with.next()) {
+            (Some(l), None) => Some(l.name.clone()),
+            _ => None,
+        }
+    }
+
+    /// Waits until `cluster` has a leader, up to `limit`.
+    pub async fn wait_leader(&self, cluster: &str, limit: Duration) -> Result<String, Error> {
+        let live = self
+            .live
+            .get(cluster)
+            .ok_or_else(|| self.unknown_target(cluster))?;
+        if !live.has_role_probe {
+            return Err(Error::Target {
+                message: format!(
+                    "cluster `{cluster}` has no role probe, so troupe cannot tell who leads"
+                ),
+                help: Some(format!("add a [clusters.{cluster}.role] table to the spec")),
+            });
+        }
+        let mut rx = live.subscribe();
+        match tokio::time::timeout(limit, rx.wait_for(|l| l.is_some())).await {
+            Ok(Ok(l)) => Ok(l.clone().expect("some")),
+            _ => Err(Error::Target {
+                message: format!(
+                    "no leader in cluster `{cluster}` after {}",
+                    troupe_spec::format_duration(limit)
+                ),
+                help: Some(
+                    "`troupe status` shows each node's state and role; the node logs say why"
+                        .into(),
+                ),
+            }),
+        }
+    }
+
+    /// Waits until every node (of `cluster`, or of all clusters) is ready, up to `limit`.
+    pub async fn wait_ready(&self, cluster: Option<&str>, limit: Duration) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + limit;
+        for s in self
+            .slots
+            .iter()
+            .filter(|s| cluster.is_none_or(|c| s.plan.cluster == c))
+        {
+            let Some(p) = s.current() else {
+                return Err(Error::Target {
+                    message: format!("node `{}` is not running", s.plan.name),
+                    help: None,
+                });
+            };
+            let mut rx = p.subscribe();
+            let ok = tokio::time::timeout_at(
+                deadline,
+                rx.wait_for(|st| st.state == NodeState::Ready || !st.running()),
+            )
+            .await;
+            match ok {
+                Ok(Ok(st)) if st.state == NodeState::Ready => {}
+                Ok(_) => {
+                    return Err(Error::Target {
+                        message: format!("node `{}` is {}", s.plan.name, p.status().state),
+                        help: Some(format!("`troupe start {}` brings it back", s.plan.name)),
+                    });
+                }
+                Err(_) => {
+                    return Err(Error::Target {
+                        message: format!(
+                            "node `{}` not ready after {}",
+                            s.plan.name,
+                            troupe_spec::format_duration(limit)
+                        ),
+                        help: None,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps every cluster's leader current until the engine stops.
+    pub fn spawn_role_watchers(self: &Arc<Self>) {
+        for (cluster, live) in &self.live {
+            if !live.has_role_probe {
+                continue;
+            }
+            let slots: Vec<Arc<Slot>> = self
+                .slots
+                .iter()
+                .filter(|s| &s.plan.cluster == cluster)
+                .cloned()
+                .collect();
+            let live = live.clone();
+            let mut stopping = self.stopping.subscribe();
+            let interval = slots
+                .iter()
+                .find_map(|s| s.plan.role.as_ref().map(|r| r.interval))
+                .unwrap_or(Duration::from_millis(20));
+            tokio::spawn(async move {
+                loop {
+                    let mut set = JoinSet::new();
+                    for s in &slots {
+                        let (Some(p), Some(role)) = (s.current(), s.plan.role.clone()) else {
+                            continue;
+                        };
+                        let st = p.status();
+                        if !st.running() || st.state == NodeState::Paused {
+                            continue;
+                        }
+                        let s = s.clone();
+                        set.spawn(async move {
+                            let answer = tokio::time::timeout(
+                                role.timeout,
+                                roles::ask(&role, s.tls.as_ref(), &s.plan.env, &s.plan.dir),
+                            )
+                            .await;
+                            (s.plan.name.clone(), answer.ok().and_then(Result::ok))
+                        });
+                    }
+                    let mut answers = BTreeMap::new();
+                    while let Some(Ok((name, answer))) = set.join_next().await {
+                        if let Some(leads) = answer {
+                            answers.insert(name, leads);
+                        }
+                    }
+                    live.observe(answers);
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = stopping.wait_for(|s| *s) => break,
+                    }
+                }
+            });
+        }
+    }
+
     pub fn descriptor(&self) -> Descriptor {
         let nodes: Vec<NodeDescriptor> = self
             .slots
             .iter()
             .map(|s| {
                 let status = s.current().map(|p| p.status());
-                node_descriptor(&s.plan, status.as_ref())
+                let mut d = node_descriptor(&s.plan, status.as_ref());
+                let live = &self.live[&s.plan.cluster];
+                if d.pid.is_some() && d.state != NodeState::Paused {
+                    d.role = live
+                        .role_of(&s.plan.name)
+                        .map(|l| if l { "leader" } else { "follower" }.to_string());
+                }
+                d
             })
             .collect();
         serde_json::from_value(serde_json::json!({
@@ -338,6 +674,8 @@ impl Engine {
             "ca": self.plan.ca,
             "state_dir": self.state.path,
             "supervisor_pid": std::process::id(),
+            "supervisor_start_time": crate::sys::start_time(std::process::id()),
+            "clusters": self.plan.clusters.iter().map(|c| self.live[&c.name].status()).collect::<Vec<_>>(),
             "nodes": nodes,
         }))
         .expect("descriptor")
@@ -369,12 +707,14 @@ fn node_descriptor(plan: &NodePlan, status: Option<&Status>) -> NodeDescriptor {
         "tls": plan.tls,
         "time_to_ready_ms": ready_ms,
         "exit": status.and_then(|s| s.exit.clone()),
+        "start_time": status.filter(|s| s.running()).and_then(|s| crate::sys::start_time(s.pid)),
     }))
     .expect("node descriptor")
 }
 
 fn spawn_slot(s: &Arc<Slot>) -> Result<(), Error> {
-    let proc = NodeProc::spawn(&s.plan, s.keeper.clone()).map_err(|e| failure(&s.plan, StartReason::Spawn(e)))?;
+    let proc = NodeProc::spawn(&s.plan, s.keeper.clone())
+        .map_err(|e| failure(&s.plan, StartReason::Spawn(e)))?;
     tracing::debug!(node = %s.plan.name, pid = proc.status().pid, "spawned");
     *s.proc.lock().expect("slot lock") = Some(proc);
     Ok(())
@@ -419,7 +759,8 @@ async fn wait_probes(s: &Arc<Slot>, probes: Vec<Probe>) -> Result<(), Error> {
                 return Err(exited(&status.borrow()));
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = tokio::time::timeout(probe::attempt_timeout(remaining), prober.check(&probe));
+            let attempt =
+                tokio::time::timeout(probe::attempt_timeout(remaining), prober.check(&probe));
             let outcome = tokio::select! {
                 r = attempt => Some(r),
                 _ = status.wait_for(|st| !st.running()) => None,
@@ -429,7 +770,13 @@ async fn wait_probes(s: &Arc<Slot>, probes: Vec<Probe>) -> Result<(), Error> {
                 Some(Ok(Check::Ready)) => break,
                 Some(Ok(Check::NotYet(seen))) => last = seen,
                 Some(Ok(Check::Failed(error))) => {
-                    return Err(failure(&s.plan, StartReason::Probe { probe: probe.description.clone(), error }));
+                    return Err(failure(
+                        &s.plan,
+                        StartReason::Probe {
+                            probe: probe.description.clone(),
+                            error,
+                        },
+                    ));
                 }
                 Some(Err(_)) => last = "the attempt timed out".into(),
             }
@@ -454,6 +801,7 @@ async fn wait_probes(s: &Arc<Slot>, probes: Vec<Probe>) -> Result<(), Error> {
 
 fn run_id() -> String {
     use std::hash::BuildHasher;
-    let h = std::collections::hash_map::RandomState::new().hash_one((std::process::id(), Instant::now()));
+    let h = std::collections::hash_map::RandomState::new()
+        .hash_one((std::process::id(), Instant::now()));
     format!("{:012x}", h & 0xffff_ffff_ffff)
 }

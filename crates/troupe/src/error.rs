@@ -26,7 +26,9 @@ pub enum Error {
     #[error("failed to issue certificates: {0}")]
     Pki(String),
 
-    #[error("failed to allocate {wanted} port(s) on {host}: every port in {lo}-{hi} is taken or locked")]
+    #[error(
+        "failed to allocate {wanted} port(s) on {host}: every port in {lo}-{hi} is taken or locked"
+    )]
     #[diagnostic(help(
         "set a wider or different range with [ports] range = \"LOW-HIGH\" in the spec, below the kernel's ephemeral range"
     ))]
@@ -53,6 +55,14 @@ pub enum Error {
 
     #[error("no node named `{name}`; nodes: {known}")]
     UnknownNode { name: String, known: String },
+
+    /// A target or selector that names nothing, or needs what the cluster lacks.
+    #[error("{message}")]
+    Target {
+        message: String,
+        #[help]
+        help: Option<String>,
+    },
 
     #[error("the cluster is shut down")]
     ShutDown,

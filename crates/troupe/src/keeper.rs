@@ -28,7 +28,10 @@ impl Keeper {
         let mut fds = [0i32; 2];
         // SAFETY: pipe2 writes two fds into the array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            tracing::warn!("cannot create the keeper pipe: {}", std::io::Error::last_os_error());
+            tracing::warn!(
+                "cannot create the keeper pipe: {}",
+                std::io::Error::last_os_error()
+            );
             return None;
         }
         // SAFETY: both fds were just created and are owned here.
@@ -36,7 +39,10 @@ impl Keeper {
         // SAFETY: the child only calls async-signal-safe functions (see `keeper_main`).
         let pid = unsafe { libc::fork() };
         if pid < 0 {
-            tracing::warn!("cannot fork the keeper: {}", std::io::Error::last_os_error());
+            tracing::warn!(
+                "cannot fork the keeper: {}",
+                std::io::Error::last_os_error()
+            );
             return None;
         }
         if pid == 0 {

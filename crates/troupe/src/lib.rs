@@ -16,16 +16,18 @@
 
 mod builder;
 mod cluster;
+pub mod control;
 mod engine;
-mod keeper;
 pub mod error;
+mod keeper;
 pub mod pki;
 pub mod plan;
 pub mod ports;
 pub mod probe;
+pub mod roles;
 pub mod state;
 pub mod supervisor;
-mod sys;
+pub mod sys;
 pub mod template;
 
 pub use builder::{ClusterDef, SpecBuilder};

@@ -118,13 +118,20 @@ impl Ca {
         self.issue(
             common_name,
             sans,
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
         )
     }
 
     /// A client certificate: `CN = <common_name>`, client auth only.
     pub fn issue_client(&self, common_name: &str) -> Result<Issued, Error> {
-        self.issue(common_name, vec![], vec![ExtendedKeyUsagePurpose::ClientAuth])
+        self.issue(
+            common_name,
+            vec![],
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        )
     }
 
     fn issue(

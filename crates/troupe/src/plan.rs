@@ -12,9 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
-use troupe_spec::{
-    InvalidSpec, NodeTls, ProbeKind, Spanned, Spec, SpecError, StartMode, StopSpec,
-};
+use troupe_spec::{InvalidSpec, NodeTls, ProbeKind, Spanned, Spec, SpecError, StartMode, StopSpec};
 
 use crate::template::{TemplateError, Templates};
 
@@ -65,6 +63,8 @@ pub struct NodePlan {
     /// Gate for the next node of a sequential start.
     pub started: Vec<Probe>,
     pub ready: Vec<Probe>,
+    /// Tells whether this node leads its cluster.
+    pub role: Option<crate::roles::RoleProbe>,
     pub stop: StopSpec,
 }
 
@@ -79,10 +79,22 @@ pub struct Probe {
 
 #[derive(Debug, Clone)]
 pub enum ProbeCheck {
-    Tcp { host: String, port: u16 },
-    Http { url: Url, status: u16, body: Option<regex::Regex> },
-    Log { regex: regex::Regex },
-    Command { program: PathBuf, args: Vec<String> },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Http {
+        url: Url,
+        status: u16,
+        body: Option<regex::Regex>,
+    },
+    Log {
+        regex: regex::Regex,
+    },
+    Command {
+        program: PathBuf,
+        args: Vec<String>,
+    },
 }
 
 /// A parsed `http://` or `https://` URL.
@@ -108,7 +120,9 @@ impl Url {
             None => (rest, "/"),
         };
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, p) = v6.split_once(']').ok_or_else(|| format!("bad IPv6 host in `{text}`"))?;
+            let (h, p) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("bad IPv6 host in `{text}`"))?;
             (h.to_string(), p.strip_prefix(':'))
         } else {
             match authority.rsplit_once(':') {
@@ -117,7 +131,9 @@ impl Url {
             }
         };
         let port = match port {
-            Some(p) => p.parse().map_err(|_| format!("bad port `{p}` in `{text}`"))?,
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("bad port `{p}` in `{text}`"))?,
             None if https => 443,
             None => 80,
         };
@@ -162,7 +178,12 @@ pub fn node_name(cluster: &str, index: u32) -> String {
 }
 
 /// Resolves a spec into a plan, given the state directory (absolute) and every node's ports.
-pub fn resolve(spec: &Spec, state_dir: &Path, ports: &PortMap, run_id: &str) -> Result<Plan, InvalidSpec> {
+pub fn resolve(
+    spec: &Spec,
+    state_dir: &Path,
+    ports: &PortMap,
+    run_id: &str,
+) -> Result<Plan, InvalidSpec> {
     let mut r = Resolver {
         spec,
         templates: Templates::new(),
@@ -284,8 +305,17 @@ impl Resolver<'_> {
                     .map(|f| (dir.join(&f.name), self.render(&f.template, &ctx), f.mode))
                     .collect();
                 let p = ports.get(&name).cloned().unwrap_or_default();
-                let started = c.started.iter().filter_map(|pr| self.probe(pr, &c.host, &p, &ctx)).collect();
-                let ready = c.ready.iter().filter_map(|pr| self.probe(pr, &c.host, &p, &ctx)).collect();
+                let started = c
+                    .started
+                    .iter()
+                    .filter_map(|pr| self.probe(pr, &c.host, &p, &ctx))
+                    .collect();
+                let ready = c
+                    .ready
+                    .iter()
+                    .filter_map(|pr| self.probe(pr, &c.host, &p, &ctx))
+                    .collect();
+                let role = c.role.as_ref().and_then(|r| self.role(r, &ctx));
                 nodes.push(NodePlan {
                     name: name.clone(),
                     cluster: c.name.clone(),
@@ -304,6 +334,7 @@ impl Resolver<'_> {
                     files,
                     started,
                     ready,
+                    role,
                     stop: c.stop.clone(),
                 });
             }
@@ -334,8 +365,12 @@ impl Resolver<'_> {
     }
 
     fn template_error(&mut self, t: &Spanned<String>, e: TemplateError) {
-        let span = narrow(&self.spec.source.text, t.span(), e.snippet.as_deref());
-        let mut err = self.spec.source.error(span, e.message).with_label("in this template");
+        let span = narrow(&self.spec.source.text, t, &e);
+        let mut err = self
+            .spec
+            .source
+            .error(span, e.message)
+            .with_label("in this template");
         if let Some(h) = e.help {
             err = err.with_help(h);
         }
@@ -364,13 +399,97 @@ impl Resolver<'_> {
                 let mut err = self
                     .spec
                     .source
-                    .error(b.span(), format!("program `{name}` is not installed or not executable"))
+                    .error(
+                        b.span(),
+                        format!("program `{name}` is not installed or not executable"),
+                    )
                     .with_label("not found");
                 err = err.with_help(install_hint(&name));
                 self.push(err);
                 None
             }
         }
+    }
+
+    fn role(&mut self, r: &troupe_spec::RoleSpec, ctx: &Json) -> Option<crate::roles::RoleProbe> {
+        use crate::roles::{RoleProbe, RoleRule, RoleSource};
+        use troupe_spec::{RoleRuleSpec, RoleSourceSpec};
+        let source = match &r.source {
+            RoleSourceSpec::Http { url, post } => {
+                let text = self.render(url, ctx);
+                if text.is_empty() {
+                    return None;
+                }
+                match Url::parse(&text) {
+                    Ok(u) => RoleSource::Http {
+                        url: u,
+                        post: post.clone(),
+                    },
+                    Err(e) => {
+                        let err = self
+                            .spec
+                            .source
+                            .error(url.span(), format!("invalid URL for the role probe: {e}"))
+                            .with_label("in this template")
+                            .with_help(
+                                "write a full URL such as \"{{ node.urls.client }}/status\"",
+                            );
+                        self.push(err);
+                        return None;
+                    }
+                }
+            }
+            RoleSourceSpec::Command { argv } => {
+                let mut args: Vec<String> = argv.iter().map(|a| self.render(a, ctx)).collect();
+                if args.is_empty() || args[0].is_empty() {
+                    return None;
+                }
+                let first = args.remove(0);
+                match find_program(&first, self.spec.source.dir()) {
+                    Some(program) => RoleSource::Command { program, args },
+                    None => {
+                        let err = self
+                            .spec
+                            .source
+                            .error(
+                                argv[0].span(),
+                                format!("program `{first}` is not installed or not executable"),
+                            )
+                            .with_label("not found")
+                            .with_help(install_hint(&first));
+                        self.push(err);
+                        return None;
+                    }
+                }
+            }
+            _ => return None,
+        };
+        let rule = match &r.rule {
+            RoleRuleSpec::Matches(t) => {
+                let text = self.render(t, ctx);
+                match regex::Regex::new(&text) {
+                    Ok(re) => RoleRule::Matches(re),
+                    Err(e) => {
+                        let err = self
+                            .spec
+                            .source
+                            .error(t.span(), format!("`leader` renders as `{text}`, which is not a regular expression"))
+                            .with_help(e.to_string().lines().last().unwrap_or("").trim().to_string());
+                        self.push(err);
+                        return None;
+                    }
+                }
+            }
+            RoleRuleSpec::Equals(p) => RoleRule::Equals(p.clone()),
+            _ => return None,
+        };
+        Some(RoleProbe {
+            source,
+            pointer: r.pointer.clone(),
+            rule,
+            interval: r.interval,
+            timeout: r.timeout,
+        })
     }
 
     fn probe(
@@ -397,8 +516,15 @@ impl Resolver<'_> {
                         body: body.as_ref().and_then(|b| regex::Regex::new(b).ok()),
                     },
                     Err(e) => {
-                        let err = self.spec.source.error(url.span(), format!("this probe's URL renders as {e}"))
-                            .with_help("write a full URL such as \"{{ node.urls.client }}/health\"");
+                        let err = self
+                            .spec
+                            .source
+                            .error(url.span(), format!("invalid URL for this probe: {e}"))
+                            .with_label("in this template")
+                            .with_help(
+                                "write a full URL such as \"{{ node.urls.client }}/health\", which \
+                                 has the scheme, host and port",
+                            );
                         self.push(err);
                         return None;
                     }
@@ -419,7 +545,11 @@ impl Resolver<'_> {
                         let err = self
                             .spec
                             .source
-                            .error(argv[0].span(), format!("program `{first}` is not installed or not executable"))
+                            .error(
+                                argv[0].span(),
+                                format!("program `{first}` is not installed or not executable"),
+                            )
+                            .with_label("not found")
                             .with_help(install_hint(&first));
                         self.push(err);
                         return None;
@@ -450,9 +580,22 @@ impl Resolver<'_> {
 }
 
 /// Shrinks a template string's span to the failing expression when it can be found in it.
-fn narrow(text: &str, span: Range<usize>, snippet: Option<&str>) -> Range<usize> {
-    if let Some(snippet) = snippet.filter(|s| !s.is_empty())
-        && let Some(slice) = text.get(span.clone())
+fn narrow(text: &str, t: &Spanned<String>, e: &TemplateError) -> Range<usize> {
+    let span = t.span();
+    let Some(slice) = text.get(span.clone()) else {
+        return span;
+    };
+    // Where the template is written verbatim (no escapes), its offsets map onto the file.
+    let template = t.get_ref();
+    if let Some(r) = &e.range
+        && !template.is_empty()
+        && r.end <= template.len()
+        && let Some(pos) = slice.find(template.as_str())
+    {
+        let start = span.start + pos;
+        return start + r.start..start + r.end;
+    }
+    if let Some(snippet) = e.snippet.as_deref().filter(|s| !s.is_empty())
         && let Some(pos) = slice.find(snippet)
     {
         let start = span.start + pos;
@@ -529,10 +672,21 @@ mod tests {
     #[test]
     fn parses_urls() {
         let u = Url::parse("https://127.0.0.1:2379/health").unwrap();
-        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (true, "127.0.0.1", 2379, "/health"));
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "127.0.0.1", 2379, "/health")
+        );
         let u = Url::parse("http://[::1]:80").unwrap();
         assert_eq!((u.host.as_str(), u.path.as_str()), ("::1", "/"));
         assert!(Url::parse("ftp://x").is_err());
         assert!(Url::parse("http://h:notaport/").is_err());
+    }
+
+    #[test]
+    fn install_hints_name_the_debian_package() {
+        let etcd = install_hint("etcd");
+        assert!(etcd.contains("apt-get install etcd-server"), "{etcd}");
+        let etcdctl = install_hint("etcdctl");
+        assert!(etcdctl.contains("etcd-client"), "{etcdctl}");
     }
 }

@@ -29,13 +29,19 @@ pub enum Check {
 }
 
 /// A rustls client config that trusts `ca` and, if given, presents `cert`/`key`.
-pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("reading {}: {e}", ca.display()))?;
+    let certs =
+        CertificateDer::pem_file_iter(ca).map_err(|e| format!("reading {}: {e}", ca.display()))?;
     for c in certs {
         let c = c.map_err(|e| format!("reading {}: {e}", ca.display()))?;
-        roots.add(c).map_err(|e| format!("adding {} as a root: {e}", ca.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("adding {} as a root: {e}", ca.display()))?;
     }
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -46,8 +52,11 @@ pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Arc<
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
                 .and_then(|it| it.collect::<Result<_, _>>())
                 .map_err(|e| format!("reading {}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("reading {}: {e}", key.display()))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("reading {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| e.to_string())?
         }
         None => builder.with_no_client_auth(),
     };
@@ -85,13 +94,17 @@ impl Prober {
 
     pub async fn check(&mut self, probe: &Probe) -> Check {
         match &probe.check {
-            ProbeCheck::Tcp { host, port } => match TcpStream::connect((host.as_str(), *port)).await {
-                Ok(_) => Check::Ready,
-                Err(e) => Check::NotYet(format!("connect: {e}")),
-            },
+            ProbeCheck::Tcp { host, port } => {
+                match TcpStream::connect((host.as_str(), *port)).await {
+                    Ok(_) => Check::Ready,
+                    Err(e) => Check::NotYet(format!("connect: {e}")),
+                }
+            }
             ProbeCheck::Http { url, status, body } => {
                 if url.https && self.tls.is_none() {
-                    return Check::Failed("an https probe needs TLS: add a [tls] table to the spec".into());
+                    return Check::Failed(
+                        "an https probe needs TLS: add a [tls] table to the spec".into(),
+                    );
                 }
                 match http_get(url, self.tls.as_ref()).await {
                     Ok((code, text)) => {
@@ -100,7 +113,10 @@ impl Prober {
                         } else if let Some(re) = body
                             && !re.is_match(&text)
                         {
-                            Check::NotYet(format!("HTTP {code}, body does not match /{re}/: {}", first_line(&text)))
+                            Check::NotYet(format!(
+                                "HTTP {code}, body does not match /{re}/: {}",
+                                first_line(&text)
+                            ))
                         } else {
                             Check::Ready
                         }
@@ -132,7 +148,11 @@ impl Prober {
                     Ok(o) => {
                         let err = String::from_utf8_lossy(&o.stderr);
                         let out = String::from_utf8_lossy(&o.stdout);
-                        let said = err.lines().chain(out.lines()).rfind(|l| !l.trim().is_empty()).unwrap_or("");
+                        let said = err
+                            .lines()
+                            .chain(out.lines())
+                            .rfind(|l| !l.trim().is_empty())
+                            .unwrap_or("");
                         Check::NotYet(format!("{}: {said}", crate::sys::describe_exit(&o.status)))
                     }
                     Err(e) => Check::Failed(format!("cannot run {}: {e}", program.display())),
@@ -160,24 +180,50 @@ impl Prober {
 }
 
 fn first_line(s: &str) -> String {
-    let l = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-    if l.len() > 200 { format!("{}…", &l[..l.floor_char_boundary(200)]) } else { l.to_string() }
+    let l = s
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    if l.chars().count() > 200 {
+        format!("{}…", l.chars().take(200).collect::<String>())
+    } else {
+        l.to_string()
+    }
 }
 
 /// One HTTP/1.1 GET. Returns the status and the (de-chunked) body.
 pub async fn http_get(url: &Url, tls: Option<&Arc<ClientConfig>>) -> Result<(u16, String), String> {
+    http_request(url, None, tls).await
+}
+
+/// One HTTP/1.1 request: a GET, or a POST of a JSON body.
+pub async fn http_request(
+    url: &Url,
+    post: Option<&str>,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<(u16, String), String> {
     let tcp = TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let host = crate::plan::url_host(&url.host);
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: troupe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        url.path, url.port
-    );
+    let request = match post {
+        None => format!(
+            "GET {} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: troupe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+            url.path, url.port
+        ),
+        Some(body) => format!(
+            "POST {} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: troupe\r\nAccept: */*\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            url.path,
+            url.port,
+            body.len()
+        ),
+    };
     let raw = if url.https {
         let config = tls.ok_or("https needs TLS")?.clone();
-        let name = ServerName::try_from(url.host.clone()).map_err(|e| format!("server name: {e}"))?;
+        let name =
+            ServerName::try_from(url.host.clone()).map_err(|e| format!("server name: {e}"))?;
         let stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
@@ -189,8 +235,13 @@ pub async fn http_get(url: &Url, tls: Option<&Arc<ClientConfig>>) -> Result<(u16
     parse_response(&raw)
 }
 
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, request: &str) -> Result<Vec<u8>, String> {
-    s.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    request: &str,
+) -> Result<Vec<u8>, String> {
+    s.write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
     s.flush().await.map_err(|e| format!("send: {e}"))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -251,7 +302,11 @@ fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
-    let body = if chunked { dechunk(body) } else { body.to_vec() };
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
     Ok((code, String::from_utf8_lossy(&body).into_owned()))
 }
 
@@ -259,7 +314,8 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&data[..end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or(0);
         data = &data[end + 2..];
         if size == 0 || data.len() < size {
             out.extend_from_slice(&data[..size.min(data.len())]);
@@ -273,7 +329,9 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 /// The last `n` lines of a file (for error messages).
 pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
-    let Ok(mut f) = std::fs::File::open(path) else { return vec![] };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return vec![];
+    };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(64 * 1024);
     let _ = f.seek(SeekFrom::Start(start));
@@ -298,14 +356,19 @@ mod tests {
 
     #[test]
     fn parses_plain_and_chunked_responses() {
-        let (code, body) = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
+        let (code, body) =
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
         assert_eq!((code, body.as_str()), (200, "ok"));
         let raw = b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnot \r\n5\r\nready\r\n0\r\n\r\n";
         let (code, body) = parse_response(raw).unwrap();
         assert_eq!((code, body.as_str()), (503, "not ready"));
         assert!(parse_response(b"garbage").is_err());
-        assert!(response_complete(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
-        assert!(!response_complete(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok"));
+        assert!(response_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        ));
+        assert!(!response_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok"
+        ));
         assert!(response_complete(raw));
     }
 }

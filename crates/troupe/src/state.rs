@@ -55,7 +55,15 @@ impl StateDir {
                 pid: pid.trim().to_string(),
             });
         }
-        lock.set_len(0).map_err(|e| io_err("write", &lock_path, e))?;
+        let leftovers = kill_leftovers(&path);
+        if leftovers > 0 {
+            eprintln!(
+                "troupe: {} held a crashed run; killed {leftovers} process group(s) it had left running",
+                path.display()
+            );
+        }
+        lock.set_len(0)
+            .map_err(|e| io_err("write", &lock_path, e))?;
         lock.rewind().map_err(|e| io_err("write", &lock_path, e))?;
         write!(lock, "{}", std::process::id()).map_err(|e| io_err("write", &lock_path, e))?;
         for old in ["nodes", "tls"] {
@@ -73,11 +81,54 @@ impl StateDir {
         let dest = self.path.join(name);
         let tmp = self.path.join(format!(".{name}.tmp"));
         let mut f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
-        f.write_all(contents).map_err(|e| io_err("write", &tmp, e))?;
+        f.write_all(contents)
+            .map_err(|e| io_err("write", &tmp, e))?;
         f.sync_all().map_err(|e| io_err("sync", &tmp, e))?;
         fs::rename(&tmp, &dest).map_err(|e| io_err("rename", &tmp, e))?;
         Ok(dest)
     }
+}
+
+/// Whether a live troupe holds the state directory's lock.
+pub fn is_live(path: &Path) -> bool {
+    match File::open(path.join("lock")) {
+        Ok(f) => f.try_lock_shared().is_err(),
+        Err(_) => false,
+    }
+}
+
+/// Kills what a run recorded in `cluster.json` and left alive, and the run's supervisor,
+/// proving each pid by its start time: troupe never signals a process it cannot show it
+/// started. Returns how many were killed. Call only when no live troupe holds the directory,
+/// or to force one down.
+pub fn kill_leftovers(path: &Path) -> usize {
+    let Ok(text) = fs::read_to_string(path.join("cluster.json")) else {
+        return 0;
+    };
+    let Ok(d) = serde_json::from_str::<troupe_spec::Descriptor>(&text) else {
+        return 0;
+    };
+    let mut killed = 0;
+    if let Some(start) = d.supervisor_start_time
+        && d.supervisor_pid != std::process::id()
+        && crate::sys::is_same_process(d.supervisor_pid, start)
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(d.supervisor_pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        killed += 1;
+    }
+    for n in &d.nodes {
+        if let (Some(pid), Some(start)) = (n.pid, n.start_time)
+            && crate::sys::is_same_process(pid, start)
+        {
+            // The node leads its own process group: take the whole group.
+            crate::sys::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            killed += 1;
+        }
+    }
+    killed
 }
 
 /// Creates a directory (and parents) with mode 0700.
@@ -105,10 +156,49 @@ mod tests {
     }
 
     #[test]
+    fn leftovers_of_a_crashed_run_are_killed_only_when_proven_to_be_its_own() {
+        use std::os::unix::process::CommandExt;
+        let d = tempfile::tempdir().unwrap();
+        let spawn = || {
+            std::process::Command::new("sleep")
+                .arg("1000")
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        let (mut ours, mut stranger) = (spawn(), spawn());
+        let start = |c: &std::process::Child| crate::sys::start_time(c.id()).unwrap();
+        let node = |name: &str, c: &std::process::Child, start: u64| {
+            serde_json::json!({
+                "name": name, "cluster": "c", "index": 1, "pid": c.id(), "state": "ready",
+                "host": "127.0.0.1", "ports": {}, "urls": {}, "data_dir": "/x", "log": "/x",
+                "tls": null, "time_to_ready_ms": null, "start_time": start,
+            })
+        };
+        let descriptor = serde_json::json!({
+            "name": "x", "ca": null, "state_dir": d.path(), "supervisor_pid": std::process::id(),
+            "nodes": [node("c-1", &ours, start(&ours)), node("c-2", &stranger, start(&stranger) + 1)],
+        });
+        fs::write(d.path().join("cluster.json"), descriptor.to_string()).unwrap();
+        assert_eq!(kill_leftovers(d.path()), 1);
+        let status = ours.wait().unwrap();
+        assert!(status.code().is_none(), "our leftover was killed");
+        assert!(
+            stranger.try_wait().unwrap().is_none(),
+            "a pid whose start time differs is not ours"
+        );
+        stranger.kill().unwrap();
+        stranger.wait().unwrap();
+    }
+
+    #[test]
     fn a_foreign_directory_is_never_cleared() {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("precious.txt"), "x").unwrap();
-        assert!(matches!(StateDir::acquire(d.path()), Err(Error::StateDirForeign { .. })));
+        assert!(matches!(
+            StateDir::acquire(d.path()),
+            Err(Error::StateDirForeign { .. })
+        ));
         assert!(d.path().join("precious.txt").exists());
     }
 }

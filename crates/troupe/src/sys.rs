@@ -13,7 +13,9 @@ use nix::unistd::Pid;
 /// reaped here rather than lingering as zombies (PID 1 in containers often does not reap).
 pub fn become_subreaper() {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-        tracing::warn!("cannot become a child subreaper ({e}); grandchildren of killed nodes may linger as zombies");
+        tracing::warn!(
+            "cannot become a child subreaper ({e}); grandchildren of killed nodes may linger as zombies"
+        );
     }
 }
 
@@ -40,7 +42,9 @@ pub fn group_alive(pgid: u32) -> bool {
             continue;
         };
         // pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
         let mut fields = rest.split_whitespace();
         let state = fields.next().unwrap_or("");
         let _ppid = fields.next();
@@ -90,7 +94,9 @@ pub fn child_setup(parent: u32) -> std::io::Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
     // The parent may have died between fork and prctl: then nobody would kill us later.
     if nix::unistd::getppid().as_raw() as u32 != parent {
-        return Err(std::io::Error::other("troupe exited while starting this node"));
+        return Err(std::io::Error::other(
+            "troupe exited while starting this node",
+        ));
     }
     nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
@@ -114,4 +120,28 @@ pub fn describe_exit(status: &std::process::ExitStatus) -> String {
     } else {
         "unknown exit status".into()
     }
+}
+
+/// A process's start time in clock ticks after boot (`/proc/<pid>/stat` field 22). Together
+/// with the pid it identifies a process for as long as the machine runs: a reused pid has a
+/// different start time.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is alive (not a zombie) and still the process that started at `start`.
+pub fn is_same_process(pid: u32, start: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first().copied().unwrap_or("Z");
+    state != "Z"
+        && state != "X"
+        && fields.get(19).and_then(|f| f.parse::<u64>().ok()) == Some(start)
 }

@@ -8,6 +8,8 @@
 //! item, so that etcd's `--initial-cluster` is a one-liner:
 //! `{{ cluster.nodes | each("{{ name }}={{ urls.peer }}") | join(",") }}`.
 
+use std::ops::Range;
+
 use minijinja::{Environment, ErrorKind, State, UndefinedBehavior, Value};
 use serde_json::Value as Json;
 
@@ -20,6 +22,8 @@ pub struct TemplateError {
     pub help: Option<String>,
     /// The part of the template at fault, if known.
     pub snippet: Option<String>,
+    /// Where that part is in the template's text (byte offsets), if known.
+    pub range: Option<Range<usize>>,
 }
 
 /// The template engine, configured once.
@@ -33,7 +37,11 @@ impl Default for Templates {
     }
 }
 
-fn each(state: &State, items: Vec<Value>, template: String) -> Result<Vec<String>, minijinja::Error> {
+fn each(
+    state: &State,
+    items: Vec<Value>,
+    template: String,
+) -> Result<Vec<String>, minijinja::Error> {
     items
         .into_iter()
         .map(|item| state.env().render_str(&template, item))
@@ -66,41 +74,129 @@ impl Templates {
 }
 
 fn explain(text: &str, ctx: &Json, e: &minijinja::Error) -> TemplateError {
-    let snippet = e
+    let range = e
         .range()
-        .and_then(|r| text.get(r))
-        .map(|s| s.trim().to_string());
-    if e.kind() == ErrorKind::UndefinedError
-        && let Some(found) = snippet.as_deref().and_then(|s| missing_name(s, ctx))
+        .filter(|r| text.get(r.clone()).is_some())
+        .map(|r| trimmed(text, r));
+    let snippet = range.clone().map(|r| text[r].to_string());
+    if e.kind() == ErrorKind::UndefinedError {
+        // What minijinja found undefined, e.g. "`node.portz` is undefined".
+        let undefined = e
+            .detail()
+            .and_then(|d| d.strip_suffix(" is undefined"))
+            .map(|d| d.trim_matches('`'));
+        let head = |s: &str| s.split(['.', '[']).next().unwrap_or("").trim().to_string();
+        if let Some(r) = range.clone() {
+            // For `node.ports.clinet` minijinja's range starts at the failing attribute
+            // (`.ports.clinet`): extend it back over the names before it.
+            let start = text[..r.start]
+                .trim_end_matches(|c: char| c.is_alphanumeric() || c == '_' || c == '.')
+                .len();
+            let expr = &text[start..r.end];
+            if undefined.is_none_or(|u| head(u) == head(expr))
+                && let Some(mut found) = missing_name(expr, ctx, false)
+            {
+                found.range = Some(start..r.end);
+                return found;
+            }
+        }
+        // An undefined name that is not in this text is in a template given to `each`, which
+        // sees one item at a time: a node, for the lists templates have.
+        if let Some(u) = undefined
+            && text.contains("each(")
+            && let Some(item) = ctx.get("node")
+            && let Some(found) = missing_name(u, item, true)
+        {
+            return found;
+        }
+    }
+    if e.kind() == ErrorKind::UnknownFilter
+        && let Some(name) = snippet.as_deref()
     {
-        return found;
+        let name: String = name
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        return TemplateError {
+            message: format!("unknown template filter `{name}`"),
+            help: Some(
+                "filters are Jinja's built-ins (upper, lower, join, default, replace, ...) and troupe's \
+                 `each`, e.g. {{ cluster.nodes | each(\"{{ name }}\") | join(\",\") }}"
+                    .into(),
+            ),
+            snippet,
+            range,
+        };
     }
     let detail = e.detail().unwrap_or("").to_string();
     let kind = e.kind().to_string();
     TemplateError {
-        message: if detail.is_empty() {
-            format!("template error: {kind}")
-        } else {
-            format!("template error: {kind}: {detail}")
+        message: match (e.kind(), detail.is_empty()) {
+            (_, true) => format!("template error: {kind}"),
+            (ErrorKind::SyntaxError, false) => format!("template syntax error: {detail}"),
+            (_, false) => format!("template error: {kind}: {detail}"),
         },
         help: Some(
-            "templates use Jinja syntax: {{ node.name }}, {% for n in cluster.nodes %}...{% endfor %}".into(),
+            "templates use Jinja syntax: `{{ node.name }}` for a value, \
+             `{% for n in cluster.nodes %}...{% endfor %}` for a loop"
+                .into(),
         ),
         snippet,
+        range,
     }
 }
 
+/// `r` without the whitespace at either end of `text[r]`.
+fn trimmed(text: &str, r: Range<usize>) -> Range<usize> {
+    let part = &text[r.clone()];
+    let start = r.start + (part.len() - part.trim_start().len());
+    let end = r.end - (part.len() - part.trim_end().len());
+    start..end.max(start)
+}
+
 /// For an expression such as `node.ports.clinet`, the first name that does not exist, with the
-/// names that do.
-fn missing_name(expr: &str, ctx: &Json) -> Option<TemplateError> {
+/// names that do. `in_each`: the expression is in a template given to `each` and `ctx` is one
+/// of its items.
+fn missing_name(expr: &str, ctx: &Json, in_each: bool) -> Option<TemplateError> {
     let path: String = expr
         .chars()
         .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
         .collect();
+    let whose = if in_each {
+        " in the template given to `each`"
+    } else {
+        ""
+    };
     let mut here = ctx;
     let mut walked: Vec<&str> = Vec::new();
     for part in path.split('.').filter(|p| !p.is_empty()) {
-        let Json::Object(map) = here else { return None };
+        let Json::Object(map) = here else {
+            // `node.name.first`: a plain value has no names below it.
+            let owner = walked.join(".");
+            let help = match here {
+                Json::Array(_) => format!(
+                    "`{owner}` is a list and has nothing named `{part}`: loop over it with \
+                     {{% for n in {owner} %}}...{{% endfor %}} or use the `each` filter"
+                ),
+                other => {
+                    let kind = match other {
+                        Json::String(_) => "a string",
+                        Json::Number(_) => "a number",
+                        Json::Bool(_) => "true or false",
+                        _ => "empty",
+                    };
+                    format!(
+                        "`{owner}` is {kind} and has nothing named `{part}`: use `{owner}` itself"
+                    )
+                }
+            };
+            return Some(TemplateError {
+                message: format!("unknown template variable `{owner}.{part}`{whose}"),
+                help: Some(help),
+                snippet: Some(expr.to_string()),
+                range: None,
+            });
+        };
         match map.get(part) {
             Some(next) => {
                 here = next;
@@ -113,26 +209,29 @@ fn missing_name(expr: &str, ctx: &Json) -> Option<TemplateError> {
                     format!("{}.{part}", walked.join("."))
                 };
                 let keys: Vec<&str> = map.keys().map(String::as_str).collect();
-                let owner = if walked.is_empty() {
-                    "templates can use".to_string()
-                } else {
-                    format!("`{}` has", walked.join("."))
+                let owner = match (walked.is_empty(), in_each) {
+                    (true, false) => "templates can use".to_string(),
+                    (true, true) => "in `each`, each item (a node) has".to_string(),
+                    (false, _) => format!("`{}` has", walked.join(".")),
                 };
                 let mut help = match suggest(part, keys.iter().copied()) {
                     Some(s) => format!("did you mean `{s}`? "),
                     None => String::new(),
                 };
                 help.push_str(&format!("{owner}: {}", keys.join(", ")));
-                if walked == ["node"] && part == "tls" {
-                    help.push_str("; TLS is off: add a [tls] table to the spec to get certificates");
+                if (walked == ["node"] && part == "tls") || walked == ["tls"] {
+                    help.push_str(
+                        "; TLS is off: add a [tls] table to the spec to get certificates",
+                    );
                 }
-                if walked == ["node", "ports"] {
+                if matches!(walked.as_slice(), ["node", "ports" | "urls" | "addrs"]) {
                     help.push_str("; ports are declared with the cluster's `ports = [...]`");
                 }
                 return Some(TemplateError {
-                    message: format!("unknown template variable `{name}`"),
+                    message: format!("unknown template variable `{name}`{whose}"),
                     help: Some(help),
                     snippet: Some(expr.to_string()),
+                    range: None,
                 });
             }
         }
@@ -164,19 +263,51 @@ mod tests {
                 &ctx(),
             )
             .unwrap();
-        assert_eq!(out, "main-1=https://127.0.0.1:2380,main-2=https://127.0.0.1:2480");
+        assert_eq!(
+            out,
+            "main-1=https://127.0.0.1:2380,main-2=https://127.0.0.1:2480"
+        );
     }
 
     #[test]
     fn undefined_names_are_errors_that_list_what_exists() {
         let t = Templates::new();
-        let e = t.render("--port={{ node.ports.clinet }}", &ctx()).unwrap_err();
+        let e = t
+            .render("--port={{ node.ports.clinet }}", &ctx())
+            .unwrap_err();
         assert_eq!(e.message, "unknown template variable `node.ports.clinet`");
         let help = e.help.unwrap();
         assert!(help.contains("did you mean `client`?"), "{help}");
         assert!(help.contains("client, peer"), "{help}");
         let e = t.render("{{ nod.name }}", &ctx()).unwrap_err();
         assert_eq!(e.message, "unknown template variable `nod`");
+    }
+
+    #[test]
+    fn names_in_each_templates_are_checked_against_an_item() {
+        let t = Templates::new();
+        let mut ctx = ctx();
+        ctx["node"]["urls"] = json!({"peer": "https://127.0.0.1:2380"});
+        let e = t
+            .render(
+                r#"--x={{ cluster.nodes | each("{{ nmae }}") | join(",") }}"#,
+                &ctx,
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "unknown template variable `nmae` in the template given to `each`"
+        );
+        assert!(e.help.unwrap().contains("did you mean `name`?"));
+        assert_eq!(e.snippet.as_deref(), Some("nmae"));
+    }
+
+    #[test]
+    fn errors_say_where_in_the_template() {
+        let t = Templates::new();
+        let text = "--port={{ node.ports.clinet }}";
+        let e = t.render(text, &ctx()).unwrap_err();
+        assert_eq!(&text[e.range.unwrap()], "node.ports.clinet");
     }
 
     #[test]

@@ -40,7 +40,10 @@ fn server_config(dir: &Path, ca: &Path, stem: &str) -> Arc<ServerConfig> {
 }
 
 /// One connection: Ok(message) if the server accepted the client and the client the server.
-async fn exchange(server: Arc<ServerConfig>, client: Arc<rustls::ClientConfig>) -> Result<String, String> {
+async fn exchange(
+    server: Arc<ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+) -> Result<String, String> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accept = tokio::spawn(async move {
@@ -62,7 +65,9 @@ async fn exchange(server: Arc<ServerConfig>, client: Arc<rustls::ClientConfig>) 
             .await
             .map_err(|e| format!("client refused: {e}"))?;
         let mut buf = String::new();
-        s.read_to_string(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+        s.read_to_string(&mut buf)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
         Ok::<_, String>(buf)
     }
     .await;
@@ -86,22 +91,55 @@ async fn check_set(key_type: KeyType) {
 
     // Our client certificate, of either cluster: accepted, and the server's SAN 127.0.0.1 checks out.
     for stem in ["a-client", "b-client", "b-server"] {
-        let client = client_config(&ca, Some((&o.join(format!("{stem}.pem")), &o.join(format!("{stem}.key"))))).unwrap();
-        exchange(server.clone(), client).await.unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let client = client_config(
+            &ca,
+            Some((
+                &o.join(format!("{stem}.pem")),
+                &o.join(format!("{stem}.key")),
+            )),
+        )
+        .unwrap();
+        exchange(server.clone(), client)
+            .await
+            .unwrap_or_else(|e| panic!("{stem}: {e}"));
     }
     // No client certificate.
     let anon = client_config(&ca, None).unwrap();
-    assert!(exchange(server.clone(), anon).await.is_err(), "a client without a certificate got in");
+    assert!(
+        exchange(server.clone(), anon).await.is_err(),
+        "a client without a certificate got in"
+    );
     // A client certificate from another CA.
-    let foreign = client_config(&ca, Some((&t.join("x-client.pem"), &t.join("x-client.key")))).unwrap();
-    assert!(exchange(server.clone(), foreign).await.is_err(), "a foreign CA's client got in");
+    let foreign = client_config(
+        &ca,
+        Some((&t.join("x-client.pem"), &t.join("x-client.key"))),
+    )
+    .unwrap();
+    assert!(
+        exchange(server.clone(), foreign).await.is_err(),
+        "a foreign CA's client got in"
+    );
     // A client that trusts another CA does not trust our server.
-    let distrust = client_config(&t.join("ca.pem"), Some((&t.join("x-client.pem"), &t.join("x-client.key")))).unwrap();
-    assert!(exchange(server.clone(), distrust).await.is_err(), "a client trusted a server of another CA");
+    let distrust = client_config(
+        &t.join("ca.pem"),
+        Some((&t.join("x-client.pem"), &t.join("x-client.key"))),
+    )
+    .unwrap();
+    assert!(
+        exchange(server.clone(), distrust).await.is_err(),
+        "a client trusted a server of another CA"
+    );
     // A client certificate (client auth only) cannot serve.
     let impostor = server_config(o, &ca, "a-client");
-    let client = client_config(&ca, Some((&o.join("b-client.pem"), &o.join("b-client.key")))).unwrap();
-    assert!(exchange(impostor, client).await.is_err(), "a client certificate was accepted as a server's");
+    let client = client_config(
+        &ca,
+        Some((&o.join("b-client.pem"), &o.join("b-client.key"))),
+    )
+    .unwrap();
+    assert!(
+        exchange(impostor, client).await.is_err(),
+        "a client certificate was accepted as a server's"
+    );
 }
 
 #[tokio::test]
@@ -120,7 +158,11 @@ fn private_keys_are_readable_by_their_owner_only() {
     let dir = tempfile::tempdir().unwrap();
     for f in write_cluster_certs(dir.path(), &["a".into()], KeyType::P256).unwrap() {
         let mode = f.metadata().unwrap().permissions().mode() & 0o777;
-        let expected = if f.extension().unwrap() == "key" { 0o600 } else { 0o644 };
+        let expected = if f.extension().unwrap() == "key" {
+            0o600
+        } else {
+            0o644
+        };
         assert_eq!(mode, expected, "{}", f.display());
     }
 }

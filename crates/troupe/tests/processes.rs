@@ -41,9 +41,16 @@ fn a_node_that_crashes_at_start_fails_the_start_at_once_with_its_exit_code_and_l
         StartReason::Exited { status } => assert_eq!(status, "exit code 3"),
         other => panic!("expected an early exit, got {other:?}"),
     }
-    assert!(f.log_tail.iter().any(|l| l.contains("exiting with code 3")), "{:?}", f.log_tail);
+    assert!(
+        f.log_tail.iter().any(|l| l.contains("exiting with code 3")),
+        "{:?}",
+        f.log_tail
+    );
     let text = f.to_string();
-    assert!(text.contains("node `fx-1` exited before it was ready (exit code 3)"), "{text}");
+    assert!(
+        text.contains("node `fx-1` exited before it was ready (exit code 3)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -61,7 +68,10 @@ fn a_node_that_never_becomes_ready_times_out_with_what_was_last_seen_and_is_stop
     }
     let log = f.log_tail.join("\n");
     let pid = common::pid_from_log(&log, "fixture started, pid ");
-    assert!(!common::alive(pid), "the node that never became ready is still running");
+    assert!(
+        !common::alive(pid),
+        "the node that never became ready is still running"
+    );
 }
 
 #[test]
@@ -77,9 +87,15 @@ fn a_node_that_ignores_sigterm_is_killed_after_its_grace_period() {
     .unwrap();
     let node = cluster.node("fx-1").unwrap();
     let pid = node.pid().unwrap();
-    common::wait_until(Duration::from_secs(5), "the fixture to ignore SIGTERM", || {
-        std::fs::read_to_string(node.log()).unwrap_or_default().contains("ignoring SIGTERM")
-    });
+    common::wait_until(
+        Duration::from_secs(5),
+        "the fixture to ignore SIGTERM",
+        || {
+            std::fs::read_to_string(node.log())
+                .unwrap_or_default()
+                .contains("ignoring SIGTERM")
+        },
+    );
     cluster.stop_node("fx-1").unwrap();
     let after = cluster.node("fx-1").unwrap();
     assert_eq!(after.state(), NodeState::Stopped);
@@ -133,9 +149,16 @@ timeout = "10s"
     let cluster = Cluster::from_toml("fixture.toml", text).start().unwrap();
     for (i, node) in cluster.nodes().iter().enumerate() {
         let log = std::fs::read_to_string(node.log()).unwrap();
-        assert!(log.contains(&format!("fx-{} of 2: fx-1,fx-2", i + 1)), "{log}");
-        let conf = std::fs::read_to_string(node.data_dir().parent().unwrap().join("node.conf")).unwrap();
-        assert_eq!(conf, format!("name = \"fx-{}\"\nport = {}\n", i + 1, node.port("main")));
+        assert!(
+            log.contains(&format!("fx-{} of 2: fx-1,fx-2", i + 1)),
+            "{log}"
+        );
+        let conf =
+            std::fs::read_to_string(node.data_dir().parent().unwrap().join("node.conf")).unwrap();
+        assert_eq!(
+            conf,
+            format!("name = \"fx-{}\"\nport = {}\n", i + 1, node.port("main"))
+        );
     }
 }
 
@@ -169,14 +192,24 @@ fn a_cluster_starts_after_the_clusters_it_depends_on_and_sees_their_endpoints() 
         .build()
         .unwrap();
     let cluster = troupe::Cluster::from_spec(spec).start().unwrap();
-    let names: Vec<String> = cluster.nodes().iter().map(|n| n.name().to_string()).collect();
+    let names: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.name().to_string())
+        .collect();
     assert_eq!(names, ["db-1", "db-2", "app-1"], "start order");
     let db = cluster.node("db-1").unwrap();
     let app = cluster.node("app-1").unwrap();
     let log = std::fs::read_to_string(app.log()).unwrap();
     assert!(log.contains(&format!("db at {}", db.addr("main"))), "{log}");
     // `db` needs 300 ms to become ready, and `app` may only start after that.
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as u64;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as u64;
     let gap = start_ticks(app.pid().unwrap()).saturating_sub(start_ticks(db.pid().unwrap()));
-    assert!(gap * 1000 / hz >= 250, "app started {}ms after db", gap * 1000 / hz);
+    assert!(
+        gap * 1000 / hz >= 250,
+        "app started {}ms after db",
+        gap * 1000 / hz
+    );
 }

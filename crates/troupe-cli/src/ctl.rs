@@ -1,0 +1,409 @@
+//! Commands that act on a running troupe through its state directory: status, env, logs,
+//! node operations, wait, down.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use troupe::control::{Client, ClientError};
+use troupe_spec::control::{Request, Response, WaitFor};
+use troupe_spec::{Descriptor, NodeState, exit, format_duration, parse_duration};
+
+/// How commands find a run.
+#[derive(Args, Clone)]
+pub struct Where {
+    /// The run's state directory [default: the one `up` used for --spec, or the only run under
+    /// ./.troupe/].
+    #[arg(long, env = "TROUPE_STATE_DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+    /// Find the run `troupe up SPEC` started (in .troupe/<spec name>/ next to it).
+    #[arg(long, global = true)]
+    pub spec: Option<PathBuf>,
+}
+
+impl Where {
+    pub fn resolve(&self) -> Result<PathBuf, String> {
+        if let Some(d) = &self.state_dir {
+            return Ok(d.clone());
+        }
+        if let Some(spec) = &self.spec {
+            let parsed = troupe_spec::Spec::from_path(spec).map_err(|e| format!("{e:?}"))?;
+            return Ok(crate::up::default_state_dir(spec, &parsed.name));
+        }
+        let base = Path::new(".troupe");
+        let runs: Vec<PathBuf> = std::fs::read_dir(base)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.join(".troupe-state").exists())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match runs.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(
+                "no run found: pass --state-dir DIR (or set TROUPE_STATE_DIR), or --spec SPEC"
+                    .into(),
+            ),
+            many => Err(format!(
+                "several runs under ./.troupe ({}): say which with --state-dir",
+                many.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("error: {msg}");
+    exit::FAILURE
+}
+
+fn client_error(e: ClientError) -> i32 {
+    let code = match e {
+        ClientError::NotRunning { .. } | ClientError::NoStateDir { .. } => exit::NOT_RUNNING,
+        _ => exit::FAILURE,
+    };
+    eprintln!("{:?}", miette::Report::new(e));
+    code
+}
+
+/// One request to the run at `w`, with the error paths every command shares.
+fn ask(w: &Where, req: Request, limit: Duration) -> Result<Response, i32> {
+    let dir = w.resolve().map_err(|e| {
+        eprintln!("error: {e}");
+        exit::INVALID_INPUT
+    })?;
+    let mut client = Client::connect(&dir).map_err(client_error)?;
+    let r = client.request(&req, limit).map_err(client_error)?;
+    if r.ok {
+        Ok(r)
+    } else {
+        Err(fail(r.error.unwrap_or_else(|| "failed".into())))
+    }
+}
+
+fn status_of(w: &Where) -> Result<Descriptor, i32> {
+    let r = ask(w, Request::Status, Duration::from_secs(10))?;
+    Ok(r.status.expect("status carries a descriptor"))
+}
+
+pub fn status(w: &Where, json: bool) -> i32 {
+    let d = match status_of(w) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d).expect("json"));
+        return exit::OK;
+    }
+    println!(
+        "{}: {} node{}, supervisor pid {}, state {}",
+        d.name,
+        d.nodes.len(),
+        if d.nodes.len() == 1 { "" } else { "s" },
+        d.supervisor_pid,
+        d.state_dir.display()
+    );
+    crate::up::print_nodes(&d);
+    for c in &d.clusters {
+        let formed = c
+            .formation_ms
+            .map(|ms| {
+                format!(
+                    ", formed in {}",
+                    format_duration(Duration::from_secs_f64(ms / 1000.0))
+                )
+            })
+            .unwrap_or_default();
+        let leader = match (&c.leader, c.leader_changes.is_empty() && c.leader.is_none()) {
+            (Some(l), _) => format!("leader {l}"),
+            (None, true) => "no role probe".to_string(),
+            (None, false) => "no leader".to_string(),
+        };
+        println!("cluster {}: {leader}{formed}", c.name);
+        for f in &c.failovers {
+            match (&f.to, f.ms) {
+                (Some(to), Some(ms)) => println!(
+                    "  failover: {} ({}) -> {} in {}",
+                    f.from,
+                    f.cause,
+                    to,
+                    format_duration(Duration::from_secs_f64(ms / 1000.0))
+                ),
+                _ => println!("  failover: {} ({}) -> no new leader yet", f.from, f.cause),
+            }
+        }
+    }
+    exit::OK
+}
+
+fn var(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Every endpoint and certificate path as `TROUPE_*` variables.
+pub fn env_vars(d: &Descriptor) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> =
+        vec![("TROUPE_STATE_DIR".into(), d.state_dir.display().to_string())];
+    if let Some(ca) = &d.ca {
+        v.push(("TROUPE_CA".into(), ca.display().to_string()));
+    }
+    v.push(("TROUPE_SUPERVISOR_PID".into(), d.supervisor_pid.to_string()));
+    v.push((
+        "TROUPE_NODES".into(),
+        d.nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .collect::<Vec<_>>()
+            .join(" "),
+    ));
+    for n in &d.nodes {
+        let p = format!("TROUPE_{}", var(&n.name));
+        v.push((format!("{p}_HOST"), n.host.clone()));
+        if let Some(pid) = n.pid {
+            v.push((format!("{p}_PID"), pid.to_string()));
+        }
+        for (port, num) in &n.ports {
+            let host = if n.host.contains(':') {
+                format!("[{}]", n.host)
+            } else {
+                n.host.clone()
+            };
+            v.push((format!("{p}_{}", var(port)), format!("{host}:{num}")));
+            if let Some(url) = n.urls.get(port) {
+                v.push((format!("{p}_{}_URL", var(port)), url.clone()));
+            }
+        }
+        v.push((format!("{p}_DATA_DIR"), n.data_dir.display().to_string()));
+        v.push((format!("{p}_LOG"), n.log.display().to_string()));
+        if let Some(t) = &n.tls {
+            v.push((format!("{p}_CERT"), t.cert.display().to_string()));
+            v.push((format!("{p}_KEY"), t.key.display().to_string()));
+            v.push((
+                format!("{p}_CLIENT_CERT"),
+                t.client_cert.display().to_string(),
+            ));
+            v.push((
+                format!("{p}_CLIENT_KEY"),
+                t.client_key.display().to_string(),
+            ));
+        }
+    }
+    for c in &d.clusters {
+        let p = format!("TROUPE_{}", var(&c.name));
+        let nodes: Vec<_> = d.nodes.iter().filter(|n| n.cluster == c.name).collect();
+        let ports: std::collections::BTreeSet<&String> =
+            nodes.iter().flat_map(|n| n.ports.keys()).collect();
+        for port in ports {
+            let urls: Vec<&str> = nodes
+                .iter()
+                .filter_map(|n| n.urls.get(port).map(String::as_str))
+                .collect();
+            v.push((format!("{p}_{}_URLS", var(port)), urls.join(",")));
+        }
+        if let Some(l) = &c.leader {
+            v.push((format!("{p}_LEADER"), l.clone()));
+        }
+    }
+    v
+}
+
+pub fn env(w: &Where, json: bool) -> i32 {
+    let d = match status_of(w) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let vars = env_vars(&d);
+    if json {
+        let map: serde_json::Map<String, serde_json::Value> = vars
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&map).expect("json"));
+    } else {
+        for (k, v) in vars {
+            println!("export {k}='{}'", v.replace('\'', r"'\''"));
+        }
+    }
+    exit::OK
+}
+
+/// Reads the descriptor from disk: logs stay readable after the run has ended.
+fn descriptor_on_disk(w: &Where) -> Result<Descriptor, i32> {
+    let dir = w.resolve().map_err(fail)?;
+    let path = dir.join("cluster.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        fail(format!(
+            "cannot read {}: {e} (did the run ever become ready?)",
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text).map_err(|e| fail(format!("{}: {e}", path.display())))
+}
+
+pub fn logs(w: &Where, node: &str, follow: bool, lines: usize) -> i32 {
+    let d = match descriptor_on_disk(w) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let Some(n) = d.nodes.iter().find(|n| n.name == node) else {
+        let names: Vec<&str> = d.nodes.iter().map(|n| n.name.as_str()).collect();
+        return fail(format!(
+            "no node named `{node}`; nodes: {}",
+            names.join(", ")
+        ));
+    };
+    let mut f = match std::fs::File::open(&n.log) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot open {}: {e}", n.log.display())),
+    };
+    let tail = troupe::probe::log_tail(&n.log, lines);
+    let mut out = std::io::stdout();
+    for l in tail {
+        let _ = writeln!(out, "{l}");
+    }
+    if !follow {
+        return exit::OK;
+    }
+    let mut pos = f.seek(SeekFrom::End(0)).unwrap_or(0);
+    let mut buf = Vec::new();
+    loop {
+        let _ = out.flush();
+        std::thread::sleep(Duration::from_millis(100));
+        let len = f.metadata().map(|m| m.len()).unwrap_or(pos);
+        if len < pos {
+            pos = 0; // truncated: start over
+        }
+        if len > pos {
+            let _ = f.seek(SeekFrom::Start(pos));
+            buf.clear();
+            let _ = (&mut f).take(len - pos).read_to_end(&mut buf);
+            pos += buf.len() as u64;
+            let _ = out.write_all(&buf);
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Op {
+    Kill,
+    Stop,
+    Start,
+    Restart,
+    Pause,
+    Resume,
+}
+
+pub fn op(w: &Where, op: Op, targets: Vec<String>) -> i32 {
+    let (req, done) = match op {
+        Op::Kill => (Request::Kill { targets }, "killed"),
+        Op::Stop => (Request::Stop { targets }, "stopped"),
+        Op::Start => (Request::Start { targets }, "started"),
+        Op::Restart => (Request::Restart { targets }, "restarted"),
+        Op::Pause => (Request::Pause { targets }, "paused"),
+        Op::Resume => (Request::Resume { targets }, "resumed"),
+    };
+    match ask(w, req, Duration::from_secs(600)) {
+        Ok(r) => {
+            for n in r.nodes {
+                println!("{done} {n}");
+            }
+            exit::OK
+        }
+        Err(code) => code,
+    }
+}
+
+pub fn wait(w: &Where, until: WaitFor, cluster: Option<String>, timeout: &str) -> i32 {
+    let limit = match parse_duration(timeout) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: --timeout: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let req = Request::Wait {
+        until,
+        cluster,
+        timeout_ms: limit.as_millis() as u64,
+    };
+    match ask(w, req, limit + Duration::from_secs(5)) {
+        Ok(r) => {
+            if let Some(l) = r.leader {
+                println!("{l}");
+            }
+            exit::OK
+        }
+        Err(code) => code,
+    }
+}
+
+pub fn down(w: &Where, force: bool) -> i32 {
+    let dir = match w.resolve() {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    if !dir.join(".troupe-state").exists() {
+        return client_error(ClientError::NoStateDir { state_dir: dir });
+    }
+    let live = troupe::state::is_live(&dir);
+    if force {
+        let killed = troupe::state::kill_leftovers(&dir);
+        let _ = std::fs::remove_file(dir.join(troupe_spec::control::SOCKET));
+        println!(
+            "killed {killed} process(es) of the run in {} (supervisor and node groups)",
+            dir.display()
+        );
+        // The lock is released by the kernel when the supervisor dies.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while troupe::state::is_live(&dir) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        return exit::OK;
+    }
+    if !live {
+        let leftovers = descriptor_on_disk(w)
+            .map(|d| {
+                d.nodes
+                    .iter()
+                    .filter(|n| n.pid.is_some() && n.state != NodeState::Stopped)
+                    .count()
+            })
+            .unwrap_or(0);
+        println!("no troupe is running in {}; nothing to stop", dir.display());
+        if leftovers > 0 {
+            println!(
+                "(its last descriptor lists running nodes: `troupe down --force` kills any that are still alive)"
+            );
+        }
+        return exit::OK;
+    }
+    let supervisor = status_of(w).map(|d| d.supervisor_pid).ok();
+    match ask(w, Request::Down, Duration::from_secs(600)) {
+        Ok(_) => {
+            // The supervisor exits right after answering; wait for its lock to go.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while troupe::state::is_live(&dir) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            match supervisor {
+                Some(pid) => println!("stopped every node and the supervisor (pid {pid})"),
+                None => println!("stopped every node"),
+            }
+            exit::OK
+        }
+        Err(code) => code,
+    }
+}

@@ -1,0 +1,195 @@
+//! The control plane from outside Rust: a detached supervisor driven from a shell script and
+//! from Python, its permissions, and what happens when it is killed.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::cargo_bin;
+use predicates::prelude::*;
+
+fn etcd_spec() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/etcd/cluster.toml")
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scripts")
+        .join(name)
+}
+
+/// A state dir whose run is forced down (by proven pids) when the test ends, pass or fail.
+struct Run {
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+}
+
+impl Run {
+    fn new() -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        Run { _dir: dir, state }
+    }
+
+    fn troupe(&self) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::new(cargo_bin("troupe"));
+        c.env("TROUPE_STATE_DIR", &self.state);
+        c
+    }
+
+    fn up(&self) {
+        self.troupe()
+            .arg("up")
+            .arg(etcd_spec())
+            .arg("--detach")
+            .assert()
+            .success();
+    }
+
+    fn status(&self) -> troupe_spec::Descriptor {
+        let out = self.troupe().args(["status", "--json"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.troupe().args(["down", "--force"]).output();
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !matches!(
+                s.rsplit_once(')')
+                    .map(|(_, r)| r.trim_start().as_bytes()[0]),
+                Some(b'Z' | b'X')
+            )
+        })
+        .unwrap_or(false)
+}
+
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_shell_script_alone_drives_leader_failover_on_a_detached_etcd_cluster() {
+    let run = Run::new();
+    let bin_dir = cargo_bin("troupe").parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg(script("failover.sh"))
+        .arg(etcd_spec())
+        .env("PATH", path)
+        .env("TROUPE_STATE_DIR", &run.state)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("PASS"),
+        "script failed:\n{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn python_with_the_standard_library_reads_status_and_env_and_connects_over_mtls() {
+    let run = Run::new();
+    run.up();
+    let out = Command::new("python3")
+        .arg(script("client.py"))
+        .arg(cargo_bin("troupe"))
+        .env("TROUPE_STATE_DIR", &run.state)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("PASS"),
+        "client.py failed:\n{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn the_control_socket_and_keys_are_private_and_a_second_up_is_refused() {
+    let run = Run::new();
+    run.up();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&run.state), 0o700);
+    assert_eq!(mode(&run.state.join("control.sock")), 0o600);
+    assert_eq!(mode(&run.state.join("tls/ca.key")), 0o600);
+    for n in run.status().nodes {
+        let tls = n.tls.unwrap();
+        assert_eq!(mode(&tls.key), 0o600);
+        assert_eq!(mode(&tls.client_key), 0o600);
+    }
+    run.troupe()
+        .arg("up")
+        .arg(etcd_spec())
+        .arg("--detach")
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("in use by a running troupe"));
+    run.troupe().arg("down").assert().success();
+    run.troupe()
+        .arg("status")
+        .assert()
+        .code(5)
+        .stderr(predicate::str::contains("no troupe is running"));
+}
+
+#[test]
+fn a_killed_supervisor_takes_its_nodes_with_it_and_the_state_dir_can_be_reused() {
+    let run = Run::new();
+    run.up();
+    let d = run.status();
+    let pids: Vec<u32> = d.nodes.iter().map(|n| n.pid.unwrap()).collect();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.supervisor_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the nodes to die with their supervisor",
+        || pids.iter().all(|p| !alive(*p)),
+    );
+    run.troupe()
+        .arg("kill")
+        .arg("main-1")
+        .assert()
+        .code(5)
+        .stderr(predicate::str::contains("down --force"));
+    run.troupe().args(["down", "--force"]).assert().success();
+    run.up();
+    assert!(
+        run.status()
+            .nodes
+            .iter()
+            .all(|n| n.state == troupe_spec::NodeState::Ready)
+    );
+    run.troupe().arg("down").assert().success();
+}

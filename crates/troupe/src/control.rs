@@ -1,0 +1,281 @@
+//! The control socket: a running troupe (foreground or detached) serves
+//! `<state-dir>/control.sock` so that commands from any shell, or any language, can read its
+//! state and act on its nodes. The protocol (one JSON object per line each way) is in
+//! [`troupe_spec::control`]. The socket is mode 0600 inside a 0700 directory: only its owner
+//! can drive the cluster.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use troupe_spec::control::{Request, Response, SOCKET, WaitFor};
+
+use crate::engine::{Engine, Interrupt};
+use crate::error::{Error, io_err};
+
+/// How long a selector waits for a leader before it gives up.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// Binds the socket; the server runs until the engine is dropped.
+pub(crate) fn bind(state_dir: &Path) -> Result<UnixListener, Error> {
+    let path = state_dir.join(SOCKET);
+    if path.as_os_str().len() > 100 {
+        return Err(Error::Target {
+            message: format!(
+                "the control socket path {} is too long for a Unix socket",
+                path.display()
+            ),
+            help: Some(
+                "choose a shorter --state-dir (Unix socket paths are limited to 107 bytes)".into(),
+            ),
+        });
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(|e| io_err("listen on", &path, e))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io_err("set permissions of", &path, e))?;
+    Ok(listener)
+}
+
+/// Serves requests until `down` is requested (then `down_tx` is set) or the task is dropped.
+pub(crate) async fn serve(
+    engine: Arc<Engine>,
+    listener: UnixListener,
+    interrupt: Interrupt,
+    down_tx: Arc<watch::Sender<bool>>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (engine, interrupt, down_tx) = (engine.clone(), interrupt.clone(), down_tx.clone());
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = tokio::io::BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let response = match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => handle(&engine, req, &interrupt, &down_tx).await,
+                    Err(e) => Response::error(format!("bad request: {e}")),
+                };
+                let mut text = serde_json::to_string(&response).expect("response serialises");
+                text.push('\n');
+                if write.write_all(text.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+async fn handle(
+    engine: &Arc<Engine>,
+    req: Request,
+    interrupt: &Interrupt,
+    down_tx: &watch::Sender<bool>,
+) -> Response {
+    let result = match req {
+        Request::Status => {
+            let mut r = Response::ok();
+            r.status = Some(engine.descriptor());
+            return r;
+        }
+        Request::Kill { targets } => each(engine, &targets, Op::Kill).await,
+        Request::Stop { targets } => each(engine, &targets, Op::Stop).await,
+        Request::Start { targets } => each(engine, &targets, Op::Start).await,
+        Request::Restart { targets } => each(engine, &targets, Op::Restart).await,
+        Request::Pause { targets } => each(engine, &targets, Op::Pause).await,
+        Request::Resume { targets } => each(engine, &targets, Op::Resume).await,
+        Request::Wait {
+            until,
+            cluster,
+            timeout_ms,
+        } => {
+            let limit = Duration::from_millis(timeout_ms);
+            match until {
+                WaitFor::Ready => engine
+                    .wait_ready(cluster.as_deref(), limit)
+                    .await
+                    .map(|()| Response::ok()),
+                WaitFor::Leader => {
+                    let cluster = match cluster.or_else(|| engine.only_cluster_with_roles()) {
+                        Some(c) => c,
+                        None => {
+                            return Response::error(
+                                "several clusters (or none) have a role probe: say which with --cluster",
+                            );
+                        }
+                    };
+                    engine.wait_leader(&cluster, limit).await.map(|l| {
+                        let mut r = Response::ok();
+                        r.leader = Some(l);
+                        r
+                    })
+                }
+            }
+        }
+        Request::Down => {
+            engine.stop_all(interrupt).await;
+            let _ = engine.write_descriptor();
+            down_tx.send_replace(true);
+            Ok(Response::ok())
+        }
+        _ => Ok(Response::error("this troupe does not know that request")),
+    };
+    result.unwrap_or_else(|e| {
+        let mut text = e.to_string();
+        if let Error::Target { help: Some(h), .. } = &e {
+            text.push_str(&format!("\n  (hint: {h})"));
+        }
+        Response::error(text)
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Kill,
+    Stop,
+    Start,
+    Restart,
+    Pause,
+    Resume,
+}
+
+/// Resolves targets, then acts on every node at once.
+async fn each(engine: &Arc<Engine>, targets: &[String], op: Op) -> Result<Response, Error> {
+    if targets.is_empty() {
+        return Err(Error::Target {
+            message: "no target given".into(),
+            help: Some("name a node, a cluster, or CLUSTER:SELECTOR".into()),
+        });
+    }
+    let nodes = engine.select(targets, LEADER_WAIT).await?;
+    let mut set = JoinSet::new();
+    for n in nodes.clone() {
+        let e = engine.clone();
+        set.spawn(async move {
+            match op {
+                Op::Kill => e.kill_node(&n).await,
+                Op::Stop => e.stop_node(&n).await,
+                Op::Start => e.start_node(&n).await,
+                Op::Restart => e.restart_node(&n).await,
+                Op::Pause => e.pause_node(&n, true).await,
+                Op::Resume => e.pause_node(&n, false).await,
+            }
+        });
+    }
+    let mut first_error = None;
+    while let Some(r) = set.join_next().await {
+        if let Ok(Err(e)) = r {
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => {
+            let mut r = Response::ok();
+            r.nodes = nodes;
+            Ok(r)
+        }
+    }
+}
+
+/// Why a command could not reach a running troupe.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ClientError {
+    #[error("no troupe is running in {}", state_dir.display())]
+    #[diagnostic(help(
+        "start one with `troupe up SPEC --detach`; if a run crashed, `troupe down --force` cleans up what it left"
+    ))]
+    NotRunning { state_dir: PathBuf },
+    #[error("{} is not a troupe state directory", state_dir.display())]
+    #[diagnostic(help(
+        "pass the directory `troupe up` used with --state-dir (or TROUPE_STATE_DIR)"
+    ))]
+    NoStateDir { state_dir: PathBuf },
+    #[error("troupe in {} did not answer within {}", state_dir.display(), troupe_spec::format_duration(*waited))]
+    #[diagnostic(help("it may be stuck; `troupe down --force` kills it and its nodes"))]
+    Timeout {
+        state_dir: PathBuf,
+        waited: Duration,
+    },
+    #[error("lost the connection to troupe in {}: {source}", state_dir.display())]
+    Io {
+        state_dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A connection to a running troupe.
+pub struct Client {
+    state_dir: PathBuf,
+    stream: BufReader<UnixStream>,
+}
+
+impl Client {
+    pub fn connect(state_dir: &Path) -> Result<Client, ClientError> {
+        if !state_dir.join(".troupe-state").exists() {
+            return Err(ClientError::NoStateDir {
+                state_dir: state_dir.to_path_buf(),
+            });
+        }
+        match UnixStream::connect(state_dir.join(SOCKET)) {
+            Ok(s) => Ok(Client {
+                state_dir: state_dir.to_path_buf(),
+                stream: BufReader::new(s),
+            }),
+            Err(_) => Err(ClientError::NotRunning {
+                state_dir: state_dir.to_path_buf(),
+            }),
+        }
+    }
+
+    /// Sends one request and waits up to `limit` for its answer.
+    pub fn request(&mut self, req: &Request, limit: Duration) -> Result<Response, ClientError> {
+        let io = |source| ClientError::Io {
+            state_dir: self.state_dir.clone(),
+            source,
+        };
+        let mut line = serde_json::to_string(req).expect("request serialises");
+        line.push('\n');
+        let s = self.stream.get_mut();
+        s.set_read_timeout(Some(limit)).map_err(io)?;
+        s.write_all(line.as_bytes()).map_err(io)?;
+        let mut answer = String::new();
+        match self.stream.read_line(&mut answer) {
+            Ok(0) => Err(ClientError::Io {
+                state_dir: self.state_dir.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "troupe closed the connection",
+                ),
+            }),
+            Ok(_) => serde_json::from_str(&answer).map_err(|e| ClientError::Io {
+                state_dir: self.state_dir.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(ClientError::Timeout {
+                    state_dir: self.state_dir.clone(),
+                    waited: limit,
+                })
+            }
+            Err(e) => Err(ClientError::Io {
+                state_dir: self.state_dir.clone(),
+                source: e,
+            }),
+        }
+    }
+}

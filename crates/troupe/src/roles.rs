@@ -1,0 +1,296 @@
+//! Roles: which node of a cluster leads, kept current while the cluster runs, with every leader
+//! change and every failover timed.
+//!
+//! A cluster's role probe is asked of each running node every `interval` (20 ms by default),
+//! all nodes at once so that one slow or paused node does not delay the others. A node leads
+//! when its answer matches: a regex over the body (or over the value at a JSON pointer), or the
+//! value at one JSON pointer equalling the value at another (etcd's
+//! `/v3/maintenance/status` has `leader` and `header.member_id`).
+//!
+//! A failover starts when troupe stops, kills or pauses the node it last saw leading, and ends
+//! when the probe first sees a different leader; its resolution is the probe interval.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use regex::Regex;
+use rustls::ClientConfig;
+use tokio::sync::watch;
+use troupe_spec::{ClusterStatus, Failover, LeaderChange};
+
+use crate::plan::Url;
+use crate::probe;
+
+/// A node's resolved role probe.
+#[derive(Debug, Clone)]
+pub struct RoleProbe {
+    pub source: RoleSource,
+    /// JSON pointer into the answer; without it the whole answer is matched.
+    pub pointer: Option<String>,
+    pub rule: RoleRule,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum RoleSource {
+    /// GET, or POST with this body.
+    Http {
+        url: Url,
+        post: Option<String>,
+    },
+    Command {
+        program: PathBuf,
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum RoleRule {
+    /// The node leads when the (pointed) answer matches.
+    Matches(Regex),
+    /// The node leads when the value at `pointer` equals the value at this pointer.
+    Equals(String),
+}
+
+/// Whether an answer says "leader".
+pub fn is_leader(answer: &str, pointer: Option<&str>, rule: &RoleRule) -> Result<bool, String> {
+    let json = || {
+        serde_json::from_str::<serde_json::Value>(answer)
+            .map_err(|e| format!("answer is not JSON: {e}"))
+    };
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match (pointer, rule) {
+        (None, RoleRule::Matches(re)) => Ok(re.is_match(answer)),
+        (Some(p), RoleRule::Matches(re)) => {
+            let doc = json()?;
+            let v = doc
+                .pointer(p)
+                .ok_or_else(|| format!("no `{p}` in the answer"))?;
+            Ok(re.is_match(&text(v)))
+        }
+        (Some(p), RoleRule::Equals(q)) => {
+            let doc = json()?;
+            let a = doc
+                .pointer(p)
+                .ok_or_else(|| format!("no `{p}` in the answer"))?;
+            let b = doc
+                .pointer(q)
+                .ok_or_else(|| format!("no `{q}` in the answer"))?;
+            Ok(text(a) == text(b))
+        }
+        (None, RoleRule::Equals(_)) => Err("`equals` needs a `pointer`".into()),
+    }
+}
+
+/// Asks one node once.
+pub async fn ask(
+    p: &RoleProbe,
+    tls: Option<&Arc<ClientConfig>>,
+    env: &[(String, String)],
+    dir: &PathBuf,
+) -> Result<bool, String> {
+    let answer = match &p.source {
+        RoleSource::Http { url, post } => {
+            let (code, body) = probe::http_request(url, post.as_deref(), tls).await?;
+            if !(200..300).contains(&code) {
+                return Err(format!("HTTP {code}"));
+            }
+            body
+        }
+        RoleSource::Command { program, args } => {
+            let out = tokio::process::Command::new(program)
+                .args(args)
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .current_dir(dir)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+            if !out.status.success() {
+                return Err(crate::sys::describe_exit(&out.status));
+            }
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    is_leader(&answer, p.pointer.as_deref(), &p.rule)
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What troupe knows about one cluster's roles and timings.
+pub struct ClusterLive {
+    pub name: String,
+    pub has_role_probe: bool,
+    leader: watch::Sender<Option<String>>,
+    inner: Mutex<LiveInner>,
+}
+
+#[derive(Default)]
+struct LiveInner {
+    formation_ms: Option<f64>,
+    roles: BTreeMap<String, bool>,
+    /// Nodes troupe stopped, killed or paused: their claims no longer count.
+    down: std::collections::BTreeSet<String>,
+    changes: Vec<LeaderChange>,
+    failovers: Vec<(Failover, Instant)>,
+}
+
+impl ClusterLive {
+    pub fn new(name: &str, has_role_probe: bool) -> ClusterLive {
+        ClusterLive {
+            name: name.to_string(),
+            has_role_probe,
+            leader: watch::channel(None).0,
+            inner: Mutex::new(LiveInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveInner> {
+        self.inner.lock().expect("cluster live state")
+    }
+
+    pub fn leader(&self) -> Option<String> {
+        self.leader.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Option<String>> {
+        self.leader.subscribe()
+    }
+
+    pub fn role_of(&self, node: &str) -> Option<bool> {
+        self.lock().roles.get(node).copied()
+    }
+
+    pub fn set_formation(&self, d: Duration) {
+        self.lock().formation_ms = Some(d.as_secs_f64() * 1000.0);
+    }
+
+    /// troupe is about to stop, kill or pause `node`: it no longer counts as leading, and if it
+    /// led, a failover starts now.
+    pub fn acting_on(&self, node: &str, cause: &str) {
+        let mut inner = self.lock();
+        inner.down.insert(node.to_string());
+        inner.roles.remove(node);
+        if self.leader().as_deref() == Some(node) {
+            inner
+                .failovers
+                .push((Failover::begin(node, cause, unix_ms()), Instant::now()));
+            inner.changes.push(LeaderChange::new(unix_ms(), None));
+            drop(inner);
+            self.leader.send_replace(None);
+        }
+    }
+
+    /// `node` runs again (started or resumed): its answers count again.
+    pub fn back(&self, node: &str) {
+        self.lock().down.remove(node);
+    }
+
+    /// A round of answers: node → leads (absent: no answer).
+    pub fn observe(&self, mut answers: BTreeMap<String, bool>) {
+        let down = self.lock().down.clone();
+        answers.retain(|n, _| !down.contains(n));
+        let claimants: Vec<&String> = answers
+            .iter()
+            .filter(|(_, l)| **l)
+            .map(|(n, _)| n)
+            .collect();
+        let current = self.leader();
+        let next = match claimants.as_slice() {
+            [] => None,
+            [one] => Some((*one).clone()),
+            // Two claim to lead (an old leader that has not heard yet): keep the known one.
+            many => match &current {
+                Some(c) if many.contains(&c) => Some(c.clone()),
+                _ => Some(many[0].clone()),
+            },
+        };
+        let mut inner = self.lock();
+        inner.roles = answers;
+        if next != current {
+            inner
+                .changes
+                .push(LeaderChange::new(unix_ms(), next.clone()));
+            if let Some(new) = &next {
+                for (f, started) in inner.failovers.iter_mut() {
+                    if f.to.is_none() && &f.from != new {
+                        f.to = Some(new.clone());
+                        f.ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+            drop(inner);
+            self.leader.send_replace(next);
+        }
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let inner = self.lock();
+        let mut s = ClusterStatus::default();
+        s.name = self.name.clone();
+        s.leader = self.leader();
+        s.formation_ms = inner.formation_ms;
+        s.leader_changes = inner.changes.clone();
+        s.failovers = inner.failovers.iter().map(|(f, _)| f.clone()).collect();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_status_says_who_leads() {
+        let leader = r#"{"header":{"member_id":"7"},"leader":"7"}"#;
+        let follower = r#"{"header":{"member_id":"8"},"leader":"7"}"#;
+        let rule = RoleRule::Equals("/header/member_id".into());
+        assert!(is_leader(leader, Some("/leader"), &rule).unwrap());
+        assert!(!is_leader(follower, Some("/leader"), &rule).unwrap());
+        assert!(is_leader("x", Some("/leader"), &rule).is_err());
+        let re = RoleRule::Matches(Regex::new("^n-2$").unwrap());
+        assert!(is_leader(r#"{"meta":{"leader":"n-2"}}"#, Some("/meta/leader"), &re).unwrap());
+    }
+
+    #[test]
+    fn failover_is_timed_from_acting_on_the_leader_to_a_new_one() {
+        let live = ClusterLive::new("main", true);
+        live.observe(BTreeMap::from([("a".into(), true), ("b".into(), false)]));
+        assert_eq!(live.leader().as_deref(), Some("a"));
+        live.acting_on("b", "kill");
+        assert!(live.status().failovers.is_empty(), "b does not lead");
+        live.acting_on("a", "kill");
+        assert_eq!(live.leader(), None, "a killed leader stops leading at once");
+        // A round that started before the kill still says `a`: it no longer counts.
+        live.observe(BTreeMap::from([("a".into(), true), ("c".into(), false)]));
+        assert_eq!(live.leader(), None);
+        assert!(live.status().failovers[0].to.is_none());
+        live.observe(BTreeMap::from([("c".into(), true)]));
+        let s = live.status();
+        assert_eq!(s.failovers.len(), 1);
+        assert_eq!(s.failovers[0].to.as_deref(), Some("c"));
+        assert!(s.failovers[0].ms.is_some());
+        let seen: Vec<Option<&str>> = s
+            .leader_changes
+            .iter()
+            .map(|c| c.leader.as_deref())
+            .collect();
+        assert_eq!(seen, [Some("a"), None, Some("c")]);
+        // Started again, `a` may lead again.
+        live.back("a");
+        live.observe(BTreeMap::from([("a".into(), true), ("c".into(), false)]));
+        assert_eq!(live.leader().as_deref(), Some("a"));
+    }
+}

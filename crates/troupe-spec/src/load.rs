@@ -51,6 +51,7 @@ struct RawCluster {
     #[serde(default)]
     ports: Vec<Spanned<String>>,
     host: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
     start: Option<Spanned<String>>,
     #[serde(default)]
     after: Vec<Spanned<String>>,
@@ -566,6 +567,7 @@ impl Validator<'_> {
             files,
             ports,
             host,
+            user: c.user,
             start,
             after: c.after,
             started,

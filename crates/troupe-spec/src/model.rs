@@ -91,6 +91,9 @@ pub struct ClusterSpec {
     /// Port names each node gets a number for.
     pub ports: Vec<String>,
     pub host: String,
+    /// Run the nodes as this user (e.g. `postgres`, which refuses to run as root); the node's
+    /// directory is given to it. Needs troupe to run as root.
+    pub user: Option<Spanned<String>>,
     pub start: StartMode,
     /// Clusters that must be ready before this one starts.
     pub after: Vec<Spanned<String>>,
@@ -192,7 +195,10 @@ pub struct RoleSpec {
 #[non_exhaustive]
 pub enum RoleSourceSpec {
     /// GET (or POST `post`) a URL template.
-    Http { url: Spanned<String>, post: Option<String> },
+    Http {
+        url: Spanned<String>,
+        post: Option<String>,
+    },
     /// Run a command (templates) and read its stdout.
     Command { argv: Vec<Spanned<String>> },
 }

@@ -148,6 +148,9 @@ impl Engine {
                 write_private(path, contents, *mode)?;
             }
             std::fs::File::create(&node.log).map_err(|e| io_err("create", &node.log, e))?;
+            if let Some((name, uid, gid)) = &node.user {
+                give_to_user(&node.dir, name, *uid, *gid)?;
+            }
             slots.push(Arc::new(Slot {
                 plan: node.clone(),
                 keeper: keeper.clone(),
@@ -710,6 +713,49 @@ fn node_descriptor(plan: &NodePlan, status: Option<&Status>) -> NodeDescriptor {
         "start_time": status.filter(|s| s.running()).and_then(|s| crate::sys::start_time(s.pid)),
     }))
     .expect("node descriptor")
+}
+
+/// Hands a node's directory to the user it runs as, and checks that the user can reach it:
+/// every directory above must let others through (x), or the node fails with EACCES.
+fn give_to_user(dir: &std::path::Path, name: &str, uid: u32, gid: u32) -> Result<(), Error> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    fn chown_all(p: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
+        if p.is_dir() {
+            for e in std::fs::read_dir(p)? {
+                chown_all(&e?.path(), uid, gid)?;
+            }
+        }
+        Ok(())
+    }
+    chown_all(dir, uid, gid).map_err(|e| io_err("give to its user", dir, e))?;
+    for up in dir.ancestors().skip(1) {
+        let Ok(m) = up.metadata() else { continue };
+        if m.uid() == uid {
+            continue;
+        }
+        let mode = m.permissions().mode();
+        let others_x = mode & 0o001 != 0 || (m.gid() == gid && mode & 0o010 != 0);
+        if !others_x {
+            // The state dir itself may open up to traversal; anything above it is the user's choice.
+            let is_state_dir = up.join(".troupe-state").exists();
+            if is_state_dir || up.ends_with("nodes") {
+                std::fs::set_permissions(up, std::fs::Permissions::from_mode(mode | 0o711))
+                    .map_err(|e| io_err("open for traversal", up, e))?;
+                continue;
+            }
+            return Err(Error::Target {
+                message: format!(
+                    "nodes run as `{name}`, but `{name}` cannot reach {}: {} is mode {:o}",
+                    dir.display(),
+                    up.display(),
+                    mode & 0o777
+                ),
+                help: Some("put the state directory somewhere every user can traverse, e.g. --state-dir /tmp/NAME".into()),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn spawn_slot(s: &Arc<Slot>) -> Result<(), Error> {

@@ -56,6 +56,8 @@ pub struct NodePlan {
     pub tls: Option<NodeTls>,
     pub ca: Option<PathBuf>,
     pub program: PathBuf,
+    /// Run as this user: name, uid, gid.
+    pub user: Option<(String, u32, u32)>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Path, contents, mode.
@@ -315,6 +317,7 @@ impl Resolver<'_> {
                     .iter()
                     .filter_map(|pr| self.probe(pr, &c.host, &p, &ctx))
                     .collect();
+                let user = c.user.as_ref().and_then(|u| self.user(u));
                 let role = c.role.as_ref().and_then(|r| self.role(r, &ctx));
                 nodes.push(NodePlan {
                     name: name.clone(),
@@ -329,6 +332,7 @@ impl Resolver<'_> {
                     ca: ca.clone(),
                     dir,
                     program: program.unwrap_or_default(),
+                    user,
                     args,
                     env,
                     files,
@@ -405,6 +409,49 @@ impl Resolver<'_> {
                     )
                     .with_label("not found");
                 err = err.with_help(install_hint(&name));
+                self.push(err);
+                None
+            }
+        }
+    }
+
+    fn user(&mut self, u: &Spanned<String>) -> Option<(String, u32, u32)> {
+        match nix::unistd::User::from_name(u.get_ref()) {
+            Ok(Some(user)) => {
+                if !nix::unistd::geteuid().is_root() && user.uid != nix::unistd::geteuid() {
+                    let err = self
+                        .spec
+                        .source
+                        .error(
+                            u.span(),
+                            format!(
+                                "troupe must run as root to start nodes as `{}`",
+                                u.get_ref()
+                            ),
+                        )
+                        .with_help(
+                            "run troupe as root, or remove `user` to run the nodes as yourself",
+                        );
+                    self.push(err);
+                    return None;
+                }
+                Some((user.name, user.uid.as_raw(), user.gid.as_raw()))
+            }
+            _ => {
+                let err = self
+                    .spec
+                    .source
+                    .error(
+                        u.span(),
+                        format!("there is no user `{}` on this machine", u.get_ref()),
+                    )
+                    .with_label("unknown user")
+                    .with_help(if u.get_ref() == "postgres" {
+                        "the postgresql package creates it: apt-get install postgresql".to_string()
+                    } else {
+                        "create it (useradd), or remove `user` to run the nodes as yourself"
+                            .to_string()
+                    });
                 self.push(err);
                 None
             }

@@ -70,10 +70,14 @@ impl NodeProc {
         let log_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let parent = std::process::id();
+        let user = plan.user.as_ref().map(|(_, uid, gid)| (*uid, *gid));
         let mut cmd = tokio::process::Command::new(&plan.program);
         cmd.args(&plan.args)
-            .envs(plan.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&plan.dir)
+            .envs(plan.env.iter().map(|(k, v)| (k, v)));
+        if let Some((name, _, _)) = &plan.user {
+            cmd.env("USER", name).env("LOGNAME", name);
+        }
+        cmd.current_dir(&plan.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
@@ -81,7 +85,7 @@ impl NodeProc {
             .kill_on_drop(true);
         // SAFETY: child_setup only calls async-signal-safe functions (prctl, getppid, sigprocmask).
         unsafe {
-            cmd.pre_exec(move || sys::child_setup(parent));
+            cmd.pre_exec(move || sys::child_setup(parent, user));
         }
         let mut child = cmd
             .spawn()

@@ -90,7 +90,14 @@ fn reap_group(pgid: u32) {
 
 /// Runs in the child between fork and exec: its own process group is set by the caller; here
 /// the child dies with its parent thread, and starts with no signal blocked.
-pub fn child_setup(parent: u32) -> std::io::Result<()> {
+pub fn child_setup(parent: u32, user: Option<(u32, u32)>) -> std::io::Result<()> {
+    // Credentials first: changing them clears the parent-death signal.
+    if let Some((uid, gid)) = user {
+        let gid = nix::unistd::Gid::from_raw(gid);
+        nix::unistd::setgroups(&[gid]).map_err(std::io::Error::from)?;
+        nix::unistd::setgid(gid).map_err(std::io::Error::from)?;
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).map_err(std::io::Error::from)?;
+    }
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
     // The parent may have died between fork and prctl: then nobody would kill us later.
     if nix::unistd::getppid().as_raw() as u32 != parent {

@@ -213,3 +213,42 @@ fn a_cluster_starts_after_the_clusters_it_depends_on_and_sees_their_endpoints() 
         gap * 1000 / hz
     );
 }
+
+#[test]
+fn a_cluster_can_run_its_nodes_as_another_user_who_owns_their_directory() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test starts nodes as `nobody`, which needs root (CI runs as root)"
+    );
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    let cluster = Cluster::from_toml(
+        "fixture.toml",
+        spec(
+            r#""--listen", "{{ node.addrs.main }}""#,
+            "user = \"nobody\"\n[[clusters.fx.ready]]\ntcp = \"main\"\ntimeout = \"10s\"",
+        ),
+    )
+    .start()
+    .unwrap();
+    let node = cluster.node("fx-1").unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid().unwrap())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == nobody.uid.to_string()),
+        "{uid_line}"
+    );
+    assert_eq!(
+        std::fs::metadata(node.data_dir()).unwrap().uid(),
+        nobody.uid.as_raw()
+    );
+    assert_eq!(
+        std::fs::metadata(node.log()).unwrap().uid(),
+        nobody.uid.as_raw()
+    );
+}

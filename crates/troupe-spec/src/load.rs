@@ -530,12 +530,13 @@ impl Validator<'_> {
         let start = match c.start.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("parallel") => StartMode::Parallel,
             Some("sequential") => StartMode::Sequential,
+            Some("manual") => StartMode::Manual,
             Some(other) => {
                 let s = c.start.as_ref().unwrap();
                 self.err(
                     s.span(),
                     format!("unknown start mode `{other}`"),
-                    "use \"parallel\" (all nodes at once) or \"sequential\" (each after the previous passes its `started` probes)",
+                    "use \"parallel\" (all nodes at once), \"sequential\" (each after the previous passes its `started` probes) or \"manual\" (not started by `up`; start it with `troupe start CLUSTER`)",
                 );
                 StartMode::Parallel
             }

@@ -116,6 +116,9 @@ pub enum StartMode {
     Parallel,
     /// One by one, each once the previous passes its `started` probes.
     Sequential,
+    /// Not started by `up`: prepared (ports, certificates, files) and started on request,
+    /// e.g. `troupe start CLUSTER` or a scenario's `start` step.
+    Manual,
 }
 
 /// A config file rendered per node.

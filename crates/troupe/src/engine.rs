@@ -224,6 +224,7 @@ impl Engine {
                 .cloned()
                 .collect();
             match cluster.start {
+                StartMode::Manual => continue,
                 StartMode::Parallel => {
                     for s in &slots {
                         spawn_slot(s)?;
@@ -566,6 +567,10 @@ impl Engine {
             .iter()
             .filter(|s| cluster.is_none_or(|c| s.plan.cluster == c))
         {
+            // A manual cluster nobody started yet is not waited for, unless named.
+            if cluster.is_none() && s.current().is_none() {
+                continue;
+            }
             let Some(p) = s.current() else {
                 return Err(Error::Target {
                     message: format!("node `{}` is not running", s.plan.name),

@@ -119,10 +119,10 @@ pub fn status(w: &Where, json: bool) -> i32 {
                 )
             })
             .unwrap_or_default();
-        let leader = match (&c.leader, c.leader_changes.is_empty() && c.leader.is_none()) {
+        let leader = match (&c.leader, c.has_role_probe) {
             (Some(l), _) => format!("leader {l}"),
-            (None, true) => "no role probe".to_string(),
-            (None, false) => "no leader".to_string(),
+            (None, true) => "no leader".to_string(),
+            (None, false) => "no role probe".to_string(),
         };
         println!("cluster {}: {leader}{formed}", c.name);
         for f in &c.failovers {
@@ -141,91 +141,12 @@ pub fn status(w: &Where, json: bool) -> i32 {
     exit::OK
 }
 
-fn var(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// Every endpoint and certificate path as `TROUPE_*` variables.
-pub fn env_vars(d: &Descriptor) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> =
-        vec![("TROUPE_STATE_DIR".into(), d.state_dir.display().to_string())];
-    if let Some(ca) = &d.ca {
-        v.push(("TROUPE_CA".into(), ca.display().to_string()));
-    }
-    v.push(("TROUPE_SUPERVISOR_PID".into(), d.supervisor_pid.to_string()));
-    v.push((
-        "TROUPE_NODES".into(),
-        d.nodes
-            .iter()
-            .map(|n| n.name.clone())
-            .collect::<Vec<_>>()
-            .join(" "),
-    ));
-    for n in &d.nodes {
-        let p = format!("TROUPE_{}", var(&n.name));
-        v.push((format!("{p}_HOST"), n.host.clone()));
-        if let Some(pid) = n.pid {
-            v.push((format!("{p}_PID"), pid.to_string()));
-        }
-        for (port, num) in &n.ports {
-            let host = if n.host.contains(':') {
-                format!("[{}]", n.host)
-            } else {
-                n.host.clone()
-            };
-            v.push((format!("{p}_{}", var(port)), format!("{host}:{num}")));
-            if let Some(url) = n.urls.get(port) {
-                v.push((format!("{p}_{}_URL", var(port)), url.clone()));
-            }
-        }
-        v.push((format!("{p}_DATA_DIR"), n.data_dir.display().to_string()));
-        v.push((format!("{p}_LOG"), n.log.display().to_string()));
-        if let Some(t) = &n.tls {
-            v.push((format!("{p}_CERT"), t.cert.display().to_string()));
-            v.push((format!("{p}_KEY"), t.key.display().to_string()));
-            v.push((
-                format!("{p}_CLIENT_CERT"),
-                t.client_cert.display().to_string(),
-            ));
-            v.push((
-                format!("{p}_CLIENT_KEY"),
-                t.client_key.display().to_string(),
-            ));
-        }
-    }
-    for c in &d.clusters {
-        let p = format!("TROUPE_{}", var(&c.name));
-        let nodes: Vec<_> = d.nodes.iter().filter(|n| n.cluster == c.name).collect();
-        let ports: std::collections::BTreeSet<&String> =
-            nodes.iter().flat_map(|n| n.ports.keys()).collect();
-        for port in ports {
-            let urls: Vec<&str> = nodes
-                .iter()
-                .filter_map(|n| n.urls.get(port).map(String::as_str))
-                .collect();
-            v.push((format!("{p}_{}_URLS", var(port)), urls.join(",")));
-        }
-        if let Some(l) = &c.leader {
-            v.push((format!("{p}_LEADER"), l.clone()));
-        }
-    }
-    v
-}
-
 pub fn env(w: &Where, json: bool) -> i32 {
     let d = match status_of(w) {
         Ok(d) => d,
         Err(code) => return code,
     };
-    let vars = env_vars(&d);
+    let vars = troupe::envvars::vars(&d);
     if json {
         let map: serde_json::Map<String, serde_json::Value> = vars
             .into_iter()

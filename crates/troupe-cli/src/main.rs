@@ -3,6 +3,7 @@
 
 mod certs;
 mod ctl;
+mod run;
 mod up;
 
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ const EXAMPLES: &str = "Examples:
   troupe up examples/etcd/cluster.toml --detach  the same in the background
   troupe status; troupe kill main:leader; troupe wait leader; troupe down
   troupe check examples/etcd/cluster.toml       validate a spec without starting anything
+  troupe run examples/etcd-kv/scenario.toml --junit report.xml   a scenario, with a verdict
   troupe certs --out certs --cluster a --cluster b
 
 Exit codes: 0 ok, 1 failure, 2 invalid command line or spec (nothing started),
@@ -40,6 +42,12 @@ enum Command {
     /// period, then SIGKILL; a second Ctrl-C kills them at once. If troupe itself is killed,
     /// its nodes die with it.
     Up(up::UpArgs),
+    /// Run a scenario: ordered steps against real clusters, with a verdict.
+    ///
+    /// Exit 0 when every step passed, 1 when one failed, 2 when the scenario is invalid,
+    /// 130 when interrupted. On failure every node's logs and data are kept and the path is
+    /// printed. See docs/scenarios.md for the format.
+    Run(run::RunArgs),
     /// Validate a spec (syntax, keys, templates, binaries) without starting anything.
     Check {
         /// The spec file.
@@ -148,6 +156,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Check { spec } => check(&spec),
+        Command::Run(args) => run::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Status { run, json } => ctl::status(&run, json),
         Command::Env { run, json } => ctl::env(&run, json),

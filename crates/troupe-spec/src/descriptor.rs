@@ -68,6 +68,9 @@ pub struct NodeDescriptor {
 #[non_exhaustive]
 pub struct ClusterStatus {
     pub name: String,
+    /// Whether the cluster has a role probe (without one, `leader` is always absent).
+    #[serde(default)]
+    pub has_role_probe: bool,
     /// The node the role probe says leads, if any.
     pub leader: Option<String>,
     /// From the first node's spawn to the last node's readiness.

@@ -28,6 +28,7 @@ mod duration;
 pub mod exit;
 mod load;
 mod model;
+pub mod scenario;
 
 pub use descriptor::{
     ClusterStatus, Descriptor, Failover, LeaderChange, NodeDescriptor, NodeState, NodeTls,

@@ -155,7 +155,7 @@ impl Spec {
 }
 
 /// Turns serde's messages into ours: the key, what was expected, a suggestion.
-fn toml_error(src: &SpecSource, e: &toml::de::Error) -> SpecError {
+pub(crate) fn toml_error(src: &SpecSource, e: &toml::de::Error) -> SpecError {
     let span = e.span().unwrap_or(0..0);
     let msg = e.message().trim().to_string();
     let written = src.text.get(span.clone()).unwrap_or("").trim();
@@ -344,13 +344,18 @@ fn toml_error(src: &SpecSource, e: &toml::de::Error) -> SpecError {
     err
 }
 
-struct Validator<'a> {
-    src: &'a SpecSource,
-    errors: Vec<SpecError>,
+pub(crate) struct Validator<'a> {
+    pub(crate) src: &'a SpecSource,
+    pub(crate) errors: Vec<SpecError>,
 }
 
 impl Validator<'_> {
-    fn err(&mut self, span: Range<usize>, msg: impl Into<String>, help: impl Into<String>) {
+    pub(crate) fn err(
+        &mut self,
+        span: Range<usize>,
+        msg: impl Into<String>,
+        help: impl Into<String>,
+    ) {
         let e = self.src.error(span, msg).with_help(help);
         self.errors.push(e);
     }
@@ -758,7 +763,7 @@ impl Validator<'_> {
         })
     }
 
-    fn duration(&mut self, d: &Spanned<String>) -> Option<Duration> {
+    pub(crate) fn duration(&mut self, d: &Spanned<String>) -> Option<Duration> {
         match parse_duration(d.get_ref()) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -776,7 +781,7 @@ impl Validator<'_> {
         }
     }
 
-    fn regex(&mut self, r: &Spanned<String>) -> Option<String> {
+    pub(crate) fn regex(&mut self, r: &Spanned<String>) -> Option<String> {
         match regex::Regex::new(r.get_ref()) {
             Ok(_) => Some(r.get_ref().clone()),
             Err(e) => {

@@ -285,6 +285,30 @@ impl Cluster {
         self.engine.live.get(cluster).and_then(|l| l.leader())
     }
 
+    /// Waits until every node (of `cluster`, or of every started cluster) is ready.
+    pub fn wait_ready(&self, cluster: Option<&str>, timeout: Duration) -> Result<(), Error> {
+        let (e, c) = (self.engine.clone(), cluster.map(str::to_string));
+        self.block(async move { e.wait_ready(c.as_deref(), timeout).await })
+    }
+
+    /// Whether a cluster of this run has a role probe.
+    pub fn has_role_probe(&self, cluster: &str) -> bool {
+        self.engine
+            .live
+            .get(cluster)
+            .is_some_and(|l| l.has_role_probe)
+    }
+
+    /// The names of the clusters of the spec, in start order.
+    pub fn cluster_names(&self) -> Vec<String> {
+        self.engine
+            .plan
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
     /// Waits until `cluster` has a leader (its role probe says so), up to `timeout`.
     pub fn wait_leader(&self, cluster: &str, timeout: Duration) -> Result<String, Error> {
         let (e, c) = (self.engine.clone(), cluster.to_string());

@@ -148,7 +148,7 @@ impl Engine {
                 write_private(path, contents, *mode)?;
             }
             std::fs::File::create(&node.log).map_err(|e| io_err("create", &node.log, e))?;
-            if let Some((name, uid, gid)) = &node.user {
+            if let Some((name, uid, gid, _)) = &node.user {
                 give_to_user(&node.dir, name, *uid, *gid)?;
             }
             slots.push(Arc::new(Slot {
@@ -264,40 +264,50 @@ impl Engine {
     /// Stops every running node gracefully, dependents first (reverse start order), nodes of
     /// one cluster together. A second interrupt turns the grace period into SIGKILL now.
     pub async fn stop_all(&self, interrupt: &Interrupt) {
-        self.stopping.send_replace(true);
         for cluster in self.plan.clusters.iter().rev() {
-            let procs: Vec<NodeProc> = self
+            let slots: Vec<&Arc<Slot>> = self
                 .slots
                 .iter()
                 .filter(|s| s.plan.cluster == cluster.name)
-                .filter_map(|s| {
-                    let p = s.current()?;
-                    p.status().running().then(|| {
-                        p.send(Ctl::Stop {
-                            signal: Signal::try_from(s.plan.stop.signal).unwrap_or(Signal::SIGTERM),
-                            grace: s.plan.stop.grace,
-                        });
-                        p
-                    })
-                })
                 .collect();
-            let all_exited = async {
-                for p in &procs {
-                    p.exited().await;
-                }
-            };
-            tokio::select! {
-                _ = all_exited => {}
-                _ = interrupt.reached(2) => {
-                    for p in &procs {
-                        p.send(Ctl::Kill);
+            let live = &self.live[&cluster.name];
+            if live.has_role_probe {
+                // Leader first, one at a time: a leader that is asked to stop hands over to a
+                // follower (etcd waits up to 5 s for one that is itself stopping), so each
+                // hand-over must find a live follower. The last member leads nobody and stops
+                // at once.
+                loop {
+                    let running: Vec<&Arc<Slot>> = slots
+                        .iter()
+                        .copied()
+                        .filter(|s| s.current().is_some_and(|p| p.status().running()))
+                        .collect();
+                    if running.len() <= 1 || interrupt.level() >= 2 {
+                        stop_together(&running, interrupt).await;
+                        break;
                     }
-                    for p in &procs {
-                        p.exited().await;
+                    let names: Vec<&str> = running.iter().map(|s| s.plan.name.as_str()).collect();
+                    let mut rx = live.subscribe();
+                    let leader = tokio::time::timeout(
+                        Duration::from_millis(300),
+                        rx.wait_for(|l| l.as_deref().is_some_and(|l| names.contains(&l))),
+                    )
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok().and_then(|l| l.clone()));
+                    match leader.and_then(|l| running.iter().copied().find(|s| s.plan.name == l)) {
+                        Some(slot) => stop_together(&[slot], interrupt).await,
+                        None => {
+                            stop_together(&running, interrupt).await;
+                            break;
+                        }
                     }
                 }
+            } else {
+                stop_together(&slots, interrupt).await;
             }
         }
+        self.stopping.send_replace(true);
     }
 
     /// SIGKILLs every node at once and waits for them to be gone.
@@ -693,6 +703,40 @@ impl Engine {
         let json = serde_json::to_vec_pretty(&self.descriptor()).expect("descriptor serialises");
         self.state.write_atomic("cluster.json", &json)?;
         Ok(())
+    }
+}
+
+/// Sends each node its stop signal and waits until all are gone; a second interrupt turns the
+/// grace period into SIGKILL now.
+async fn stop_together(slots: &[&Arc<Slot>], interrupt: &Interrupt) {
+    let procs: Vec<NodeProc> = slots
+        .iter()
+        .filter_map(|s| {
+            let p = s.current()?;
+            p.status().running().then(|| {
+                p.send(Ctl::Stop {
+                    signal: Signal::try_from(s.plan.stop.signal).unwrap_or(Signal::SIGTERM),
+                    grace: s.plan.stop.grace,
+                });
+                p
+            })
+        })
+        .collect();
+    let all_exited = async {
+        for p in &procs {
+            p.exited().await;
+        }
+    };
+    tokio::select! {
+        _ = all_exited => {}
+        _ = interrupt.reached(2) => {
+            for p in &procs {
+                p.send(Ctl::Kill);
+            }
+            for p in &procs {
+                p.exited().await;
+            }
+        }
     }
 }
 

@@ -56,8 +56,8 @@ pub struct NodePlan {
     pub tls: Option<NodeTls>,
     pub ca: Option<PathBuf>,
     pub program: PathBuf,
-    /// Run as this user: name, uid, gid.
-    pub user: Option<(String, u32, u32)>,
+    /// Run as this user: name, uid, gid, home.
+    pub user: Option<(String, u32, u32, PathBuf)>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     /// Path, contents, mode.
@@ -415,7 +415,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn user(&mut self, u: &Spanned<String>) -> Option<(String, u32, u32)> {
+    fn user(&mut self, u: &Spanned<String>) -> Option<(String, u32, u32, PathBuf)> {
         match nix::unistd::User::from_name(u.get_ref()) {
             Ok(Some(user)) => {
                 if !nix::unistd::geteuid().is_root() && user.uid != nix::unistd::geteuid() {
@@ -435,7 +435,7 @@ impl Resolver<'_> {
                     self.push(err);
                     return None;
                 }
-                Some((user.name, user.uid.as_raw(), user.gid.as_raw()))
+                Some((user.name, user.uid.as_raw(), user.gid.as_raw(), user.dir))
             }
             _ => {
                 let err = self

@@ -57,6 +57,8 @@ pub enum RoleRule {
 
 /// Whether an answer says "leader".
 pub fn is_leader(answer: &str, pointer: Option<&str>, rule: &RoleRule) -> Result<bool, String> {
+    // Command output ends in a newline, and Rust's `$` does not match before it.
+    let answer = answer.trim_end_matches(['\n', '\r']);
     let json = || {
         serde_json::from_str::<serde_json::Value>(answer)
             .map_err(|e| format!("answer is not JSON: {e}"))
@@ -224,8 +226,11 @@ impl ClusterLive {
                 .changes
                 .push(LeaderChange::new(unix_ms(), next.clone()));
             if let Some(new) = &next {
+                let down = inner.down.clone();
                 for (f, started) in inner.failovers.iter_mut() {
-                    if f.to.is_none() && &f.from != new {
+                    // Ended by another leader, or by the old one once troupe brought it back
+                    // (a restarted single leader, a resumed node that wins again).
+                    if f.to.is_none() && (&f.from != new || !down.contains(&f.from)) {
                         f.to = Some(new.clone());
                         f.ms = Some(started.elapsed().as_secs_f64() * 1000.0);
                     }
@@ -240,6 +245,7 @@ impl ClusterLive {
         let inner = self.lock();
         let mut s = ClusterStatus::default();
         s.name = self.name.clone();
+        s.has_role_probe = self.has_role_probe;
         s.leader = self.leader();
         s.formation_ms = inner.formation_ms;
         s.leader_changes = inner.changes.clone();

@@ -70,12 +70,12 @@ impl NodeProc {
         let log_offset = log.metadata().map(|m| m.len()).unwrap_or(0);
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let parent = std::process::id();
-        let user = plan.user.as_ref().map(|(_, uid, gid)| (*uid, *gid));
+        let user = plan.user.as_ref().map(|(_, uid, gid, _)| (*uid, *gid));
         let mut cmd = tokio::process::Command::new(&plan.program);
         cmd.args(&plan.args)
             .envs(plan.env.iter().map(|(k, v)| (k, v)));
-        if let Some((name, _, _)) = &plan.user {
-            cmd.env("USER", name).env("LOGNAME", name);
+        if let Some((name, _, _, home)) = &plan.user {
+            cmd.env("USER", name).env("LOGNAME", name).env("HOME", home);
         }
         cmd.current_dir(&plan.dir)
             .stdin(Stdio::null())

@@ -1,0 +1,207 @@
+//! `troupe run`: a scenario with live progress, a summary table, reports and a verdict.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use troupe::Interrupt;
+use troupe::report::{Report, StepReport, Verdict};
+use troupe::scenario::{Event, RunOptions};
+use troupe_spec::exit;
+use troupe_spec::format_duration as human;
+use troupe_spec::scenario::Scenario;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The scenario file (TOML); see docs/scenarios.md.
+    scenario: PathBuf,
+    /// Write a JUnit XML report here (one test case per top-level step).
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Write a JSON report here (steps, verdicts, durations, metrics).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Keep the run directory (every node's logs and data) after a passing run too; a failing
+    /// run always keeps it.
+    #[arg(long)]
+    keep: bool,
+    /// Where the clusters' state directories go [default: a new temporary directory].
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+}
+
+pub fn run(args: RunArgs) -> i32 {
+    let scenario = match Scenario::from_path(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => return crate::report(troupe::Error::Spec(e)),
+    };
+    let interrupt = Interrupt::new();
+    forward_signals(interrupt.clone());
+    println!(
+        "troupe: running `{}` ({} steps)",
+        scenario.name,
+        scenario.steps.len()
+    );
+    let current: Arc<Mutex<Option<(String, Instant)>>> = Arc::new(Mutex::new(None));
+    let ticker_current = current.clone();
+    std::thread::spawn(move || {
+        // Live progress for long steps: a line every 10 s while one runs.
+        loop {
+            std::thread::sleep(Duration::from_secs(10));
+            if let Some((name, since)) = ticker_current.lock().expect("progress").clone() {
+                println!(
+                    "      … {name}: still running after {}",
+                    human(since.elapsed())
+                );
+            }
+        }
+    });
+    let on_event = move |e: &Event| match e {
+        Event::StepStarted { depth, name } => {
+            *current.lock().expect("progress") = Some((name.to_string(), Instant::now()));
+            println!("{}▸ {name}", "  ".repeat(depth + 1));
+        }
+        Event::StepEnded { depth, report } => {
+            *current.lock().expect("progress") = None;
+            print_result(*depth, report);
+        }
+        Event::Note(n) => println!("  · {n}"),
+    };
+    let opts = RunOptions {
+        run_dir: args.run_dir.clone(),
+        keep: args.keep,
+        interrupt: interrupt.clone(),
+    };
+    let report = troupe::scenario::run(&scenario, opts, &on_event);
+    summary(&report);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report.to_json()).expect("json");
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+        }
+    }
+    if let Some(path) = &args.junit
+        && let Err(e) = std::fs::write(path, report.to_junit())
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+    }
+    if report.interrupted {
+        exit::INTERRUPTED
+    } else if report.verdict == Verdict::Passed {
+        exit::OK
+    } else {
+        exit::FAILURE
+    }
+}
+
+fn forward_signals(interrupt: Interrupt) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT");
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM");
+            loop {
+                tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+                interrupt.trigger();
+                if interrupt.level() >= 2 {
+                    eprintln!("troupe: interrupted again: killing every node now");
+                } else {
+                    eprintln!("troupe: interrupted: stopping the current step, then the `finally` steps (Ctrl-C again to kill)");
+                }
+            }
+        });
+    });
+}
+
+fn print_result(depth: usize, r: &StepReport) {
+    let pad = "  ".repeat(depth + 1);
+    match r.verdict {
+        Verdict::Passed => {
+            let detail = r
+                .detail
+                .as_deref()
+                .map(|d| format!("  {d}"))
+                .unwrap_or_default();
+            println!("{pad}✓ {}  {}{detail}", r.name, human(r.duration));
+        }
+        Verdict::Skipped => println!("{pad}- {}  skipped", r.name),
+        Verdict::Failed => {
+            println!("{pad}✗ {}  {}", r.name, human(r.duration));
+            if let Some(e) = &r.error
+                && e != "a nested step failed"
+            {
+                for l in e.lines() {
+                    println!("{pad}    {l}");
+                }
+            }
+            for (node, lines) in &r.logs {
+                println!("{pad}    last lines of {node}'s log:");
+                for l in lines {
+                    println!("{pad}      | {l}");
+                }
+            }
+        }
+    }
+}
+
+fn summary(r: &Report) {
+    println!();
+    let rows: Vec<(&StepReport, &str)> = r
+        .steps
+        .iter()
+        .map(|s| (s, ""))
+        .chain(r.finally.iter().map(|s| (s, " (finally)")))
+        .collect();
+    let width = rows
+        .iter()
+        .map(|(s, f)| s.name.chars().count() + f.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!("{:<width$}  {:<7}  TIME", "STEP", "VERDICT");
+    for (s, f) in rows {
+        println!(
+            "{:<width$}  {:<7}  {}",
+            format!("{}{f}", s.name),
+            s.verdict.as_str(),
+            human(s.duration)
+        );
+    }
+    if !r.metrics.is_empty() {
+        println!();
+        let w = r
+            .metrics
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(6);
+        println!("{:<w$}  VALUE", "METRIC");
+        for (k, v) in &r.metrics {
+            println!("{k:<w$}  {}", human(Duration::from_secs_f64(v / 1000.0)));
+        }
+    }
+    println!();
+    match (r.verdict, r.failed_step()) {
+        (Verdict::Passed, _) => println!("PASSED: {} in {}", r.name, human(r.duration)),
+        (_, Some(s)) => println!(
+            "FAILED: {} at step `{}` after {}",
+            r.name,
+            s.name,
+            human(r.duration)
+        ),
+        _ => println!(
+            "FAILED: {}{} after {}",
+            r.name,
+            if r.interrupted { " (interrupted)" } else { "" },
+            human(r.duration)
+        ),
+    }
+    if let Some(d) = &r.state_dir {
+        println!("logs and data kept in {}", d.display());
+    }
+}

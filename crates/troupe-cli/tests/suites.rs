@@ -1,0 +1,91 @@
+//! The example suites against real systems: each scenario passes on a healthy system, and
+//! each deliberately broken variant fails with a red verdict at the step its first line names
+//! (`# expect-fail: <step>`).
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::cargo::cargo_bin;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// Runs a scenario; returns the exit code and the JSON report.
+fn run(scenario: &Path) -> (i32, serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let junit = dir.path().join("report.xml");
+    let out = std::process::Command::new(cargo_bin("troupe"))
+        .arg("run")
+        .arg(scenario)
+        .arg("--json")
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
+        .output()
+        .unwrap();
+    let console = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = std::fs::read_to_string(&json)
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or_else(|_| panic!("no JSON report for {}:\n{console}", scenario.display()));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<testsuite "), "JUnit report written");
+    if let Some(kept) = report["state_dir"].as_str() {
+        // A failing run keeps its logs; the test has read what it needs.
+        let _ = std::fs::remove_dir_all(kept);
+    }
+    (out.status.code().unwrap_or(-1), report, console)
+}
+
+fn suite(name: &str) {
+    let dir = examples().join(name);
+    let (code, report, console) = run(&dir.join("scenario.toml"));
+    assert_eq!(code, 0, "{name}/scenario.toml should pass:\n{console}");
+    assert_eq!(report["verdict"], "passed");
+
+    let broken = dir.join("broken.toml");
+    let first = std::fs::read_to_string(&broken).unwrap();
+    let expected = first
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("# expect-fail:"))
+        .map(str::trim)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} must start with `# expect-fail: <step>`",
+                broken.display()
+            )
+        })
+        .to_string();
+    let (code, report, console) = run(&broken);
+    assert_eq!(code, 1, "{name}/broken.toml should fail:\n{console}");
+    assert_eq!(report["verdict"], "failed");
+    assert_eq!(
+        report["failed_step"],
+        expected.as_str(),
+        "{name}/broken.toml failed elsewhere:\n{console}"
+    );
+    assert!(
+        console.contains("FAILED: ") && console.contains(&expected),
+        "{console}"
+    );
+}
+
+#[test]
+fn etcd_kv_suite_passes_and_its_broken_variant_fails_where_expected() {
+    suite("etcd-kv");
+}
+
+#[test]
+fn etcd_cdc_star_suite_passes_and_its_broken_variant_fails_where_expected() {
+    suite("etcd-cdc-star");
+}
+
+#[test]
+fn postgres_replicas_suite_passes_and_its_broken_variant_fails_where_expected() {
+    suite("postgres-replicas");
+}

@@ -1,0 +1,661 @@
+//! Scenario files: ordered, named steps with deadlines, `[[measure]]` metrics and `[[finally]]`
+//! steps (see docs/scenarios.md). Parsed and validated like specs, with the same errors.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+use crate::diag::{InvalidSpec, SpecSource};
+use crate::load::{Validator, toml_error};
+use crate::model::Spanned;
+
+/// A whole scenario.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Scenario {
+    pub name: String,
+    pub source: SpecSource,
+    pub timeout: Option<Duration>,
+    pub steps: Vec<Step>,
+    pub finally: Vec<Step>,
+    pub measures: Vec<Measure>,
+}
+
+/// One step.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Step {
+    /// A template (nested steps may name themselves after `node.name` or `vars.ITERATION`).
+    pub name: String,
+    pub timeout: Duration,
+    pub kind: StepKind,
+    pub span: Range<usize>,
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum StepKind {
+    /// Bring up specs (paths relative to the scenario).
+    Up(Vec<String>),
+    /// Stop every cluster the scenario brought up.
+    Down,
+    /// A node operation on targets.
+    Op { op: NodeOp, targets: Vec<String> },
+    /// A shell command (`bash -c`).
+    Sh {
+        script: String,
+        expect: Expect,
+        capture: Option<String>,
+    },
+    /// A program and its arguments, no shell.
+    Exec {
+        argv: Vec<String>,
+        expect: Expect,
+        capture: Option<String>,
+    },
+    /// Wait until every node is ready, or a cluster has a leader (captured if asked).
+    Wait {
+        until: WaitUntil,
+        cluster: Option<String>,
+        capture: Option<String>,
+    },
+    /// A shell command retried until it passes its expectations.
+    Until {
+        script: String,
+        expect: Expect,
+        interval: Duration,
+    },
+    /// The same shell command on every node of `on`, until all outputs agree.
+    Converge {
+        script: String,
+        on: Vec<String>,
+        equals: Option<String>,
+        reference: Option<String>,
+        interval: Duration,
+    },
+    /// The nested steps once per node of `target`, with `node` set.
+    ForEach {
+        target: String,
+        parallel: bool,
+        steps: Vec<Step>,
+    },
+    /// The nested steps `times` times, with `vars.ITERATION` = 1..times.
+    Repeat {
+        times: u32,
+        parallel: bool,
+        steps: Vec<Step>,
+    },
+    /// The nested steps at the same time.
+    Parallel { steps: Vec<Step> },
+    /// A fixed pause (discouraged: wait on a condition instead).
+    Sleep(Duration),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeOp {
+    Kill,
+    Stop,
+    Start,
+    Restart,
+    Pause,
+    Resume,
+}
+
+impl NodeOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeOp::Kill => "kill",
+            NodeOp::Stop => "stop",
+            NodeOp::Start => "start",
+            NodeOp::Restart => "restart",
+            NodeOp::Pause => "pause",
+            NodeOp::Resume => "resume",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitUntil {
+    Ready,
+    Leader,
+}
+
+/// What a command must show to pass.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Expect {
+    /// Exit status (default 0).
+    pub status: Option<i32>,
+    /// Regexes.
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+}
+
+/// A metric: from the end of one step to the end of another.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Measure {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone)]
+struct OneOrMany(Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    step: Vec<Spanned<RawStep>>,
+    #[serde(default)]
+    finally: Vec<Spanned<RawStep>>,
+    #[serde(default)]
+    measure: Vec<Spanned<RawMeasure>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMeasure {
+    name: Spanned<String>,
+    from: Spanned<String>,
+    to: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    status: Option<i32>,
+    stdout: Option<Spanned<String>>,
+    stderr: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    up: Option<Spanned<OneOrMany>>,
+    down: Option<Spanned<bool>>,
+    kill: Option<Spanned<OneOrMany>>,
+    stop: Option<Spanned<OneOrMany>>,
+    start: Option<Spanned<OneOrMany>>,
+    restart: Option<Spanned<OneOrMany>>,
+    pause: Option<Spanned<OneOrMany>>,
+    resume: Option<Spanned<OneOrMany>>,
+    sh: Option<Spanned<String>>,
+    exec: Option<Spanned<Vec<String>>>,
+    expect: Option<Spanned<RawExpect>>,
+    capture: Option<Spanned<String>>,
+    wait: Option<Spanned<String>>,
+    cluster: Option<Spanned<String>>,
+    until: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    converge: Option<Spanned<String>>,
+    on: Option<Spanned<OneOrMany>>,
+    equals: Option<Spanned<String>>,
+    reference: Option<Spanned<String>>,
+    for_each: Option<Spanned<String>>,
+    repeat: Option<Spanned<i64>>,
+    parallel: Option<Spanned<bool>>,
+    #[serde(default)]
+    steps: Vec<Spanned<RawStep>>,
+    sleep: Option<Spanned<String>>,
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Scenario {
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Scenario, InvalidSpec> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            SpecSource::new(path, "")
+                .error(0..0, format!("cannot read the scenario: {e}"))
+                .with_help("check the path; scenarios are TOML files such as examples/etcd-kv/scenario.toml")
+        })?;
+        Scenario::from_str(path, &text)
+    }
+
+    #[allow(
+        clippy::should_implement_trait,
+        reason = "needs a path as well as the text"
+    )]
+    pub fn from_str(path: impl AsRef<Path>, text: &str) -> Result<Scenario, InvalidSpec> {
+        let src = SpecSource::new(path.as_ref(), text);
+        let raw: RawScenario = toml::from_str(text).map_err(|e| toml_error(&src, &e))?;
+        let mut v = Validator {
+            src: &src,
+            errors: Vec::new(),
+        };
+        let name = raw
+            .name
+            .map(Spanned::into_inner)
+            .or_else(|| {
+                let stem = src.path.file_stem()?.to_string_lossy().into_owned();
+                let dir = src
+                    .path
+                    .parent()?
+                    .file_name()?
+                    .to_string_lossy()
+                    .into_owned();
+                Some(if stem == "scenario" { dir } else { stem })
+            })
+            .unwrap_or_else(|| "scenario".into());
+        let timeout = raw.timeout.as_ref().and_then(|t| v.duration(t));
+        if raw.step.is_empty() {
+            v.err(
+                0..0,
+                "the scenario has no steps",
+                "add [[step]] tables, e.g. [[step]] name = \"up\" up = \"cluster.toml\"",
+            );
+        }
+        let steps = steps(&mut v, raw.step);
+        let finally = steps_of(&mut v, raw.finally);
+        let mut measures = Vec::new();
+        for m in raw.measure {
+            let m = m.into_inner();
+            for end in [&m.from, &m.to] {
+                if !contains_step(&steps, end.get_ref()) && !contains_step(&finally, end.get_ref())
+                {
+                    let names = all_names(&steps);
+                    let hint = match crate::suggest(end.get_ref(), names.iter().map(String::as_str))
+                    {
+                        Some(s) => format!("did you mean `{s}`? "),
+                        None => String::new(),
+                    };
+                    v.err(end.span(), format!("no step is named `{}`", end.get_ref()), format!("{hint}a measure runs from the end of one named step to the end of another"));
+                }
+            }
+            measures.push(Measure {
+                name: m.name.into_inner(),
+                from: m.from.into_inner(),
+                to: m.to.into_inner(),
+            });
+        }
+        if v.errors.is_empty() {
+            Ok(Scenario {
+                name,
+                source: src.clone(),
+                timeout,
+                steps,
+                finally,
+                measures,
+            })
+        } else {
+            Err(InvalidSpec {
+                file: src.path.clone(),
+                errors: v.errors,
+            })
+        }
+    }
+}
+
+fn contains_step(steps: &[Step], name: &str) -> bool {
+    steps.iter().any(|s| {
+        s.name == name
+            || match &s.kind {
+                StepKind::ForEach { steps, .. }
+                | StepKind::Repeat { steps, .. }
+                | StepKind::Parallel { steps } => contains_step(steps, name),
+                _ => false,
+            }
+    })
+}
+
+fn all_names(steps: &[Step]) -> Vec<String> {
+    steps.iter().map(|s| s.name.clone()).collect()
+}
+
+fn steps(v: &mut Validator<'_>, raw: Vec<Spanned<RawStep>>) -> Vec<Step> {
+    steps_of(v, raw)
+}
+
+fn steps_of(v: &mut Validator<'_>, raw: Vec<Spanned<RawStep>>) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::new();
+    for r in raw {
+        if let Some(s) = step(v, r) {
+            if out.iter().any(|o| o.name == s.name) {
+                v.err(
+                    s.span.clone(),
+                    format!("two steps are named `{}`", s.name),
+                    "give each step a name of its own: reports and measures refer to steps by name",
+                );
+            }
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
+    let span = raw.span();
+    let r = raw.into_inner();
+    let Some(name) = r.name.map(Spanned::into_inner) else {
+        v.err(
+            span.clone(),
+            "this step has no name",
+            "add `name = \"...\"`: reports, failures and measures refer to steps by name",
+        );
+        return None;
+    };
+    let timeout = match &r.timeout {
+        Some(t) => v.duration(t)?,
+        None => DEFAULT_TIMEOUT,
+    };
+    let op = |o: &Option<Spanned<OneOrMany>>, op: NodeOp| {
+        o.as_ref().map(|t| (op, t.get_ref().0.clone()))
+    };
+    let ops: Vec<(NodeOp, Vec<String>)> = [
+        op(&r.kill, NodeOp::Kill),
+        op(&r.stop, NodeOp::Stop),
+        op(&r.start, NodeOp::Start),
+        op(&r.restart, NodeOp::Restart),
+        op(&r.pause, NodeOp::Pause),
+        op(&r.resume, NodeOp::Resume),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let container = r.for_each.is_some()
+        || r.repeat.is_some()
+        || r.parallel.as_ref().is_some_and(|p| *p.get_ref());
+    let leaf_kinds = [
+        ("up", r.up.is_some()),
+        ("down", r.down.as_ref().is_some_and(|d| *d.get_ref())),
+        ("kill/stop/start/restart/pause/resume", !ops.is_empty()),
+        ("sh", r.sh.is_some()),
+        ("exec", r.exec.is_some()),
+        ("wait", r.wait.is_some()),
+        ("until", r.until.is_some()),
+        ("converge", r.converge.is_some()),
+        ("sleep", r.sleep.is_some()),
+    ];
+    let set: Vec<&str> = leaf_kinds
+        .iter()
+        .filter(|(_, s)| *s)
+        .map(|(n, _)| *n)
+        .collect();
+    let kinds_help = "a step is one of: up, down, kill/stop/start/restart/pause/resume, sh, exec, wait, until, converge, sleep, or for_each/repeat/parallel with nested [[step.steps]]";
+    if ops.len() > 1 {
+        v.err(
+            span.clone(),
+            format!("step `{name}` has {} node operations", ops.len()),
+            "use one step per operation",
+        );
+        return None;
+    }
+    if container {
+        if !set.is_empty() {
+            v.err(
+                span.clone(),
+                format!(
+                    "step `{name}` has nested steps and also `{}`",
+                    set.join("`, `")
+                ),
+                "move the action into a [[step.steps]] table",
+            );
+            return None;
+        }
+        if r.steps.is_empty() {
+            v.err(
+                span.clone(),
+                format!("step `{name}` runs nested steps but has none"),
+                "add [[step.steps]] tables under it",
+            );
+            return None;
+        }
+    } else if set.len() != 1 {
+        let msg = if set.is_empty() {
+            format!("step `{name}` does nothing")
+        } else {
+            format!("step `{name}` does several things: {}", set.join(", "))
+        };
+        v.err(span.clone(), msg, kinds_help);
+        return None;
+    } else if !r.steps.is_empty() {
+        v.err(span.clone(), format!("step `{name}` has nested steps but is not for_each, repeat or parallel"), "add `parallel = true`, `repeat = N` or `for_each = \"CLUSTER\"`, or move the nested steps up");
+        return None;
+    }
+    let expect = match r.expect {
+        Some(e) => {
+            let e = e.into_inner();
+            let stdout = e.stdout.as_ref().and_then(|s| v.regex(s));
+            let stderr = e.stderr.as_ref().and_then(|s| v.regex(s));
+            Expect {
+                status: e.status,
+                stdout,
+                stderr,
+            }
+        }
+        None => Expect::default(),
+    };
+    let interval = |v: &mut Validator<'_>, default: u64| match &r.interval {
+        Some(i) => v.duration(i),
+        None => Some(Duration::from_millis(default)),
+    };
+    let capture = r.capture.as_ref().map(|c| c.get_ref().clone());
+    if let Some(c) = &r.capture {
+        let ok = !c.get_ref().is_empty()
+            && c.get_ref()
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            && !c.get_ref().starts_with(|ch: char| ch.is_ascii_digit());
+        if !ok {
+            v.err(c.span(), format!("`{}` cannot be a variable name", c.get_ref()), "use letters, digits and `_`, e.g. capture = \"LEADER\"; it becomes $LEADER in later shell steps");
+        }
+        if r.sh.is_none() && r.exec.is_none() && r.wait.is_none() {
+            v.err(
+                c.span(),
+                "only `sh`, `exec` and `wait` steps can capture",
+                "capture the output of a command or the leader's name",
+            );
+        }
+    }
+    let kind = if let Some(target) = r.for_each {
+        StepKind::ForEach {
+            target: target.into_inner(),
+            parallel: r.parallel.as_ref().is_some_and(|p| *p.get_ref()),
+            steps: steps_of(v, r.steps),
+        }
+    } else if let Some(times) = r.repeat {
+        let n = match u32::try_from(*times.get_ref()) {
+            Ok(n @ 1..=100_000) => n,
+            _ => {
+                v.err(
+                    times.span(),
+                    "`repeat` needs a count from 1 to 100000",
+                    "e.g. repeat = 50",
+                );
+                1
+            }
+        };
+        StepKind::Repeat {
+            times: n,
+            parallel: r.parallel.as_ref().is_some_and(|p| *p.get_ref()),
+            steps: steps_of(v, r.steps),
+        }
+    } else if container {
+        StepKind::Parallel {
+            steps: steps_of(v, r.steps),
+        }
+    } else if let Some(up) = r.up {
+        StepKind::Up(up.into_inner().0)
+    } else if r.down.is_some() {
+        StepKind::Down
+    } else if let Some((op, targets)) = ops.into_iter().next() {
+        if targets.is_empty() {
+            v.err(
+                span.clone(),
+                format!("step `{name}` names no target"),
+                "name a node, a cluster, or CLUSTER:SELECTOR",
+            );
+        }
+        StepKind::Op { op, targets }
+    } else if let Some(sh) = r.sh {
+        StepKind::Sh {
+            script: sh.into_inner(),
+            expect,
+            capture,
+        }
+    } else if let Some(exec) = r.exec {
+        if exec.get_ref().is_empty() {
+            v.err(
+                exec.span(),
+                "the command is empty",
+                "e.g. exec = [\"etcdctl\", \"get\", \"k\"]",
+            );
+        }
+        StepKind::Exec {
+            argv: exec.into_inner(),
+            expect,
+            capture,
+        }
+    } else if let Some(w) = r.wait {
+        let until = match w.get_ref().as_str() {
+            "ready" => WaitUntil::Ready,
+            "leader" => WaitUntil::Leader,
+            other => {
+                v.err(w.span(), format!("cannot wait for `{other}`"), "wait = \"ready\" (every node ready) or \"leader\" (a cluster has a leader); to wait on a command use `until`");
+                WaitUntil::Ready
+            }
+        };
+        StepKind::Wait {
+            until,
+            cluster: r.cluster.map(Spanned::into_inner),
+            capture,
+        }
+    } else if let Some(u) = r.until {
+        StepKind::Until {
+            script: u.into_inner(),
+            expect,
+            interval: interval(v, 50)?,
+        }
+    } else if let Some(c) = r.converge {
+        if r.equals.is_some() && r.reference.is_some() {
+            v.err(
+                span.clone(),
+                "`equals` and `reference` both say what to agree on",
+                "keep one",
+            );
+        }
+        StepKind::Converge {
+            script: c.into_inner(),
+            on: r.on.map(|o| o.into_inner().0).unwrap_or_default(),
+            equals: r.equals.map(Spanned::into_inner),
+            reference: r.reference.map(Spanned::into_inner),
+            interval: interval(v, 100)?,
+        }
+    } else {
+        let s = r.sleep.expect("one kind is set");
+        StepKind::Sleep(v.duration(&s)?)
+    };
+    Some(Step {
+        name,
+        timeout,
+        kind,
+        span,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_kinds() {
+        let s = Scenario::from_str(
+            "examples/x/scenario.toml",
+            r#"
+[[step]]
+name = "up"
+up = "cluster.toml"
+[[step]]
+name = "kill"
+kill = ["main:leader"]
+[[step]]
+name = "read"
+sh = "echo v"
+expect = { stdout = '^v$' }
+capture = "V"
+[[step]]
+name = "same"
+converge = "echo {{ node.name }}"
+on = "main"
+equals = "x"
+[[step]]
+name = "many"
+parallel = true
+repeat = 3
+[[step.steps]]
+name = "n{{ vars.ITERATION }}"
+sh = "true"
+[[measure]]
+name = "m"
+from = "up"
+to = "same"
+[[finally]]
+name = "down"
+down = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.name, "x");
+        assert_eq!(s.steps.len(), 5);
+        assert!(matches!(
+            s.steps[4].kind,
+            StepKind::Repeat {
+                times: 3,
+                parallel: true,
+                ..
+            }
+        ));
+        assert_eq!(s.finally.len(), 1);
+    }
+
+    #[test]
+    fn a_step_that_does_two_things_or_nothing_is_refused() {
+        let e = Scenario::from_str(
+            "s.toml",
+            "[[step]]\nname = \"x\"\nsh = \"true\"\nup = \"a.toml\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:?}").contains("does several things: up, sh"),
+            "{e:?}"
+        );
+        let e = Scenario::from_str("s.toml", "[[step]]\nname = \"x\"\n").unwrap_err();
+        assert!(format!("{e:?}").contains("does nothing"), "{e:?}");
+        let e = Scenario::from_str("s.toml", "[[step]]\nname = \"x\"\nsh = \"true\"\n[[measure]]\nname = \"m\"\nfrom = \"y\"\nto = \"x\"\n").unwrap_err();
+        assert!(format!("{e:?}").contains("no step is named `y`"), "{e:?}");
+    }
+}

@@ -1,0 +1,222 @@
+//! What a scenario run produced: a tree of step results, metrics and a verdict, rendered as
+//! JSON and JUnit XML. Reporters only read it; they never drive the run.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Failed => "failed",
+            Verdict::Skipped => "skipped",
+        }
+    }
+}
+
+/// One step's outcome.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    pub name: String,
+    pub verdict: Verdict,
+    pub duration: Duration,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// A short account of what it saw (the leader's name, agreed output, ...).
+    pub detail: Option<String>,
+    /// The last lines of the logs of the nodes the step touched, when it failed.
+    pub logs: Vec<(String, Vec<String>)>,
+    pub children: Vec<StepReport>,
+}
+
+impl StepReport {
+    pub fn skipped(name: &str) -> StepReport {
+        StepReport {
+            name: name.to_string(),
+            verdict: Verdict::Skipped,
+            duration: Duration::ZERO,
+            error: None,
+            detail: None,
+            logs: vec![],
+            children: vec![],
+        }
+    }
+
+    /// The innermost failed step's name, for "failed at ...".
+    pub fn failed_leaf(&self) -> Option<&StepReport> {
+        if self.verdict != Verdict::Failed {
+            return None;
+        }
+        self.children
+            .iter()
+            .find_map(StepReport::failed_leaf)
+            .or(Some(self))
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "name": self.name,
+            "verdict": self.verdict.as_str(),
+            "duration_ms": ms(self.duration),
+            "error": self.error,
+            "detail": self.detail,
+            "logs": self.logs.iter().map(|(n, l)| json!({"node": n, "lines": l})).collect::<Vec<_>>(),
+            "steps": self.children.iter().map(StepReport::json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A whole run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub name: String,
+    pub verdict: Verdict,
+    pub duration: Duration,
+    pub steps: Vec<StepReport>,
+    pub finally: Vec<StepReport>,
+    /// Name → milliseconds, in the order they were recorded.
+    pub metrics: Vec<(String, f64)>,
+    /// Kept on failure (or with --keep): every node's logs and data.
+    pub state_dir: Option<PathBuf>,
+    pub interrupted: bool,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+impl Report {
+    /// The first failed step, innermost.
+    pub fn failed_step(&self) -> Option<&StepReport> {
+        self.steps
+            .iter()
+            .chain(&self.finally)
+            .find_map(StepReport::failed_leaf)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "name": self.name,
+            "verdict": self.verdict.as_str(),
+            "duration_ms": ms(self.duration),
+            "failed_step": self.failed_step().map(|s| s.name.clone()),
+            "interrupted": self.interrupted,
+            "steps": self.steps.iter().map(StepReport::json).collect::<Vec<_>>(),
+            "finally": self.finally.iter().map(StepReport::json).collect::<Vec<_>>(),
+            "metrics": self.metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "state_dir": self.state_dir,
+        })
+    }
+
+    /// One test suite; one test case per top-level step (and finally step).
+    pub fn to_junit(&self) -> String {
+        let all: Vec<&StepReport> = self.steps.iter().chain(&self.finally).collect();
+        let failures = all.iter().filter(|s| s.verdict == Verdict::Failed).count();
+        let skipped = all.iter().filter(|s| s.verdict == Verdict::Skipped).count();
+        let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        x.push_str(&format!(
+            "<testsuites name=\"troupe\" tests=\"{}\" failures=\"{failures}\" time=\"{:.3}\">\n",
+            all.len(),
+            self.duration.as_secs_f64()
+        ));
+        x.push_str(&format!(
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
+            esc(&self.name),
+            all.len(),
+            self.duration.as_secs_f64()
+        ));
+        if !self.metrics.is_empty() {
+            x.push_str("    <properties>\n");
+            for (k, v) in &self.metrics {
+                x.push_str(&format!(
+                    "      <property name=\"{}\" value=\"{v:.3}ms\"/>\n",
+                    esc(k)
+                ));
+            }
+            x.push_str("    </properties>\n");
+        }
+        for s in all {
+            x.push_str(&format!(
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+                esc(&self.name),
+                esc(&s.name),
+                s.duration.as_secs_f64()
+            ));
+            match s.verdict {
+                Verdict::Passed => x.push_str("/>\n"),
+                Verdict::Skipped => x.push_str(">\n      <skipped/>\n    </testcase>\n"),
+                Verdict::Failed => {
+                    let leaf = s.failed_leaf().unwrap_or(s);
+                    let message = leaf.error.clone().unwrap_or_default();
+                    let mut body = format!("failed at step `{}`: {message}", leaf.name);
+                    for (node, lines) in &leaf.logs {
+                        body.push_str(&format!(
+                            "\n--- last lines of {node}'s log ---\n{}",
+                            lines.join("\n")
+                        ));
+                    }
+                    x.push_str(&format!(
+                        ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
+                        esc(message.lines().next().unwrap_or("")),
+                        esc(&body)
+                    ));
+                }
+            }
+        }
+        x.push_str("  </testsuite>\n</testsuites>\n");
+        x
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
+        .collect::<String>()
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junit_names_the_failed_step_and_escapes() {
+        let mut failed = StepReport::skipped("converge <a> & b");
+        failed.verdict = Verdict::Failed;
+        failed.error = Some("nodes differ: \"1\" vs \"2\"".into());
+        let r = Report {
+            name: "s".into(),
+            verdict: Verdict::Failed,
+            duration: Duration::from_millis(1500),
+            steps: vec![failed, StepReport::skipped("next")],
+            finally: vec![],
+            metrics: vec![("lag".into(), 12.5)],
+            state_dir: None,
+            interrupted: false,
+        };
+        let x = r.to_junit();
+        assert!(x.contains("failures=\"1\" skipped=\"1\""), "{x}");
+        assert!(x.contains("name=\"converge &lt;a&gt; &amp; b\""), "{x}");
+        assert!(
+            x.contains("message=\"nodes differ: &quot;1&quot; vs &quot;2&quot;\""),
+            "{x}"
+        );
+        assert!(
+            x.contains("<property name=\"lag\" value=\"12.500ms\"/>"),
+            "{x}"
+        );
+        assert_eq!(r.to_json()["failed_step"], "converge <a> & b");
+    }
+}

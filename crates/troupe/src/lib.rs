@@ -22,6 +22,7 @@ pub mod envvars;
 pub mod error;
 mod keeper;
 pub mod pki;
+pub mod net;
 pub mod plan;
 pub mod ports;
 pub mod probe;

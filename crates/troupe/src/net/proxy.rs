@@ -1,0 +1,1 @@
+//! Link proxies (being written).

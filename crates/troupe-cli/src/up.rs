@@ -254,16 +254,23 @@ async fn supervise(spec: Spec, state_dir: PathBuf, mut ready: Option<std::fs::Fi
             println!("Press Ctrl-C to stop.");
         }
     }
-    let by_request = tokio::select! {
-        _ = sigint.recv() => false,
-        _ = sigterm.recv() => false,
-        _ = sighup.recv() => false,
-        _ = down.wait_for(|d| *d) => true,
+    // A signal that came while the start was finishing has been seen already: stop now.
+    let by_request = if interrupt.level() >= 1 {
+        false
+    } else {
+        tokio::select! {
+            _ = sigint.recv() => false,
+            _ = sigterm.recv() => false,
+            _ = sighup.recv() => false,
+            _ = down.wait_for(|d| *d) => true,
+        }
     };
     if !by_request {
         eprintln!("troupe: stopping (press Ctrl-C again to kill at once)");
     }
-    interrupt.trigger();
+    if interrupt.level() == 0 {
+        interrupt.trigger();
+    }
     let mut stop = tokio::task::spawn_blocking(move || cluster.stop());
     loop {
         tokio::select! {

@@ -341,9 +341,43 @@ timeout = "10s"
     assert!(pids.iter().all(|p| alive(*p)));
     kill(up.pid(), Signal::SIGKILL).unwrap();
     up.child.wait().unwrap();
-    wait_until(
-        Duration::from_secs(10),
-        "nodes and their grandchildren to die with troupe",
-        || pids.iter().all(|p| !alive(*p)),
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let survivors: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+    // Whatever the verdict, leave nothing behind: these pids are the ones this test started.
+    for p in &survivors {
+        let _ = kill(Pid::from_raw(*p as i32), Signal::SIGKILL);
+    }
+    assert!(
+        survivors.is_empty(),
+        "processes survived SIGKILL of troupe: {survivors:?}"
     );
+}
+
+#[test]
+fn sigterm_right_after_ready_stops_troupe_up_instead_of_being_swallowed() {
+    let fixture = cargo_bin("troupe-fixture");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("quick.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[clusters.fx]\nnodes = 1\nbinary = \"{}\"\nports = [\"main\"]\nargs = [\"--listen\", \"{{{{ node.addrs.main }}}}\"]\n[[clusters.fx.ready]]\ntcp = \"main\"\ntimeout = \"10s\"\n",
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    // The race needs the signal to land while the start is finishing: try a few times.
+    for round in 0..5 {
+        let mut up = Up::spawn(&spec, &dir.path().join(format!("state{round}")));
+        up.ready(Duration::from_secs(30));
+        kill(up.pid(), Signal::SIGTERM).unwrap();
+        wait_until(
+            Duration::from_secs(10),
+            "troupe up to exit after SIGTERM",
+            || up.child.try_wait().unwrap().is_some(),
+        );
+    }
 }

@@ -89,3 +89,8 @@ fn etcd_cdc_star_suite_passes_and_its_broken_variant_fails_where_expected() {
 fn postgres_replicas_suite_passes_and_its_broken_variant_fails_where_expected() {
     suite("postgres-replicas");
 }
+
+#[test]
+fn nats_lifecycle_suite_passes_and_its_broken_variant_fails_where_expected() {
+    suite("nats-lifecycle");
+}

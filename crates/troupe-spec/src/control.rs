@@ -41,8 +41,51 @@ pub enum Request {
         cluster: Option<String>,
         timeout_ms: u64,
     },
+    /// Inject a network fault.
+    Fault { fault: Fault },
+    /// Undo every network fault.
+    Heal,
     /// Stop every node, then the supervisor.
     Down,
+}
+
+/// A network fault, in terms of targets (nodes, clusters, CLUSTER:SELECTOR).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Fault {
+    /// Nodes in different groups cannot reach each other; nodes in no group are unaffected.
+    /// A `bridge` node reaches both sides.
+    Partition {
+        groups: Vec<Vec<String>>,
+        #[serde(default)]
+        bridge: Option<String>,
+    },
+    /// Each target is cut from every other node (and from the host's clients with `host`).
+    Isolate {
+        targets: Vec<String>,
+        #[serde(default)]
+        host: bool,
+    },
+    /// Packets from `from` to `to` are dropped (and back, unless `one_way`).
+    Cut {
+        from: Vec<String>,
+        to: Vec<String>,
+        #[serde(default)]
+        one_way: bool,
+    },
+    /// The targets' outgoing traffic is delayed, jittered, lost or rate-limited (netem).
+    Degrade {
+        targets: Vec<String>,
+        delay_ms: f64,
+        #[serde(default)]
+        jitter_ms: f64,
+        #[serde(default)]
+        loss_pct: f64,
+        /// A netem rate, e.g. `1mbit`.
+        #[serde(default)]
+        rate: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

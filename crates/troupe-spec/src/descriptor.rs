@@ -25,6 +25,9 @@ pub struct Descriptor {
     /// Per cluster: leader, formation time, leader changes and failovers.
     #[serde(default)]
     pub clusters: Vec<ClusterStatus>,
+    /// Network faults injected in this run, active and healed.
+    #[serde(default)]
+    pub faults: Vec<FaultRecord>,
     /// Every node of every cluster, in start order.
     pub nodes: Vec<NodeDescriptor>,
 }
@@ -61,6 +64,28 @@ pub struct NodeDescriptor {
     /// Start time of `pid` (clock ticks after boot), to prove the pid is still this node's.
     #[serde(default)]
     pub start_time: Option<u64>,
+}
+
+/// A network fault and when it was in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct FaultRecord {
+    pub id: u32,
+    /// E.g. `partition main-1 | main-2 main-3`.
+    pub description: String,
+    pub started_at_ms: u64,
+    pub healed_at_ms: Option<u64>,
+}
+
+impl FaultRecord {
+    pub fn new(id: u32, description: String, started_at_ms: u64) -> FaultRecord {
+        FaultRecord {
+            id,
+            description,
+            started_at_ms,
+            healed_at_ms: None,
+        }
+    }
 }
 
 /// A cluster's life as troupe saw it.

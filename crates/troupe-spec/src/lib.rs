@@ -31,11 +31,12 @@ mod model;
 pub mod scenario;
 
 pub use descriptor::{
-    ClusterStatus, Descriptor, Failover, LeaderChange, NodeDescriptor, NodeState, NodeTls,
+    ClusterStatus, Descriptor, Failover, FaultRecord, LeaderChange, NodeDescriptor, NodeState,
+    NodeTls,
 };
 pub use diag::{InvalidSpec, SpecError, SpecSource, suggest};
 pub use duration::{format_duration, parse_duration};
 pub use model::{
-    ClusterSpec, FileSpec, KeyType, ProbeKind, ProbeSpec, RoleRuleSpec, RoleSourceSpec, RoleSpec,
-    Spanned, Spec, StartMode, StopSpec, TlsSpec,
+    ClusterSpec, FileSpec, KeyType, Network, ProbeKind, ProbeSpec, RoleRuleSpec, RoleSourceSpec,
+    RoleSpec, Spanned, Spec, StartMode, StopSpec, TlsSpec,
 };

@@ -52,6 +52,7 @@ struct RawCluster {
     ports: Vec<Spanned<String>>,
     host: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
+    network: Option<Spanned<String>>,
     start: Option<Spanned<String>>,
     #[serde(default)]
     after: Vec<Spanned<String>>,
@@ -517,6 +518,7 @@ impl Validator<'_> {
             }
             ports.push(n.clone());
         }
+        let host_span = c.host.as_ref().map(Spanned::span);
         let host = match c.host {
             Some(h) => {
                 let ok =
@@ -531,6 +533,32 @@ impl Validator<'_> {
                 h.into_inner()
             }
             None => "127.0.0.1".to_string(),
+        };
+        let network = match c.network.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("host") => Network::Host,
+            Some("namespaces") => {
+                if let Some(span) = host_span {
+                    self.err(
+                        span,
+                        "`host` and `network = \"namespaces\"` both say where nodes live",
+                        "remove `host`: in namespaces each node gets its own address on troupe's bridge",
+                    );
+                }
+                Network::Namespaces
+            }
+            Some(other) => {
+                let s = c.network.as_ref().expect("network");
+                let hint = match crate::suggest(other, ["host", "namespaces"]) {
+                    Some(x) => format!("did you mean \"{x}\"? "),
+                    None => String::new(),
+                };
+                self.err(
+                    s.span(),
+                    format!("unknown network `{other}`"),
+                    format!("{hint}use \"host\" (the default: loopback, ports allocated per node) or \"namespaces\" (a network namespace per node, so links can be cut; needs root)"),
+                );
+                Network::Host
+            }
         };
         let start = match c.start.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("parallel") => StartMode::Parallel,
@@ -574,6 +602,7 @@ impl Validator<'_> {
             ports,
             host,
             user: c.user,
+            network,
             start,
             after: c.after,
             started,

@@ -94,6 +94,8 @@ pub struct ClusterSpec {
     /// Run the nodes as this user (e.g. `postgres`, which refuses to run as root); the node's
     /// directory is given to it. Needs troupe to run as root.
     pub user: Option<Spanned<String>>,
+    /// Where the nodes' network lives.
+    pub network: Network,
     pub start: StartMode,
     /// Clusters that must be ready before this one starts.
     pub after: Vec<Spanned<String>>,
@@ -106,6 +108,17 @@ pub struct ClusterSpec {
     pub stop: StopSpec,
     /// Span of the cluster's table in the spec.
     pub span: Range<usize>,
+}
+
+/// Where a cluster's nodes live on the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// On the host's loopback, each node on its own allocated ports.
+    #[default]
+    Host,
+    /// Each node in its own network namespace with its own address on a bridge troupe makes,
+    /// so all nodes use the same ports, as on separate hosts, and links can be cut (Linux, root).
+    Namespaces,
 }
 
 /// How the nodes of a cluster are started.

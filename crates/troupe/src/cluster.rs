@@ -254,9 +254,20 @@ impl Cluster {
         self.each(target, |e, n| async move { e.kill_node(&n).await })
     }
 
-    /// Stops the target gracefully (its stop signal, grace, then SIGKILL) and waits until it is gone.
+    /// Stops the target gracefully (its stop signal, grace, then SIGKILL) and waits until it is
+    /// gone. Several nodes of a cluster with a role probe stop leader first, one at a time.
     pub fn stop_node(&self, target: &str) -> Result<Vec<String>, Error> {
-        self.each(target, |e, n| async move { e.stop_node(&n).await })
+        let nodes = self.select(target)?;
+        let (e, list, i) = (self.engine.clone(), nodes.clone(), self.interrupt.clone());
+        self.block(async move { e.stop_nodes(&list, &i).await })?;
+        Ok(nodes)
+    }
+
+    /// Stops these nodes (names, not targets) gracefully; see [`Cluster::stop_node`].
+    pub fn stop_nodes(&self, names: &[String]) -> Result<Vec<String>, Error> {
+        let (e, list, i) = (self.engine.clone(), names.to_vec(), self.interrupt.clone());
+        self.block(async move { e.stop_nodes(&list, &i).await })?;
+        Ok(names.to_vec())
     }
 
     /// Starts stopped or killed nodes again, with the same ports, data and certificates, and
@@ -356,6 +367,22 @@ impl Cluster {
         self.engine.live.get(cluster).map(|l| l.status())
     }
 
+    /// Injects a network fault (partition, isolate, cut, degrade) on nodes in network
+    /// namespaces; returns its record. Refused, never skipped, when a node is not in one.
+    pub fn fault(
+        &self,
+        fault: troupe_spec::control::Fault,
+    ) -> Result<troupe_spec::FaultRecord, Error> {
+        let e = self.engine.clone();
+        self.block(async move { e.fault(&fault).await })
+    }
+
+    /// Undoes every network fault; returns how many were active.
+    pub fn heal(&self) -> Result<usize, Error> {
+        let e = self.engine.clone();
+        self.block(async move { e.heal().await })
+    }
+
     /// Serves `<state-dir>/control.sock` so that `troupe status`, `troupe kill` and friends
     /// (or any program speaking the JSON-lines protocol) can drive this cluster. The returned
     /// receiver turns `true` when a client asked for `down` (every node is stopped by then).
@@ -415,6 +442,7 @@ impl Cluster {
                 e.stop_all(&i).await;
             }
             let _ = e.write_descriptor();
+            e.destroy_network();
         });
     }
 }

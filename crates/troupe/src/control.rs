@@ -156,6 +156,12 @@ async fn each(engine: &Arc<Engine>, targets: &[String], op: Op) -> Result<Respon
         });
     }
     let nodes = engine.select(targets, LEADER_WAIT).await?;
+    if let (Op::Stop, true) = (op, nodes.len() > 1) {
+        engine.stop_nodes(&nodes, &Interrupt::new()).await?;
+        let mut r = Response::ok();
+        r.nodes = nodes;
+        return Ok(r);
+    }
     let mut set = JoinSet::new();
     for n in nodes.clone() {
         let e = engine.clone();

@@ -59,6 +59,14 @@ impl Interrupt {
     }
 }
 
+/// Network faults of a run: the active ones (with their packet rules) and every record.
+#[derive(Default)]
+pub(crate) struct Faults {
+    next: u32,
+    active: Vec<(u32, Vec<crate::net::netns::Rule>)>,
+    records: Vec<troupe_spec::FaultRecord>,
+}
+
 pub(crate) struct Slot {
     pub plan: NodePlan,
     pub keeper: Option<Arc<Keeper>>,
@@ -83,6 +91,9 @@ pub(crate) struct Engine {
     pub live: BTreeMap<String, Arc<ClusterLive>>,
     /// Set once everything is being stopped; background watchers end.
     stopping: watch::Sender<bool>,
+    /// The namespaces backend, when a cluster lives in network namespaces.
+    net: Option<crate::net::netns::NetNs>,
+    faults: Mutex<Faults>,
     _ports: Vec<PortLease>,
 }
 
@@ -95,7 +106,41 @@ impl Engine {
         let allocator = PortAllocator::new(spec.port_range);
         let mut leases = Vec::new();
         let mut ports = PortMap::new();
+        let run_id = run_id();
+        // Nodes in namespaces get addresses of their own and the same port numbers, as on
+        // separate hosts; the others get ports allocated on the host.
+        let ns_nodes: Vec<String> = spec
+            .clusters
+            .values()
+            .filter(|c| c.network == troupe_spec::Network::Namespaces)
+            .flat_map(|c| (1..=c.nodes).map(|i| plan::node_name(&c.name, i)))
+            .collect();
+        let net = if ns_nodes.is_empty() {
+            None
+        } else {
+            Some(crate::net::netns::NetNs::allocate(
+                &state.path,
+                &run_id,
+                &ns_nodes,
+            )?)
+        };
+        let mut hosts = BTreeMap::new();
         for c in spec.clusters.values() {
+            if c.network == troupe_spec::Network::Namespaces {
+                let net = net.as_ref().expect("allocated above");
+                for i in 1..=c.nodes {
+                    let name = plan::node_name(&c.name, i);
+                    hosts.insert(name.clone(), net.nodes[&name].ip.to_string());
+                    let fixed = c
+                        .ports
+                        .iter()
+                        .enumerate()
+                        .map(|(k, p)| (p.clone(), 20000 + k as u16))
+                        .collect();
+                    ports.insert(name, fixed);
+                }
+                continue;
+            }
             let host: IpAddr = if c.host == "localhost" {
                 IpAddr::from([127, 0, 0, 1])
             } else {
@@ -113,8 +158,15 @@ impl Engine {
                 leases.extend(got);
             }
         }
-        let run_id = run_id();
-        let plan = plan::resolve(spec, &state.path, &ports, &run_id)?;
+        let mut plan = plan::resolve(spec, &state.path, &ports, &hosts, &run_id)?;
+        if let Some(net) = &net {
+            for c in &mut plan.clusters {
+                for n in &mut c.nodes {
+                    n.netns = net.netns_path(&n.name);
+                }
+            }
+            net.create()?;
+        }
         let ca = match &spec.tls {
             Some(tls) => {
                 let dir = state.path.join("tls");
@@ -174,6 +226,8 @@ impl Engine {
             plan,
             slots,
             state,
+            net,
+            faults: Mutex::new(Faults::default()),
             live,
             stopping: watch::channel(false).0,
             _ports: leases,
@@ -270,44 +324,75 @@ impl Engine {
                 .iter()
                 .filter(|s| s.plan.cluster == cluster.name)
                 .collect();
-            let live = &self.live[&cluster.name];
-            if live.has_role_probe {
-                // Leader first, one at a time: a leader that is asked to stop hands over to a
-                // follower (etcd waits up to 5 s for one that is itself stopping), so each
-                // hand-over must find a live follower. The last member leads nobody and stops
-                // at once.
-                loop {
-                    let running: Vec<&Arc<Slot>> = slots
-                        .iter()
-                        .copied()
-                        .filter(|s| s.current().is_some_and(|p| p.status().running()))
-                        .collect();
-                    if running.len() <= 1 || interrupt.level() >= 2 {
-                        stop_together(&running, interrupt).await;
-                        break;
-                    }
-                    let names: Vec<&str> = running.iter().map(|s| s.plan.name.as_str()).collect();
-                    let mut rx = live.subscribe();
-                    let leader = tokio::time::timeout(
-                        Duration::from_millis(300),
-                        rx.wait_for(|l| l.as_deref().is_some_and(|l| names.contains(&l))),
-                    )
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok().and_then(|l| l.clone()));
-                    match leader.and_then(|l| running.iter().copied().find(|s| s.plan.name == l)) {
-                        Some(slot) => stop_together(&[slot], interrupt).await,
-                        None => {
-                            stop_together(&running, interrupt).await;
-                            break;
-                        }
-                    }
-                }
-            } else {
-                stop_together(&slots, interrupt).await;
-            }
+            self.stop_set(&cluster.name, &slots, interrupt).await;
         }
         self.stopping.send_replace(true);
+    }
+
+    /// Stops several nodes gracefully: per cluster, leader first when it has a role probe.
+    pub async fn stop_nodes(&self, names: &[String], interrupt: &Interrupt) -> Result<(), Error> {
+        for n in names {
+            self.slot(n)?;
+        }
+        if let [one] = names {
+            return self.stop_node(one).await;
+        }
+        for cluster in &self.plan.clusters {
+            let slots: Vec<&Arc<Slot>> = self
+                .slots
+                .iter()
+                .filter(|s| s.plan.cluster == cluster.name && names.contains(&s.plan.name))
+                .collect();
+            if slots.is_empty() {
+                continue;
+            }
+            let mut guards = Vec::new();
+            for s in &slots {
+                guards.push(s.op.lock().await);
+            }
+            self.stop_set(&cluster.name, &slots, interrupt).await;
+        }
+        let _ = self.write_descriptor();
+        Ok(())
+    }
+
+    /// Stops `slots` of one cluster. With a role probe: leader first, one at a time, since a
+    /// leader that is asked to stop hands over to a follower (etcd waits up to 5 s for one that
+    /// is itself stopping), so each hand-over must find a live follower; the last member leads
+    /// nobody and stops at once. Without one: all together.
+    async fn stop_set(&self, cluster: &str, slots: &[&Arc<Slot>], interrupt: &Interrupt) {
+        let live = &self.live[cluster];
+        if !live.has_role_probe {
+            stop_together(slots, interrupt).await;
+            return;
+        }
+        loop {
+            let running: Vec<&Arc<Slot>> = slots
+                .iter()
+                .copied()
+                .filter(|s| s.current().is_some_and(|p| p.status().running()))
+                .collect();
+            if running.len() <= 1 || interrupt.level() >= 2 {
+                stop_together(&running, interrupt).await;
+                return;
+            }
+            let names: Vec<&str> = running.iter().map(|s| s.plan.name.as_str()).collect();
+            let mut rx = live.subscribe();
+            let leader = tokio::time::timeout(
+                Duration::from_millis(300),
+                rx.wait_for(|l| l.as_deref().is_some_and(|l| names.contains(&l))),
+            )
+            .await
+            .ok()
+            .and_then(|r| r.ok().and_then(|l| l.clone()));
+            match leader.and_then(|l| running.iter().copied().find(|s| s.plan.name == l)) {
+                Some(slot) => stop_together(&[slot], interrupt).await,
+                None => {
+                    stop_together(&running, interrupt).await;
+                    return;
+                }
+            }
+        }
     }
 
     /// SIGKILLs every node at once and waits for them to be gone.
@@ -616,6 +701,209 @@ impl Engine {
         Ok(())
     }
 
+    /// Injects a network fault (journaled before it is applied) and returns its record.
+    pub async fn fault(
+        &self,
+        f: &troupe_spec::control::Fault,
+    ) -> Result<troupe_spec::FaultRecord, Error> {
+        use crate::net::netns::Rule;
+        use troupe_spec::control::Fault;
+        let Some(net) = &self.net else {
+            return Err(Error::Target {
+                message: "network faults need nodes in network namespaces, and no cluster of this run has them".into(),
+                help: Some("add `network = \"namespaces\"` to the clusters to fault (needs root); faults are never skipped silently".into()),
+            });
+        };
+        let wait = Duration::from_secs(10);
+        let all: Vec<String> = net.nodes.keys().cloned().collect();
+        let (rules, description) = match f {
+            Fault::Partition { groups, bridge } => {
+                let bridge_nodes = match bridge {
+                    Some(b) => self.select(std::slice::from_ref(b), wait).await?,
+                    None => vec![],
+                };
+                let mut resolved = Vec::new();
+                for g in groups {
+                    let nodes: Vec<String> = self
+                        .select(g, wait)
+                        .await?
+                        .into_iter()
+                        .filter(|n| !bridge_nodes.contains(n))
+                        .collect();
+                    resolved.push(nodes);
+                }
+                if resolved.len() < 2 {
+                    return Err(Error::Target {
+                        message: "a partition needs at least two groups".into(),
+                        help: Some(
+                            "separate groups with `|`, e.g. \"main-1 | main-2 main-3\"".into(),
+                        ),
+                    });
+                }
+                let mut rules = Vec::new();
+                for (i, a) in resolved.iter().enumerate() {
+                    for (j, b) in resolved.iter().enumerate() {
+                        if i != j {
+                            rules.push(Rule::Drop {
+                                from: a.clone(),
+                                to: b.clone(),
+                            });
+                        }
+                    }
+                }
+                let text: Vec<String> = resolved.iter().map(|g| g.join(" ")).collect();
+                let mut d = format!("partition {}", text.join(" | "));
+                if !bridge_nodes.is_empty() {
+                    d.push_str(&format!(" (bridged by {})", bridge_nodes.join(" ")));
+                }
+                (rules, d)
+            }
+            Fault::Isolate { targets, host } => {
+                let nodes = self.select(targets, wait).await?;
+                let mut rules = Vec::new();
+                for n in &nodes {
+                    let others: Vec<String> = all.iter().filter(|o| *o != n).cloned().collect();
+                    rules.push(Rule::Drop {
+                        from: vec![n.clone()],
+                        to: others.clone(),
+                    });
+                    rules.push(Rule::Drop {
+                        from: others,
+                        to: vec![n.clone()],
+                    });
+                }
+                if *host {
+                    rules.push(Rule::HostDrop {
+                        nodes: nodes.clone(),
+                    });
+                }
+                (
+                    rules,
+                    format!(
+                        "isolate {}{}",
+                        nodes.join(" "),
+                        if *host { " (and from the host)" } else { "" }
+                    ),
+                )
+            }
+            Fault::Cut { from, to, one_way } => {
+                let a = self.select(from, wait).await?;
+                let b = self.select(to, wait).await?;
+                let mut rules = vec![Rule::Drop {
+                    from: a.clone(),
+                    to: b.clone(),
+                }];
+                if !one_way {
+                    rules.push(Rule::Drop {
+                        from: b.clone(),
+                        to: a.clone(),
+                    });
+                }
+                let arrow = if *one_way { "->" } else { "<->" };
+                (
+                    rules,
+                    format!("cut {} {arrow} {}", a.join(" "), b.join(" ")),
+                )
+            }
+            Fault::Degrade {
+                targets,
+                delay_ms,
+                jitter_ms,
+                loss_pct,
+                rate,
+            } => {
+                let nodes = self.select(targets, wait).await?;
+                let mut d = format!("degrade {}: delay {delay_ms}ms", nodes.join(" "));
+                if *jitter_ms > 0.0 {
+                    d.push_str(&format!(" ±{jitter_ms}ms"));
+                }
+                if *loss_pct > 0.0 {
+                    d.push_str(&format!(", loss {loss_pct}%"));
+                }
+                if let Some(r) = rate {
+                    d.push_str(&format!(", rate {r}"));
+                }
+                let rule = Rule::Degrade {
+                    nodes,
+                    delay: Duration::from_secs_f64(delay_ms / 1000.0),
+                    jitter: Duration::from_secs_f64(jitter_ms / 1000.0),
+                    loss_pct: *loss_pct,
+                    rate: rate.clone(),
+                };
+                (vec![rule], d)
+            }
+            _ => {
+                return Err(Error::Target {
+                    message: "this troupe does not know that fault".into(),
+                    help: None,
+                });
+            }
+        };
+        let involved: Vec<&String> = rules
+            .iter()
+            .flat_map(|r| match r {
+                Rule::Drop { from, to } => from.iter().chain(to.iter()).collect::<Vec<_>>(),
+                Rule::HostDrop { nodes } | Rule::Degrade { nodes, .. } => nodes.iter().collect(),
+            })
+            .collect();
+        if let Some(n) = involved
+            .iter()
+            .find(|n| !net.nodes.contains_key(n.as_str()))
+        {
+            return Err(Error::Target {
+                message: format!("node `{n}` runs on the host network, where links cannot be cut"),
+                help: Some("put its cluster in `network = \"namespaces\"`; faults are never skipped silently".into()),
+            });
+        }
+        let mut faults = self.faults.lock().expect("faults");
+        faults.next += 1;
+        let id = faults.next;
+        let record = troupe_spec::FaultRecord::new(id, description, roles::unix_ms());
+        net.journal(serde_json::json!({"op": "fault", "id": id, "description": record.description, "at_ms": record.started_at_ms}))?;
+        faults.active.push((id, rules));
+        let flat: Vec<(u32, Rule)> = faults
+            .active
+            .iter()
+            .flat_map(|(i, rs)| rs.iter().map(move |r| (*i, r.clone())))
+            .collect();
+        if let Err(e) = net.apply(&flat) {
+            faults.active.pop();
+            return Err(e);
+        }
+        faults.records.push(record.clone());
+        drop(faults);
+        let _ = self.write_descriptor();
+        Ok(record)
+    }
+
+    /// Undoes every active fault. Returns how many there were.
+    pub async fn heal(&self) -> Result<usize, Error> {
+        let Some(net) = &self.net else { return Ok(0) };
+        let mut faults = self.faults.lock().expect("faults");
+        let n = faults.active.len();
+        net.journal(serde_json::json!({"op": "heal", "at_ms": roles::unix_ms()}))?;
+        net.apply(&[])?;
+        faults.active.clear();
+        let now = roles::unix_ms();
+        for r in faults
+            .records
+            .iter_mut()
+            .filter(|r| r.healed_at_ms.is_none())
+        {
+            r.healed_at_ms = Some(now);
+        }
+        drop(faults);
+        let _ = self.write_descriptor();
+        Ok(n)
+    }
+
+    /// Removes the run's network (namespaces, bridge, rules). Call after every node stopped.
+    pub fn destroy_network(&self) {
+        if let Some(net) = &self.net {
+            net.destroy();
+        }
+    }
+
     /// Keeps every cluster's leader current until the engine stops.
     pub fn spawn_role_watchers(self: &Arc<Self>) {
         for (cluster, live) in &self.live {
@@ -694,6 +982,7 @@ impl Engine {
             "supervisor_pid": std::process::id(),
             "supervisor_start_time": crate::sys::start_time(std::process::id()),
             "clusters": self.plan.clusters.iter().map(|c| self.live[&c.name].status()).collect::<Vec<_>>(),
+            "faults": self.faults.lock().expect("faults").records.clone(),
             "nodes": nodes,
         }))
         .expect("descriptor")

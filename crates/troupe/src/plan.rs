@@ -56,6 +56,8 @@ pub struct NodePlan {
     pub tls: Option<NodeTls>,
     pub ca: Option<PathBuf>,
     pub program: PathBuf,
+    /// The network namespace the node runs in (`/run/netns/...`), if any.
+    pub netns: Option<PathBuf>,
     /// Run as this user: name, uid, gid, home.
     pub user: Option<(String, u32, u32, PathBuf)>,
     pub args: Vec<String>,
@@ -158,9 +160,13 @@ pub type PortMap = BTreeMap<String, BTreeMap<String, u16>>;
 /// placeholder ports and paths, and resolves every binary.
 pub fn check(spec: &Spec) -> Result<(), InvalidSpec> {
     let mut ports = PortMap::new();
+    let mut hosts = BTreeMap::new();
     let mut next = 10000u16;
     for c in spec.clusters.values() {
         for i in 1..=c.nodes {
+            if c.network == troupe_spec::Network::Namespaces {
+                hosts.insert(node_name(&c.name, i), format!("10.213.0.{}", 10 + i));
+            }
             let m = c
                 .ports
                 .iter()
@@ -172,18 +178,27 @@ pub fn check(spec: &Spec) -> Result<(), InvalidSpec> {
             ports.insert(node_name(&c.name, i), m);
         }
     }
-    resolve(spec, Path::new("/nonexistent/troupe-state"), &ports, "0000").map(|_| ())
+    resolve(
+        spec,
+        Path::new("/nonexistent/troupe-state"),
+        &ports,
+        &hosts,
+        "0000",
+    )
+    .map(|_| ())
 }
 
 pub fn node_name(cluster: &str, index: u32) -> String {
     format!("{cluster}-{index}")
 }
 
-/// Resolves a spec into a plan, given the state directory (absolute) and every node's ports.
+/// Resolves a spec into a plan, given the state directory (absolute), every node's ports and
+/// the addresses of nodes that do not live on the cluster's `host` (network namespaces).
 pub fn resolve(
     spec: &Spec,
     state_dir: &Path,
     ports: &PortMap,
+    hosts: &BTreeMap<String, String>,
     run_id: &str,
 ) -> Result<Plan, InvalidSpec> {
     let mut r = Resolver {
@@ -191,7 +206,7 @@ pub fn resolve(
         templates: Templates::new(),
         errors: Vec::new(),
     };
-    let plan = r.plan(state_dir, ports, run_id);
+    let plan = r.plan(state_dir, ports, hosts, run_id);
     if r.errors.is_empty() {
         Ok(plan)
     } else {
@@ -209,7 +224,13 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
-    fn plan(&mut self, state_dir: &Path, ports: &PortMap, run_id: &str) -> Plan {
+    fn plan(
+        &mut self,
+        state_dir: &Path,
+        ports: &PortMap,
+        hosts: &BTreeMap<String, String>,
+        run_id: &str,
+    ) -> Plan {
         let spec = self.spec;
         let tls_on = spec.tls.is_some();
         let ca = tls_on.then(|| state_dir.join("tls").join("ca.pem"));
@@ -225,7 +246,8 @@ impl Resolver<'_> {
                 let p = ports.get(&name).cloned().unwrap_or_default();
                 let dir = state_dir.join("nodes").join(&name);
                 let scheme = if tls_on { "https" } else { "http" };
-                let host_in_url = url_host(&c.host);
+                let host = hosts.get(&name).unwrap_or(&c.host);
+                let host_in_url = url_host(host);
                 let urls: BTreeMap<String, String> = p
                     .iter()
                     .map(|(k, v)| (k.clone(), format!("{scheme}://{host_in_url}:{v}")))
@@ -243,7 +265,7 @@ impl Resolver<'_> {
                     "name": name,
                     "index": i,
                     "cluster": c.name,
-                    "host": c.host,
+                    "host": host,
                     "ports": p,
                     "urls": urls,
                     "addrs": addrs,
@@ -307,15 +329,16 @@ impl Resolver<'_> {
                     .map(|f| (dir.join(&f.name), self.render(&f.template, &ctx), f.mode))
                     .collect();
                 let p = ports.get(&name).cloned().unwrap_or_default();
+                let host = hosts.get(&name).unwrap_or(&c.host).clone();
                 let started = c
                     .started
                     .iter()
-                    .filter_map(|pr| self.probe(pr, &c.host, &p, &ctx))
+                    .filter_map(|pr| self.probe(pr, &host, &p, &ctx))
                     .collect();
                 let ready = c
                     .ready
                     .iter()
-                    .filter_map(|pr| self.probe(pr, &c.host, &p, &ctx))
+                    .filter_map(|pr| self.probe(pr, &host, &p, &ctx))
                     .collect();
                 let user = c.user.as_ref().and_then(|u| self.user(u));
                 let role = c.role.as_ref().and_then(|r| self.role(r, &ctx));
@@ -323,7 +346,8 @@ impl Resolver<'_> {
                     name: name.clone(),
                     cluster: c.name.clone(),
                     index: i,
-                    host: c.host.clone(),
+                    host,
+                    netns: None,
                     urls: serde_json::from_value(node["urls"].clone()).unwrap_or_default(),
                     ports: p,
                     data_dir: dir.join("data"),

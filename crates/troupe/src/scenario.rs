@@ -586,47 +586,74 @@ impl Runner<'_> {
         self.clusters().into_iter().find(|c| c.node(node).is_ok())
     }
 
+    /// Acts on every selected node at once (a group stop goes leader first), like the command
+    /// line does: a quorum system started one node at a time would never become ready.
     fn op(&self, op: NodeOp, targets: &[String], ctx: &Ctx, deadline: Instant) -> StepResult {
-        let mut done = Vec::new();
+        let mut nodes: Vec<String> = Vec::new();
         for t in targets {
             let t = self.render(t, ctx)?;
-            let nodes = self.select(&t)?;
-            for n in &nodes {
-                let c = self.cluster_of(n).expect("selected nodes exist");
-                let (tx, rx) = mpsc::channel();
-                let node = n.clone();
-                std::thread::spawn(move || {
-                    let r = match op {
-                        NodeOp::Kill => c.kill(&node),
-                        NodeOp::Stop => c.stop_node(&node),
-                        NodeOp::Start => c.start_node(&node),
-                        NodeOp::Restart => c.restart_node(&node),
-                        NodeOp::Pause => c.pause(&node),
-                        NodeOp::Resume => c.resume(&node),
-                    };
-                    let _ = tx.send(r);
-                });
-                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(Ok(_)) => done.push(n.clone()),
-                    Ok(Err(e)) => {
-                        return Err(Failure {
-                            message: format!("{} {n}: {e}", op.name()),
-                            nodes: vec![n.clone()],
-                        });
-                    }
-                    Err(_) => {
-                        return Err(Failure {
-                            message: format!(
-                                "{} {n} did not finish before the step's deadline",
-                                op.name()
-                            ),
-                            nodes: vec![n.clone()],
-                        });
-                    }
+            for n in self.select(&t)? {
+                if !nodes.contains(&n) {
+                    nodes.push(n);
                 }
             }
         }
-        Ok(Some(format!("{}: {}", op.name(), done.join(", "))))
+        // One call per cluster object, with its nodes as targets, in a thread each.
+        let mut by_cluster: Vec<(Arc<Cluster>, Vec<String>)> = Vec::new();
+        for n in &nodes {
+            let c = self.cluster_of(n).expect("selected nodes exist");
+            match by_cluster.iter_mut().find(|(x, _)| Arc::ptr_eq(x, &c)) {
+                Some((_, list)) => list.push(n.clone()),
+                None => by_cluster.push((c, vec![n.clone()])),
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let mut pending = 0;
+        for (c, list) in by_cluster {
+            let jobs: Vec<Vec<String>> = if op == NodeOp::Stop {
+                vec![list]
+            } else {
+                list.into_iter().map(|n| vec![n]).collect()
+            };
+            for job in jobs {
+                pending += 1;
+                let (c, tx) = (c.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let r = match (op, job.as_slice()) {
+                        (NodeOp::Stop, _) => c.stop_nodes(&job),
+                        (NodeOp::Kill, [n]) => c.kill(n),
+                        (NodeOp::Start, [n]) => c.start_node(n),
+                        (NodeOp::Restart, [n]) => c.restart_node(n),
+                        (NodeOp::Pause, [n]) => c.pause(n),
+                        (NodeOp::Resume, [n]) => c.resume(n),
+                        _ => Ok(vec![]),
+                    };
+                    let _ = tx.send((job, r));
+                });
+            }
+        }
+        for _ in 0..pending {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((_, Ok(_))) => {}
+                Ok((job, Err(e))) => {
+                    return Err(Failure {
+                        message: format!("{} {}: {e}", op.name(), job.join(" ")),
+                        nodes: job,
+                    });
+                }
+                Err(_) => {
+                    return Err(Failure {
+                        message: format!(
+                            "{} {} did not finish before the step's deadline",
+                            op.name(),
+                            nodes.join(" ")
+                        ),
+                        nodes,
+                    });
+                }
+            }
+        }
+        Ok(Some(format!("{}: {}", op.name(), nodes.join(", "))))
     }
 
     fn wait(

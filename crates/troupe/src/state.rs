@@ -78,8 +78,14 @@ impl StateDir {
 
     /// Writes `name` atomically: readers see the old or the new file, never half of one.
     pub fn write_atomic(&self, name: &str, contents: &[u8]) -> Result<PathBuf, Error> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let dest = self.path.join(name);
-        let tmp = self.path.join(format!(".{name}.tmp"));
+        // A temp file per write: concurrent writers (nodes becoming ready together) must not
+        // rename each other's file away.
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .path
+            .join(format!(".{name}.{}.{n}.tmp", std::process::id()));
         let mut f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
         f.write_all(contents)
             .map_err(|e| io_err("write", &tmp, e))?;

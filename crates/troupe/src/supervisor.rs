@@ -71,6 +71,15 @@ impl NodeProc {
         let err = log.try_clone().map_err(|e| e.to_string())?;
         let parent = std::process::id();
         let user = plan.user.as_ref().map(|(_, uid, gid, _)| (*uid, *gid));
+        // Opened here, kept open until the spawn returned, entered in the child.
+        let netns = match &plan.netns {
+            Some(p) => Some(
+                std::fs::File::open(p)
+                    .map_err(|e| format!("cannot open network namespace {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        let netns_fd = netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         let mut cmd = tokio::process::Command::new(&plan.program);
         cmd.args(&plan.args)
             .envs(plan.env.iter().map(|(k, v)| (k, v)));
@@ -85,7 +94,7 @@ impl NodeProc {
             .kill_on_drop(true);
         // SAFETY: child_setup only calls async-signal-safe functions (prctl, getppid, sigprocmask).
         unsafe {
-            cmd.pre_exec(move || sys::child_setup(parent, user));
+            cmd.pre_exec(move || sys::child_setup(parent, user, netns_fd));
         }
         let mut child = cmd
             .spawn()

@@ -90,8 +90,19 @@ fn reap_group(pgid: u32) {
 
 /// Runs in the child between fork and exec: its own process group is set by the caller; here
 /// the child dies with its parent thread, and starts with no signal blocked.
-pub fn child_setup(parent: u32, user: Option<(u32, u32)>) -> std::io::Result<()> {
-    // Credentials first: changing them clears the parent-death signal.
+pub fn child_setup(
+    parent: u32,
+    user: Option<(u32, u32)>,
+    netns: Option<i32>,
+) -> std::io::Result<()> {
+    // The namespace first (it needs root), then credentials (changing them clears the
+    // parent-death signal), then the parent-death signal.
+    if let Some(fd) = netns {
+        // SAFETY: the fd is open in the parent for the duration of the spawn.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(std::io::Error::from)?;
+    }
     if let Some((uid, gid)) = user {
         let gid = nix::unistd::Gid::from_raw(gid);
         nix::unistd::setgroups(&[gid]).map_err(std::io::Error::from)?;

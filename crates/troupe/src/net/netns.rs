@@ -1,0 +1,457 @@
+//! The network-namespace backend: each node of a `network = "namespaces"` cluster runs in a
+//! namespace of its own, with its own address on a bridge troupe creates, so all nodes use the
+//! same ports, as on separate hosts. The host reaches every node at its address.
+//!
+//! Faults are packet filters on that bridge (one nftables table per run, replaced atomically
+//! on every change) and netem queues on the nodes' interfaces. Every resource carries the run's
+//! id in its name and is written to `<state-dir>/network.journal` *before* it is created, so
+//! `heal`, `down` and a later cleanup after a crash remove exactly what troupe made.
+//!
+//! Addresses come from 10.213.X.0/24, X locked per run like ports, so concurrent runs never
+//! share a subnet. Only namespaces troupe created are ever given traffic.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::error::Error;
+
+/// One node's place on the run's network.
+#[derive(Debug, Clone)]
+pub struct NodeNet {
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    veth_host: String,
+    veth_node: String,
+}
+
+/// A run's bridge, namespaces and fault table.
+#[derive(Debug)]
+pub struct NetNs {
+    pub id: String,
+    pub subnet: u8,
+    bridge: String,
+    table: String,
+    journal: PathBuf,
+    pub nodes: BTreeMap<String, NodeNet>,
+    created: std::sync::atomic::AtomicBool,
+    _lock: File,
+}
+
+/// A packet-level rule, derived from a fault.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rule {
+    /// Drop packets from any node of `from` to any node of `to`.
+    Drop { from: Vec<String>, to: Vec<String> },
+    /// Drop packets between these nodes and the host, both ways.
+    HostDrop { nodes: Vec<String> },
+    /// netem on the nodes' interfaces (their outgoing traffic).
+    Degrade {
+        nodes: Vec<String>,
+        delay: Duration,
+        jitter: Duration,
+        loss_pct: f64,
+        rate: Option<String>,
+    },
+}
+
+const JOURNAL: &str = "network.journal";
+
+fn net_err(what: impl Into<String>, detail: impl Into<String>) -> Error {
+    Error::Target {
+        message: format!("failed to {}: {}", what.into(), detail.into()),
+        help: Some(
+            "network namespaces need root and iproute2 and nftables (apt-get install iproute2 nftables)".into(),
+        ),
+    }
+}
+
+fn run(args: &[&str]) -> Result<(), Error> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| net_err(format!("run `{}`", args.join(" ")), e.to_string()))?;
+    if !out.status.success() {
+        return Err(net_err(
+            format!("run `{}`", args.join(" ")),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+fn run_with_input(args: &[&str], input: &str) -> Result<(), Error> {
+    use std::process::Stdio;
+    let mut child = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| net_err(format!("run `{}`", args.join(" ")), e.to_string()))?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .map_err(|e| net_err("feed nft", e.to_string()))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| net_err("wait for nft", e.to_string()))?;
+    if !out.status.success() {
+        return Err(net_err(
+            "apply the fault rules",
+            format!("{}\n{input}", String::from_utf8_lossy(&out.stderr).trim()),
+        ));
+    }
+    Ok(())
+}
+
+fn journal_append(path: &Path, entry: serde_json::Value) -> Result<(), Error> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| crate::error::io_err("open", path, e))?;
+    writeln!(f, "{entry}").map_err(|e| crate::error::io_err("write", path, e))?;
+    f.sync_data()
+        .map_err(|e| crate::error::io_err("sync", path, e))
+}
+
+impl NetNs {
+    /// Chooses a subnet and names for `nodes`; changes nothing on the system yet.
+    pub fn allocate(state_dir: &Path, run_id: &str, nodes: &[String]) -> Result<NetNs, Error> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(Error::Target {
+                message: "`network = \"namespaces\"` needs root (network namespaces, a bridge and nftables)".into(),
+                help: Some("run troupe as root, or use the default host network".into()),
+            });
+        }
+        if nodes.len() > 240 {
+            return Err(net_err(
+                "place the nodes",
+                "at most 240 nodes fit on one run's subnet",
+            ));
+        }
+        let lock_dir = crate::ports::PortAllocator::new(None)
+            .lock_dir()
+            .to_path_buf();
+        std::fs::create_dir_all(&lock_dir)
+            .map_err(|e| crate::error::io_err("create", &lock_dir, e))?;
+        let id: String = run_id.chars().take(6).collect();
+        let start = u8::from_str_radix(&id[..2.min(id.len())], 16).unwrap_or(0);
+        for step in 0..=255u8 {
+            let subnet = start.wrapping_add(step);
+            let path = lock_dir.join(format!("net-10.213.{subnet}.lock"));
+            let Ok(file) = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+            else {
+                continue;
+            };
+            if file.try_lock().is_err() {
+                continue;
+            }
+            // Someone else's bridge on this subnet (not troupe's lock): skip it.
+            if address_in_use(Ipv4Addr::new(10, 213, subnet, 1)) {
+                continue;
+            }
+            let nodes = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    (
+                        n.clone(),
+                        NodeNet {
+                            netns: format!("troupe-{id}-{n}"),
+                            ip: Ipv4Addr::new(10, 213, subnet, 10 + i as u8),
+                            veth_host: format!("tr{id}{i:02x}h"),
+                            veth_node: format!("tr{id}{i:02x}n"),
+                        },
+                    )
+                })
+                .collect();
+            return Ok(NetNs {
+                bridge: format!("trb{id}"),
+                table: format!("troupe_{id}"),
+                id,
+                subnet,
+                journal: state_dir.join(JOURNAL),
+                nodes,
+                created: false.into(),
+                _lock: file,
+            });
+        }
+        Err(net_err(
+            "find a free subnet",
+            "every 10.213.X.0/24 is in use",
+        ))
+    }
+
+    /// The host's address on the bridge.
+    pub fn host_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 213, self.subnet, 1)
+    }
+
+    pub fn netns_path(&self, node: &str) -> Option<PathBuf> {
+        self.nodes
+            .get(node)
+            .map(|n| PathBuf::from("/run/netns").join(&n.netns))
+    }
+
+    /// Creates the bridge, then each node's namespace and veth pair, journaling each first.
+    pub fn create(&self) -> Result<(), Error> {
+        self.created
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let host = format!("{}/24", self.host_ip());
+        journal_append(
+            &self.journal,
+            json!({"op": "create", "kind": "bridge", "name": self.bridge, "table": self.table, "at_ms": crate::roles::unix_ms()}),
+        )?;
+        run(&["ip", "link", "add", &self.bridge, "type", "bridge"])?;
+        run(&["ip", "addr", "add", &host, "dev", &self.bridge])?;
+        run(&["ip", "link", "set", &self.bridge, "up"])?;
+        for n in self.nodes.values() {
+            journal_append(
+                &self.journal,
+                json!({"op": "create", "kind": "netns", "name": n.netns, "at_ms": crate::roles::unix_ms()}),
+            )?;
+            run(&["ip", "netns", "add", &n.netns])?;
+            run(&[
+                "ip",
+                "link",
+                "add",
+                &n.veth_host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &n.veth_node,
+            ])?;
+            run(&["ip", "link", "set", &n.veth_node, "netns", &n.netns])?;
+            run(&[
+                "ip",
+                "link",
+                "set",
+                &n.veth_host,
+                "master",
+                &self.bridge,
+                "up",
+            ])?;
+            run(&[
+                "ip",
+                "-n",
+                &n.netns,
+                "link",
+                "set",
+                &n.veth_node,
+                "name",
+                "eth0",
+            ])?;
+            run(&[
+                "ip",
+                "-n",
+                &n.netns,
+                "addr",
+                "add",
+                &format!("{}/24", n.ip),
+                "dev",
+                "eth0",
+            ])?;
+            run(&["ip", "-n", &n.netns, "link", "set", "eth0", "up"])?;
+            run(&["ip", "-n", &n.netns, "link", "set", "lo", "up"])?;
+        }
+        Ok(())
+    }
+
+    fn ips(&self, nodes: &[String]) -> String {
+        let ips: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| self.nodes.get(n).map(|x| x.ip.to_string()))
+            .collect();
+        format!("{{ {} }}", ips.join(", "))
+    }
+
+    /// Makes the active rules exactly `rules`: one atomic nftables transaction for filters,
+    /// and netem queues set or removed per node.
+    pub fn apply(&self, rules: &[(u32, Rule)]) -> Result<(), Error> {
+        let mut links = Vec::new();
+        let mut to_host = Vec::new();
+        let mut from_host = Vec::new();
+        let mut degraded: BTreeMap<String, String> = BTreeMap::new();
+        let host = self.host_ip();
+        for (id, r) in rules {
+            match r {
+                Rule::Drop { from, to } if !from.is_empty() && !to.is_empty() => {
+                    links.push(format!(
+                        "ip saddr {} ip daddr {} drop comment \"fault {id}\"",
+                        self.ips(from),
+                        self.ips(to)
+                    ))
+                }
+                Rule::HostDrop { nodes } if !nodes.is_empty() => {
+                    to_host.push(format!(
+                        "ip saddr {} ip daddr {host} drop comment \"fault {id}\"",
+                        self.ips(nodes)
+                    ));
+                    from_host.push(format!(
+                        "ip saddr {host} ip daddr {} drop comment \"fault {id}\"",
+                        self.ips(nodes)
+                    ));
+                }
+                Rule::Degrade {
+                    nodes,
+                    delay,
+                    jitter,
+                    loss_pct,
+                    rate,
+                } => {
+                    let mut netem = format!("delay {}us", delay.as_micros());
+                    if !jitter.is_zero() {
+                        netem.push_str(&format!(" {}us", jitter.as_micros()));
+                    }
+                    if *loss_pct > 0.0 {
+                        netem.push_str(&format!(" loss {loss_pct}%"));
+                    }
+                    if let Some(r) = rate {
+                        netem.push_str(&format!(" rate {r}"));
+                    }
+                    for n in nodes {
+                        degraded.insert(n.clone(), netem.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let t = &self.table;
+        let mut script = format!("table bridge {t}\ndelete table bridge {t}\n");
+        if !links.is_empty() || !to_host.is_empty() {
+            script.push_str(&format!(
+                "table bridge {t} {{\n  chain links {{\n    type filter hook forward priority 0; policy accept;\n{}  }}\n  chain to_host {{\n    type filter hook input priority 0; policy accept;\n{}  }}\n  chain from_host {{\n    type filter hook output priority 0; policy accept;\n{}  }}\n}}\n",
+                links.iter().map(|l| format!("    {l}\n")).collect::<String>(),
+                to_host.iter().map(|l| format!("    {l}\n")).collect::<String>(),
+                from_host.iter().map(|l| format!("    {l}\n")).collect::<String>(),
+            ));
+        }
+        run_with_input(&["nft", "-f", "-"], &script)?;
+        for (name, n) in &self.nodes {
+            match degraded.get(name) {
+                Some(netem) => {
+                    let mut args = vec![
+                        "tc", "-n", &n.netns, "qdisc", "replace", "dev", "eth0", "root", "netem",
+                    ];
+                    args.extend(netem.split(' '));
+                    run(&args)?;
+                }
+                None => {
+                    // Nothing to remove is fine.
+                    let _ = Command::new("tc")
+                        .args(["-n", &n.netns, "qdisc", "del", "dev", "eth0", "root"])
+                        .output();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Journals a fault (before it is applied) or its healing.
+    pub fn journal(&self, entry: serde_json::Value) -> Result<(), Error> {
+        journal_append(&self.journal, entry)
+    }
+
+    /// Removes everything this run created. Idempotent.
+    pub fn destroy(&self) {
+        if self
+            .created
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            cleanup(&self.journal);
+        }
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+fn address_in_use(ip: Ipv4Addr) -> bool {
+    Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {ip}/")))
+        .unwrap_or(false)
+}
+
+/// Removes what a journal says was created and not yet destroyed: the fault table, the
+/// namespaces (their veths go with them) and the bridge. Returns how many were removed.
+pub fn cleanup(journal: &Path) -> usize {
+    let Ok(text) = std::fs::read_to_string(journal) else {
+        return 0;
+    };
+    let mut netns = Vec::new();
+    let mut bridges = Vec::new();
+    let mut tables = Vec::new();
+    for line in text.lines() {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        match (e["op"].as_str(), e["kind"].as_str()) {
+            (Some("create"), Some("netns")) => netns.extend(e["name"].as_str().map(str::to_string)),
+            (Some("create"), Some("bridge")) => {
+                bridges.extend(e["name"].as_str().map(str::to_string));
+                tables.extend(e["table"].as_str().map(str::to_string));
+            }
+            (Some("destroyed"), _) => {
+                netns.clear();
+                bridges.clear();
+                tables.clear();
+            }
+            _ => {}
+        }
+    }
+    let mut removed = 0;
+    for t in &tables {
+        if Command::new("nft")
+            .args(["delete", "table", "bridge", t])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            removed += 1;
+        }
+    }
+    for n in &netns {
+        if Command::new("ip")
+            .args(["netns", "del", n])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            removed += 1;
+        }
+    }
+    for b in &bridges {
+        if Command::new("ip")
+            .args(["link", "del", b])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            removed += 1;
+        }
+    }
+    if !netns.is_empty() || !bridges.is_empty() {
+        let _ = journal_append(
+            journal,
+            json!({"op": "destroyed", "at_ms": crate::roles::unix_ms()}),
+        );
+    }
+    removed
+}

@@ -138,6 +138,20 @@ pub fn status(w: &Where, json: bool) -> i32 {
             }
         }
     }
+    for f in &d.faults {
+        let since = format_duration(Duration::from_millis(
+            troupe_unix_ms().saturating_sub(f.started_at_ms),
+        ));
+        match f.healed_at_ms {
+            None => println!("fault {}: {} (active for {since})", f.id, f.description),
+            Some(h) => println!(
+                "fault {}: {} (healed after {})",
+                f.id,
+                f.description,
+                format_duration(Duration::from_millis(h.saturating_sub(f.started_at_ms)))
+            ),
+        }
+    }
     exit::OK
 }
 
@@ -247,6 +261,27 @@ pub fn op(w: &Where, op: Op, targets: Vec<String>) -> i32 {
     }
 }
 
+/// Sends a fault (or heal) and prints what was done.
+pub fn fault(w: &Where, req: Request) -> i32 {
+    match ask(w, req, Duration::from_secs(60)) {
+        Ok(r) => {
+            if let Some(d) = r.detail {
+                println!("{d}");
+            }
+            exit::OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// `"a-1 | a-2 a-3"` → groups of targets.
+pub fn groups(text: &str) -> Vec<Vec<String>> {
+    text.split('|')
+        .map(|g| g.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|g| !g.is_empty())
+        .collect()
+}
+
 pub fn wait(w: &Where, until: WaitFor, cluster: Option<String>, timeout: &str) -> i32 {
     let limit = match parse_duration(timeout) {
         Ok(d) => d,
@@ -327,4 +362,11 @@ pub fn down(w: &Where, force: bool) -> i32 {
         }
         Err(code) => code,
     }
+}
+
+fn troupe_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

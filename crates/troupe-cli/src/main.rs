@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use troupe_spec::control::{Fault, Request};
 use troupe_spec::exit;
 
 /// Start real clusters of real server processes from one TOML spec, check they are ready,
@@ -108,6 +109,62 @@ enum Command {
     Pause(Targets),
     /// SIGCONT the targets' process groups.
     Resume(Targets),
+    /// Partition nodes into groups that cannot reach each other: "main-1 | main-2 main-3".
+    ///
+    /// Each group is a list of targets (nodes, clusters, CLUSTER:SELECTOR); nodes in no group
+    /// are unaffected. Needs the clusters in `network = "namespaces"`. `troupe heal` undoes it.
+    Partition {
+        #[command(flatten)]
+        run: ctl::Where,
+        /// Groups separated by `|`, e.g. "main:leader | main:followers".
+        groups: String,
+        /// A node that reaches both sides (a bridge between the groups).
+        #[arg(long)]
+        bridge: Option<String>,
+    },
+    /// Cut each target off from every other node (and with --host from the host's clients too).
+    Isolate {
+        #[command(flatten)]
+        run: ctl::Where,
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// Also cut the targets off from the host (troupe's probes and your clients).
+        #[arg(long)]
+        host: bool,
+    },
+    /// Drop packets from FROM to TO, and back unless --one-way.
+    Cut {
+        #[command(flatten)]
+        run: ctl::Where,
+        from: String,
+        to: String,
+        #[arg(long)]
+        one_way: bool,
+    },
+    /// Degrade the targets' outgoing traffic: delay, jitter, loss, rate (netem).
+    Degrade {
+        #[command(flatten)]
+        run: ctl::Where,
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// Added latency, e.g. 50ms.
+        #[arg(long, default_value = "0ms")]
+        delay: String,
+        /// Latency jitter, e.g. 5ms.
+        #[arg(long, default_value = "0ms")]
+        jitter: String,
+        /// Packet loss in percent, e.g. 1.5.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Rate limit in netem's terms, e.g. 1mbit.
+        #[arg(long)]
+        rate: Option<String>,
+    },
+    /// Undo every network fault.
+    Heal {
+        #[command(flatten)]
+        run: ctl::Where,
+    },
     /// Wait until every node is ready, or until a cluster has a leader (printed).
     Wait {
         #[command(flatten)]
@@ -185,6 +242,65 @@ fn main() -> ExitCode {
             ctl::wait(&run, until, cluster, &timeout)
         }
         Command::Down { run, force } => ctl::down(&run, force),
+        Command::Partition {
+            run,
+            groups,
+            bridge,
+        } => ctl::fault(
+            &run,
+            Request::Fault {
+                fault: Fault::Partition {
+                    groups: ctl::groups(&groups),
+                    bridge,
+                },
+            },
+        ),
+        Command::Isolate { run, targets, host } => ctl::fault(
+            &run,
+            Request::Fault {
+                fault: Fault::Isolate { targets, host },
+            },
+        ),
+        Command::Cut {
+            run,
+            from,
+            to,
+            one_way,
+        } => ctl::fault(
+            &run,
+            Request::Fault {
+                fault: Fault::Cut {
+                    from: vec![from],
+                    to: vec![to],
+                    one_way,
+                },
+            },
+        ),
+        Command::Degrade {
+            run,
+            targets,
+            delay,
+            jitter,
+            loss,
+            rate,
+        } => {
+            let (Ok(d), Ok(j)) = (
+                troupe_spec::parse_duration(&delay),
+                troupe_spec::parse_duration(&jitter),
+            ) else {
+                eprintln!("error: --delay and --jitter take durations such as 50ms");
+                return ExitCode::from(exit::INVALID_INPUT as u8);
+            };
+            let fault = Fault::Degrade {
+                targets,
+                delay_ms: d.as_secs_f64() * 1000.0,
+                jitter_ms: j.as_secs_f64() * 1000.0,
+                loss_pct: loss,
+                rate,
+            };
+            ctl::fault(&run, Request::Fault { fault })
+        }
+        Command::Heal { run } => ctl::fault(&run, Request::Heal),
     };
     ExitCode::from(code as u8)
 }

@@ -94,3 +94,8 @@ fn postgres_replicas_suite_passes_and_its_broken_variant_fails_where_expected() 
 fn nats_lifecycle_suite_passes_and_its_broken_variant_fails_where_expected() {
     suite("nats-lifecycle");
 }
+
+#[test]
+fn etcd_partition_suite_passes_and_its_broken_variant_fails_where_expected() {
+    suite("etcd-partition");
+}

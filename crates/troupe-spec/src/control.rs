@@ -106,6 +106,9 @@ pub struct Response {
     /// The nodes an operation acted on, after resolving targets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,
+    /// What was done, for people (e.g. the fault's description).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// The leader, for `wait leader`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,

@@ -93,6 +93,10 @@ pub enum StepKind {
     Parallel { steps: Vec<Step> },
     /// A fixed pause (discouraged: wait on a condition instead).
     Sleep(Duration),
+    /// A network fault (needs the clusters in network namespaces).
+    Fault(crate::control::Fault),
+    /// Undo every network fault.
+    Heal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +235,17 @@ struct RawStep {
     #[serde(default)]
     steps: Vec<Spanned<RawStep>>,
     sleep: Option<Spanned<String>>,
+    partition: Option<Spanned<String>>,
+    bridge: Option<Spanned<String>>,
+    isolate: Option<Spanned<OneOrMany>>,
+    host: Option<bool>,
+    cut: Option<Spanned<String>>,
+    degrade: Option<Spanned<OneOrMany>>,
+    delay: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
+    loss: Option<f64>,
+    rate: Option<String>,
+    heal: Option<Spanned<bool>>,
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -399,13 +414,18 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         ("until", r.until.is_some()),
         ("converge", r.converge.is_some()),
         ("sleep", r.sleep.is_some()),
+        ("partition", r.partition.is_some()),
+        ("isolate", r.isolate.is_some()),
+        ("cut", r.cut.is_some()),
+        ("degrade", r.degrade.is_some()),
+        ("heal", r.heal.as_ref().is_some_and(|h| *h.get_ref())),
     ];
     let set: Vec<&str> = leaf_kinds
         .iter()
         .filter(|(_, s)| *s)
         .map(|(n, _)| *n)
         .collect();
-    let kinds_help = "a step is one of: up, down, kill/stop/start/restart/pause/resume, sh, exec, wait, until, converge, sleep, or for_each/repeat/parallel with nested [[step.steps]]";
+    let kinds_help = "a step is one of: up, down, kill/stop/start/restart/pause/resume, sh, exec, wait, until, converge, sleep, partition/isolate/cut/degrade/heal, or for_each/repeat/parallel with nested [[step.steps]]";
     if ops.len() > 1 {
         v.err(
             span.clone(),
@@ -508,6 +528,61 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         StepKind::Parallel {
             steps: steps_of(v, r.steps),
         }
+    } else if let Some(p) = r.partition {
+        let groups: Vec<Vec<String>> = p
+            .get_ref()
+            .split('|')
+            .map(|g| g.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .filter(|g| !g.is_empty())
+            .collect();
+        if groups.len() < 2 {
+            v.err(p.span(), "a partition needs at least two groups", "separate groups of targets with `|`, e.g. partition = \"main:leader | main:followers\"");
+        }
+        StepKind::Fault(crate::control::Fault::Partition {
+            groups,
+            bridge: r.bridge.map(Spanned::into_inner),
+        })
+    } else if let Some(i) = r.isolate {
+        StepKind::Fault(crate::control::Fault::Isolate {
+            targets: i.into_inner().0,
+            host: r.host.unwrap_or(false),
+        })
+    } else if let Some(c) = r.cut {
+        let text = c.get_ref().clone();
+        let (one_way, parts) = if let Some((a, b)) = text.split_once("<->") {
+            (false, Some((a, b)))
+        } else {
+            (true, text.split_once("->"))
+        };
+        match parts {
+            Some((a, b)) if !a.trim().is_empty() && !b.trim().is_empty() => {
+                StepKind::Fault(crate::control::Fault::Cut {
+                    from: a.split_whitespace().map(str::to_string).collect(),
+                    to: b.split_whitespace().map(str::to_string).collect(),
+                    one_way,
+                })
+            }
+            _ => {
+                v.err(c.span(), format!("`{text}` is not a cut"), "write cut = \"A -> B\" (one way) or \"A <-> B\" (both ways), with targets on each side");
+                return None;
+            }
+        }
+    } else if let Some(d) = r.degrade {
+        let ms = |v: &mut Validator<'_>, x: &Option<Spanned<String>>| match x {
+            Some(t) => v.duration(t).map(|d| d.as_secs_f64() * 1000.0),
+            None => Some(0.0),
+        };
+        let delay_ms = ms(v, &r.delay)?;
+        let jitter_ms = ms(v, &r.jitter)?;
+        StepKind::Fault(crate::control::Fault::Degrade {
+            targets: d.into_inner().0,
+            delay_ms,
+            jitter_ms,
+            loss_pct: r.loss.unwrap_or(0.0),
+            rate: r.rate,
+        })
+    } else if r.heal.is_some() {
+        StepKind::Heal
     } else if let Some(up) = r.up {
         StepKind::Up(up.into_inner().0)
     } else if r.down.is_some() {

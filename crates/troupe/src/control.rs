@@ -120,6 +120,16 @@ async fn handle(
                 }
             }
         }
+        Request::Fault { fault } => engine.fault(&fault).await.map(|rec| {
+            let mut r = Response::ok();
+            r.detail = Some(format!("fault {}: {}", rec.id, rec.description));
+            r
+        }),
+        Request::Heal => engine.heal().await.map(|n| {
+            let mut r = Response::ok();
+            r.detail = Some(format!("healed {n} fault{}", if n == 1 { "" } else { "s" }));
+            r
+        }),
         Request::Down => {
             engine.stop_all(interrupt).await;
             let _ = engine.write_descriptor();

@@ -716,6 +716,8 @@ impl Engine {
         };
         let wait = Duration::from_secs(10);
         let all: Vec<String> = net.nodes.keys().cloned().collect();
+        // Nodes cut off from their cluster's majority: their claims to lead stop counting.
+        let mut sidelined: Vec<(String, &'static str)> = Vec::new();
         let (rules, description) = match f {
             Fault::Partition { groups, bridge } => {
                 let bridge_nodes = match bridge {
@@ -751,6 +753,15 @@ impl Engine {
                         }
                     }
                 }
+                let largest = resolved.iter().map(Vec::len).max().unwrap_or(0);
+                let mut kept_largest = false;
+                for g in &resolved {
+                    if g.len() == largest && !kept_largest {
+                        kept_largest = true;
+                        continue;
+                    }
+                    sidelined.extend(g.iter().map(|n| (n.clone(), "partition")));
+                }
                 let text: Vec<String> = resolved.iter().map(|g| g.join(" ")).collect();
                 let mut d = format!("partition {}", text.join(" | "));
                 if !bridge_nodes.is_empty() {
@@ -760,6 +771,7 @@ impl Engine {
             }
             Fault::Isolate { targets, host } => {
                 let nodes = self.select(targets, wait).await?;
+                sidelined.extend(nodes.iter().map(|n| (n.clone(), "isolate")));
                 let mut rules = Vec::new();
                 for n in &nodes {
                     let others: Vec<String> = all.iter().filter(|o| *o != n).cloned().collect();
@@ -872,6 +884,11 @@ impl Engine {
         }
         faults.records.push(record.clone());
         drop(faults);
+        for (n, cause) in sidelined {
+            if let Ok(s) = self.slot(&n) {
+                self.live[&s.plan.cluster].acting_on(&n, cause);
+            }
+        }
         let _ = self.write_descriptor();
         Ok(record)
     }
@@ -893,6 +910,12 @@ impl Engine {
             r.healed_at_ms = Some(now);
         }
         drop(faults);
+        for s in &self.slots {
+            let st = s.current().map(|p| p.status());
+            if st.is_some_and(|st| st.running() && st.state != NodeState::Paused) {
+                self.live[&s.plan.cluster].back(&s.plan.name);
+            }
+        }
         let _ = self.write_descriptor();
         Ok(n)
     }

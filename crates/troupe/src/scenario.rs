@@ -434,6 +434,47 @@ impl Runner<'_> {
                 children.extend(results);
                 Ok(None)
             }
+            StepKind::Fault(f) => {
+                let first = match f {
+                    troupe_spec::control::Fault::Partition { groups, .. } => {
+                        groups.first().and_then(|g| g.first()).cloned()
+                    }
+                    troupe_spec::control::Fault::Isolate { targets, .. }
+                    | troupe_spec::control::Fault::Degrade { targets, .. } => {
+                        targets.first().cloned()
+                    }
+                    troupe_spec::control::Fault::Cut { from, .. } => from.first().cloned(),
+                    _ => None,
+                };
+                let first = first.ok_or_else(|| Failure {
+                    message: "the fault names no target".into(),
+                    nodes: vec![],
+                })?;
+                let node = self
+                    .select(&first)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Failure {
+                        message: format!("`{first}` selects no node"),
+                        nodes: vec![],
+                    })?;
+                let c = self.cluster_of(&node).expect("selected nodes exist");
+                let rec = c.fault(f.clone()).map_err(|e| Failure {
+                    message: e.to_string(),
+                    nodes: vec![],
+                })?;
+                Ok(Some(format!("fault {}: {}", rec.id, rec.description)))
+            }
+            StepKind::Heal => {
+                let mut n = 0;
+                for c in self.clusters() {
+                    n += c.heal().map_err(|e| Failure {
+                        message: e.to_string(),
+                        nodes: vec![],
+                    })?;
+                }
+                Ok(Some(format!("healed {n} fault(s)")))
+            }
             StepKind::Sleep(d) => {
                 let end = (Instant::now() + *d).min(deadline);
                 while Instant::now() < end && self.interrupt.level() == 0 {

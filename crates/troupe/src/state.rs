@@ -108,11 +108,12 @@ pub fn is_live(path: &Path) -> bool {
 /// started. Returns how many were killed. Call only when no live troupe holds the directory,
 /// or to force one down.
 pub fn kill_leftovers(path: &Path) -> usize {
+    let network = || crate::net::netns::cleanup(&path.join("network.journal"));
     let Ok(text) = fs::read_to_string(path.join("cluster.json")) else {
-        return 0;
+        return network();
     };
     let Ok(d) = serde_json::from_str::<troupe_spec::Descriptor>(&text) else {
-        return 0;
+        return network();
     };
     let mut killed = 0;
     if let Some(start) = d.supervisor_start_time
@@ -134,7 +135,8 @@ pub fn kill_leftovers(path: &Path) -> usize {
             killed += 1;
         }
     }
-    killed
+    // Namespaces, bridge and fault rules the run recorded in its journal.
+    killed + network()
 }
 
 /// Creates a directory (and parents) with mode 0700.

@@ -222,7 +222,7 @@ impl NetNs {
         for n in self.nodes.values() {
             journal_append(
                 &self.journal,
-                json!({"op": "create", "kind": "netns", "name": n.netns, "at_ms": crate::roles::unix_ms()}),
+                json!({"op": "create", "kind": "netns", "name": n.netns, "veth": n.veth_host, "at_ms": crate::roles::unix_ms()}),
             )?;
             run(&["ip", "netns", "add", &n.netns])?;
             run(&[
@@ -399,6 +399,7 @@ pub fn cleanup(journal: &Path) -> usize {
         return 0;
     };
     let mut netns = Vec::new();
+    let mut veths = Vec::new();
     let mut bridges = Vec::new();
     let mut tables = Vec::new();
     for line in text.lines() {
@@ -406,13 +407,17 @@ pub fn cleanup(journal: &Path) -> usize {
             continue;
         };
         match (e["op"].as_str(), e["kind"].as_str()) {
-            (Some("create"), Some("netns")) => netns.extend(e["name"].as_str().map(str::to_string)),
+            (Some("create"), Some("netns")) => {
+                netns.extend(e["name"].as_str().map(str::to_string));
+                veths.extend(e["veth"].as_str().map(str::to_string));
+            }
             (Some("create"), Some("bridge")) => {
                 bridges.extend(e["name"].as_str().map(str::to_string));
                 tables.extend(e["table"].as_str().map(str::to_string));
             }
             (Some("destroyed"), _) => {
                 netns.clear();
+                veths.clear();
                 bridges.clear();
                 tables.clear();
             }
@@ -428,6 +433,11 @@ pub fn cleanup(journal: &Path) -> usize {
         {
             removed += 1;
         }
+    }
+    // A namespace lives on in the kernel while its sockets linger (TIME_WAIT: a minute), and
+    // its veth pair with it; deleting the host end removes the pair at once.
+    for v in &veths {
+        let _ = Command::new("ip").args(["link", "del", v]).output();
     }
     for n in &netns {
         if Command::new("ip")

@@ -36,7 +36,7 @@ Exit codes: 0 ok, 1 failure, 2 invalid command line or spec (nothing started),
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start every node of a spec, wait until all are ready, and stay in the foreground.
+    /// Start every node of a spec and wait until all are ready; stay in the foreground, or --detach.
     ///
     /// Prints the nodes and their endpoints, and writes <state-dir>/cluster.json once every
     /// node is ready. Ctrl-C (or SIGTERM) stops the nodes gracefully: their stop signal, a grace

@@ -64,6 +64,10 @@ pub struct NodeDescriptor {
     /// Start time of `pid` (clock ticks after boot), to prove the pid is still this node's.
     #[serde(default)]
     pub start_time: Option<u64>,
+    /// With `network = "proxies"`: peer → port name → the address of this node's link proxy
+    /// to that peer's port.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub links: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A network fault and when it was in force.

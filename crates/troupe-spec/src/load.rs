@@ -536,6 +536,7 @@ impl Validator<'_> {
         };
         let network = match c.network.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("host") => Network::Host,
+            Some("proxies") => Network::Proxies,
             Some("namespaces") => {
                 if let Some(span) = host_span {
                     self.err(
@@ -548,14 +549,14 @@ impl Validator<'_> {
             }
             Some(other) => {
                 let s = c.network.as_ref().expect("network");
-                let hint = match crate::suggest(other, ["host", "namespaces"]) {
+                let hint = match crate::suggest(other, ["host", "namespaces", "proxies"]) {
                     Some(x) => format!("did you mean \"{x}\"? "),
                     None => String::new(),
                 };
                 self.err(
                     s.span(),
                     format!("unknown network `{other}`"),
-                    format!("{hint}use \"host\" (the default: loopback, ports allocated per node) or \"namespaces\" (a network namespace per node, so links can be cut; needs root)"),
+                    format!("{hint}use \"host\" (the default: loopback, ports allocated per node), \"namespaces\" (a network namespace per node, so links can be cut; needs root) or \"proxies\" (a TCP proxy per directed link, `node.links.<peer>` in templates)"),
                 );
                 Network::Host
             }

@@ -119,6 +119,10 @@ pub enum Network {
     /// Each node in its own network namespace with its own address on a bridge troupe makes,
     /// so all nodes use the same ports, as on separate hosts, and links can be cut (Linux, root).
     Namespaces,
+    /// On the host, with a TCP proxy for every directed link between the cluster's nodes
+    /// (`node.links.<peer>` in templates), so each link can be cut, delayed or throttled on
+    /// its own. Portable, no privileges; the system must reach its peers by configured address.
+    Proxies,
 }
 
 /// How the nodes of a cluster are started.

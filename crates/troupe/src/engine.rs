@@ -93,6 +93,9 @@ pub(crate) struct Engine {
     stopping: watch::Sender<bool>,
     /// The namespaces backend, when a cluster lives in network namespaces.
     net: Option<crate::net::netns::NetNs>,
+    /// The link-proxy backend: from → to → port → proxy port, and the running proxies.
+    links: plan::LinkMap,
+    proxies: Mutex<BTreeMap<(String, String), Vec<crate::net::proxy::LinkProxy>>>,
     faults: Mutex<Faults>,
     _ports: Vec<PortLease>,
 }
@@ -158,7 +161,32 @@ impl Engine {
                 leases.extend(got);
             }
         }
-        let mut plan = plan::resolve(spec, &state.path, &ports, &hosts, &run_id)?;
+        // A port on 127.0.0.1 for every directed link (and port) of a proxies cluster.
+        let mut links = plan::LinkMap::new();
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        for c in spec
+            .clusters
+            .values()
+            .filter(|c| c.network == troupe_spec::Network::Proxies)
+        {
+            for a in 1..=c.nodes {
+                for b in (1..=c.nodes).filter(|b| *b != a) {
+                    let got = allocator.allocate(loopback, c.ports.len())?;
+                    let map = c
+                        .ports
+                        .iter()
+                        .zip(&got)
+                        .map(|(p, l)| (p.clone(), l.port))
+                        .collect();
+                    links
+                        .entry(plan::node_name(&c.name, a))
+                        .or_default()
+                        .insert(plan::node_name(&c.name, b), map);
+                    leases.extend(got);
+                }
+            }
+        }
+        let mut plan = plan::resolve(spec, &state.path, &ports, &hosts, &links, &run_id)?;
         if let Some(net) = &net {
             for c in &mut plan.clusters {
                 for n in &mut c.nodes {
@@ -227,6 +255,8 @@ impl Engine {
             slots,
             state,
             net,
+            links,
+            proxies: Mutex::new(BTreeMap::new()),
             faults: Mutex::new(Faults::default()),
             live,
             stopping: watch::channel(false).0,
@@ -268,7 +298,49 @@ impl Engine {
         }
     }
 
+    /// Starts every link proxy (before any node, so peers find them).
+    async fn start_proxies(&self) -> Result<(), Error> {
+        let mut started = BTreeMap::new();
+        for (from, peers) in &self.links {
+            for (to, ports) in peers {
+                let target = self.slot(to)?;
+                let mut list = Vec::new();
+                for (port, listen) in ports {
+                    let host: IpAddr = target
+                        .plan
+                        .host
+                        .parse()
+                        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+                    let to_addr = std::net::SocketAddr::new(host, target.plan.ports[port]);
+                    let listen_addr = std::net::SocketAddr::from(([127, 0, 0, 1], *listen));
+                    let l = tokio::net::TcpListener::bind(listen_addr)
+                        .await
+                        .map_err(|e| {
+                            io_err(
+                                "listen for the link proxy on",
+                                std::path::Path::new(&listen_addr.to_string()),
+                                e,
+                            )
+                        })?;
+                    let p =
+                        crate::net::proxy::LinkProxy::from_listener(l, to_addr).map_err(|e| {
+                            io_err(
+                                "start the link proxy",
+                                std::path::Path::new(&listen_addr.to_string()),
+                                e,
+                            )
+                        })?;
+                    list.push(p);
+                }
+                started.insert((from.clone(), to.clone()), list);
+            }
+        }
+        *self.proxies.lock().expect("proxies") = started;
+        Ok(())
+    }
+
     async fn start_clusters(&self) -> Result<(), Error> {
+        self.start_proxies().await?;
         for cluster in &self.plan.clusters {
             let began = Instant::now();
             let slots: Vec<Arc<Slot>> = self
@@ -708,14 +780,25 @@ impl Engine {
     ) -> Result<troupe_spec::FaultRecord, Error> {
         use crate::net::netns::Rule;
         use troupe_spec::control::Fault;
-        let Some(net) = &self.net else {
+        if self.net.is_none() && self.links.is_empty() {
             return Err(Error::Target {
-                message: "network faults need nodes in network namespaces, and no cluster of this run has them".into(),
-                help: Some("add `network = \"namespaces\"` to the clusters to fault (needs root); faults are never skipped silently".into()),
+                message: "network faults need nodes in network namespaces or behind link proxies, and no cluster of this run has them".into(),
+                help: Some("add `network = \"namespaces\"` (needs root) or `network = \"proxies\"` to the clusters to fault; faults are never skipped silently".into()),
             });
-        };
+        }
         let wait = Duration::from_secs(10);
-        let all: Vec<String> = net.nodes.keys().cloned().collect();
+        let in_ns = |n: &str| {
+            self.net
+                .as_ref()
+                .is_some_and(|net| net.nodes.contains_key(n))
+        };
+        let behind_proxies = |n: &str| self.links.contains_key(n);
+        let all: Vec<String> = self
+            .slots
+            .iter()
+            .map(|s| s.plan.name.clone())
+            .filter(|n| in_ns(n) || behind_proxies(n))
+            .collect();
         // Nodes cut off from their cluster's majority: their claims to lead stop counting.
         let mut sidelined: Vec<(String, &'static str)> = Vec::new();
         let (rules, description) = match f {
@@ -858,27 +941,35 @@ impl Engine {
                 Rule::HostDrop { nodes } | Rule::Degrade { nodes, .. } => nodes.iter().collect(),
             })
             .collect();
-        if let Some(n) = involved
-            .iter()
-            .find(|n| !net.nodes.contains_key(n.as_str()))
-        {
+        if let Some(n) = involved.iter().find(|n| !in_ns(n) && !behind_proxies(n)) {
             return Err(Error::Target {
                 message: format!("node `{n}` runs on the host network, where links cannot be cut"),
-                help: Some("put its cluster in `network = \"namespaces\"`; faults are never skipped silently".into()),
+                help: Some("put its cluster in `network = \"namespaces\"` or `network = \"proxies\"`; faults are never skipped silently".into()),
+            });
+        }
+        if let Some(Rule::HostDrop { nodes }) = rules.iter().find(
+            |r| matches!(r, Rule::HostDrop { nodes } if nodes.iter().any(|n| behind_proxies(n))),
+        ) {
+            return Err(Error::Target {
+                message: format!(
+                    "the link-proxy backend cannot cut {} off from the host's clients: they reach it directly",
+                    nodes.join(" ")
+                ),
+                help: Some(
+                    "use `network = \"namespaces\"` for faults between a node and the host".into(),
+                ),
             });
         }
         let mut faults = self.faults.lock().expect("faults");
         faults.next += 1;
         let id = faults.next;
         let record = troupe_spec::FaultRecord::new(id, description, roles::unix_ms());
-        net.journal(serde_json::json!({"op": "fault", "id": id, "description": record.description, "at_ms": record.started_at_ms}))?;
+        crate::net::netns::journal_append(
+            &self.state.path.join("network.journal"),
+            serde_json::json!({"op": "fault", "id": id, "description": record.description, "at_ms": record.started_at_ms}),
+        )?;
         faults.active.push((id, rules));
-        let flat: Vec<(u32, Rule)> = faults
-            .active
-            .iter()
-            .flat_map(|(i, rs)| rs.iter().map(move |r| (*i, r.clone())))
-            .collect();
-        if let Err(e) = net.apply(&flat) {
+        if let Err(e) = self.apply_faults(&faults.active) {
             faults.active.pop();
             return Err(e);
         }
@@ -893,13 +984,114 @@ impl Engine {
         Ok(record)
     }
 
+    /// Makes the network exactly what the active faults say: nftables and netem for nodes in
+    /// namespaces, per-direction link states for nodes behind proxies.
+    fn apply_faults(&self, active: &[(u32, Vec<crate::net::netns::Rule>)]) -> Result<(), Error> {
+        use crate::net::netns::Rule;
+        use crate::net::proxy::{Degrade, LinkFault};
+        if let Some(net) = &self.net {
+            let keep = |ns: &[String]| {
+                ns.iter()
+                    .filter(|n| net.nodes.contains_key(n.as_str()))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            let mut flat = Vec::new();
+            for (id, rules) in active {
+                for r in rules {
+                    let r = match r {
+                        Rule::Drop { from, to } => Rule::Drop {
+                            from: keep(from),
+                            to: keep(to),
+                        },
+                        Rule::HostDrop { nodes } => Rule::HostDrop { nodes: keep(nodes) },
+                        Rule::Degrade {
+                            nodes,
+                            delay,
+                            jitter,
+                            loss_pct,
+                            rate,
+                        } => Rule::Degrade {
+                            nodes: keep(nodes),
+                            delay: *delay,
+                            jitter: *jitter,
+                            loss_pct: *loss_pct,
+                            rate: rate.clone(),
+                        },
+                    };
+                    flat.push((*id, r));
+                }
+            }
+            net.apply(&flat)?;
+        }
+        let proxies = self.proxies.lock().expect("proxies");
+        let mut state: BTreeMap<(String, String), (LinkFault, LinkFault)> = proxies
+            .keys()
+            .map(|k| (k.clone(), (LinkFault::Pass, LinkFault::Pass)))
+            .collect();
+        let degrade = |delay: &Duration, jitter: &Duration, loss: f64, rate: &Option<String>| {
+            LinkFault::Degrade(Degrade {
+                delay: *delay,
+                jitter: *jitter,
+                loss: loss / 100.0,
+                rate: rate.as_deref().and_then(bytes_per_second),
+            })
+        };
+        for (_, rules) in active {
+            for r in rules {
+                match r {
+                    Rule::Drop { from, to } => {
+                        for a in from {
+                            for b in to {
+                                // Bytes from a to b: forward on a's link to b, backward on b's to a.
+                                if let Some(s) = state.get_mut(&(a.clone(), b.clone())) {
+                                    s.0 = LinkFault::Cut;
+                                }
+                                if let Some(s) = state.get_mut(&(b.clone(), a.clone())) {
+                                    s.1 = LinkFault::Cut;
+                                }
+                            }
+                        }
+                    }
+                    Rule::Degrade {
+                        nodes,
+                        delay,
+                        jitter,
+                        loss_pct,
+                        rate,
+                    } => {
+                        for ((a, b), s) in state.iter_mut() {
+                            if nodes.contains(a) && s.0 != LinkFault::Cut {
+                                s.0 = degrade(delay, jitter, *loss_pct, rate);
+                            }
+                            if nodes.contains(b) && s.1 != LinkFault::Cut {
+                                s.1 = degrade(delay, jitter, *loss_pct, rate);
+                            }
+                        }
+                    }
+                    Rule::HostDrop { .. } => {}
+                }
+            }
+        }
+        for (k, (fwd, back)) in state {
+            for p in &proxies[&k] {
+                p.set_directions(fwd.clone(), back.clone());
+            }
+        }
+        Ok(())
+    }
+
     /// Undoes every active fault. Returns how many there were.
     pub async fn heal(&self) -> Result<usize, Error> {
-        let Some(net) = &self.net else { return Ok(0) };
         let mut faults = self.faults.lock().expect("faults");
         let n = faults.active.len();
-        net.journal(serde_json::json!({"op": "heal", "at_ms": roles::unix_ms()}))?;
-        net.apply(&[])?;
+        if self.net.is_some() || !self.links.is_empty() {
+            crate::net::netns::journal_append(
+                &self.state.path.join("network.journal"),
+                serde_json::json!({"op": "heal", "at_ms": roles::unix_ms()}),
+            )?;
+        }
+        self.apply_faults(&[])?;
         faults.active.clear();
         let now = roles::unix_ms();
         for r in faults
@@ -989,6 +1181,18 @@ impl Engine {
             .map(|s| {
                 let status = s.current().map(|p| p.status());
                 let mut d = node_descriptor(&s.plan, status.as_ref());
+                if let Some(peers) = self.links.get(&s.plan.name) {
+                    d.links = peers
+                        .iter()
+                        .map(|(peer, ports)| {
+                            let addrs = ports
+                                .iter()
+                                .map(|(p, v)| (p.clone(), format!("127.0.0.1:{v}")))
+                                .collect();
+                            (peer.clone(), addrs)
+                        })
+                        .collect();
+                }
                 let live = &self.live[&s.plan.cluster];
                 if d.pid.is_some() && d.state != NodeState::Paused {
                     d.role = live
@@ -1050,6 +1254,26 @@ async fn stop_together(slots: &[&Arc<Slot>], interrupt: &Interrupt) {
             }
         }
     }
+}
+
+/// A netem-style rate (`1mbit`, `500kbit`, `10mbps`, `2000bps`) in bytes per second.
+fn bytes_per_second(rate: &str) -> Option<u64> {
+    let rate = rate.trim().to_ascii_lowercase();
+    let split = rate.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (n, unit) = rate.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let bits = match unit {
+        "bit" => 1.0,
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        "bps" => 8.0,
+        "kbps" => 8e3,
+        "mbps" => 8e6,
+        "gbps" => 8e9,
+        _ => return None,
+    };
+    Some((n * bits / 8.0).max(1.0) as u64)
 }
 
 fn node_descriptor(plan: &NodePlan, status: Option<&Status>) -> NodeDescriptor {

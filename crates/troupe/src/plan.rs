@@ -156,6 +156,34 @@ impl Url {
 /// Where a node's ports come from while planning.
 pub type PortMap = BTreeMap<String, BTreeMap<String, u16>>;
 
+/// Link proxies: from node → to node → port name → the proxy's port on 127.0.0.1.
+pub type LinkMap = BTreeMap<String, BTreeMap<String, BTreeMap<String, u16>>>;
+
+/// Placeholder link ports for every directed pair of a proxies cluster (for `check`).
+pub fn placeholder_links(spec: &Spec) -> LinkMap {
+    let mut links = LinkMap::new();
+    let mut next = 40000u16;
+    for c in spec
+        .clusters
+        .values()
+        .filter(|c| c.network == troupe_spec::Network::Proxies)
+    {
+        for a in 1..=c.nodes {
+            for b in (1..=c.nodes).filter(|b| *b != a) {
+                let m = c.ports.iter().map(|p| {
+                    next = next.wrapping_add(1);
+                    (p.clone(), next)
+                });
+                links
+                    .entry(node_name(&c.name, a))
+                    .or_default()
+                    .insert(node_name(&c.name, b), m.collect());
+            }
+        }
+    }
+    links
+}
+
 /// Checks a spec end to end without touching the system: renders every template with
 /// placeholder ports and paths, and resolves every binary.
 pub fn check(spec: &Spec) -> Result<(), InvalidSpec> {
@@ -178,11 +206,13 @@ pub fn check(spec: &Spec) -> Result<(), InvalidSpec> {
             ports.insert(node_name(&c.name, i), m);
         }
     }
+    let links = placeholder_links(spec);
     resolve(
         spec,
         Path::new("/nonexistent/troupe-state"),
         &ports,
         &hosts,
+        &links,
         "0000",
     )
     .map(|_| ())
@@ -199,6 +229,7 @@ pub fn resolve(
     state_dir: &Path,
     ports: &PortMap,
     hosts: &BTreeMap<String, String>,
+    links: &LinkMap,
     run_id: &str,
 ) -> Result<Plan, InvalidSpec> {
     let mut r = Resolver {
@@ -206,7 +237,7 @@ pub fn resolve(
         templates: Templates::new(),
         errors: Vec::new(),
     };
-    let plan = r.plan(state_dir, ports, hosts, run_id);
+    let plan = r.plan(state_dir, ports, hosts, links, run_id);
     if r.errors.is_empty() {
         Ok(plan)
     } else {
@@ -229,6 +260,7 @@ impl Resolver<'_> {
         state_dir: &Path,
         ports: &PortMap,
         hosts: &BTreeMap<String, String>,
+        links: &LinkMap,
         run_id: &str,
     ) -> Plan {
         let spec = self.spec;
@@ -281,6 +313,20 @@ impl Resolver<'_> {
                         "client_cert": t.client_cert, "client_key": t.client_key,
                         "ca": ca,
                     });
+                }
+                if let Some(peers) = links.get(&name) {
+                    let mut l = serde_json::Map::new();
+                    for (peer, ports) in peers {
+                        l.insert(
+                            peer.clone(),
+                            json!({
+                                "ports": ports,
+                                "addrs": ports.iter().map(|(k, v)| (k.clone(), format!("127.0.0.1:{v}"))).collect::<BTreeMap<_, _>>(),
+                                "urls": ports.iter().map(|(k, v)| (k.clone(), format!("{scheme}://127.0.0.1:{v}"))).collect::<BTreeMap<_, _>>(),
+                            }),
+                        );
+                    }
+                    n["links"] = Json::Object(l);
                 }
                 node_ctx.insert(name, n.clone());
                 list.push(n);

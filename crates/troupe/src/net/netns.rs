@@ -113,7 +113,8 @@ fn run_with_input(args: &[&str], input: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn journal_append(path: &Path, entry: serde_json::Value) -> Result<(), Error> {
+/// Appends one entry to a journal, synced before returning.
+pub fn journal_append(path: &Path, entry: serde_json::Value) -> Result<(), Error> {
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)

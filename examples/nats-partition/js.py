@@ -3,22 +3,25 @@
 
 Adapted from examples/nats-lifecycle/js.py: the same messages and checks, plus `--via NODE` to
 talk to one node only, `try-publish` to count acks where none should come, `move-leader` to put
-the stream leader on a chosen node, and `local-state` for one node's replica.
+the stream leader on a chosen node, `create-stream --on NODE` to place a stream on one node,
+`consume-all --replica-of NODE` to read one node's own copy, and `local-state` for what one
+node's copy holds.
 
 Server URLs come from the environment that `troupe env` (and `troupe run`) exports:
 TROUPE_<CLUSTER>_CLIENT_URLS, the cluster's client URLs (troupe writes them as http://; they are
 rewritten to nats://). The cluster is NATS unless JS_CLUSTER says otherwise; NATS_URLS (a comma
 separated list) overrides it. `--via nats-2` connects to that node alone
-(TROUPE_NATS_2_CLIENT_URL) and never reconnects elsewhere: every request and publish goes in
-through that node. (The servers do not advertise the other nodes to clients: `no_advertise`.)
+(TROUPE_NATS_2_CLIENT_URL) and never reconnects, neither to it nor to the other servers it
+learns of: every request and publish goes in through that node.
 
     js.py [--via NODE] create-stream NAME [--replicas 3] [--on NODE] [--subjects 'orders.>']
     js.py [--via NODE] publish N [--size 512] [--prefix p1] [--rate PER_S]
     js.py [--via NODE] try-publish N [--prefix lost] [--ack-wait 2]
                                         publish N at once, print how many were acked; exit 0
-    js.py [--via NODE] consume-all [--expect N] [--replica-of NODE]
+    js.py [--via NODE] consume-all [--expect N] [--replica-of NODE] [--digest]
                                         read every message back through a fresh consumer
-                                        (on NODE: from NODE's copy of the stream)
+                                        (on NODE: from NODE's copy of the stream); --digest
+                                        prints only the counts and a hash of (seq, id)s
     js.py [--via NODE] stream-info      leader, replicas and state as JSON
     js.py [--via NODE] stream-leader [--healthy]
     js.py [--via NODE] move-leader NODE step the stream leader down until NODE leads it
@@ -34,6 +37,7 @@ Exit status: 0 ok, 1 the check failed (the reason on stderr), 2 usage.
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -234,8 +238,9 @@ async def consume_all(a):
             reader = await consumer_host(sub, deadline)
             tries += 1
     seen = {}
+    order = []
     bad = []
-    while len(seen) < want and time.monotonic() < deadline:
+    while len(order) < want and time.monotonic() < deadline:
         try:
             msgs = await sub.fetch(batch=500, timeout=1)
         except nats.errors.TimeoutError:
@@ -245,6 +250,14 @@ async def consume_all(a):
             if m.data != payload_of(mid, a.size):
                 bad.append(f"seq {m.metadata.sequence.stream}: {len(m.data)} B, id {mid!r}")
             seen[mid] = seen.get(mid, 0) + 1
+            order.append(f"{m.metadata.sequence.stream} {mid}")
+    # Done with it: delete it now rather than leave it to the inactivity timer.
+    name = (await sub.consumer_info()).name
+    await sub.unsubscribe()
+    try:
+        await js.delete_consumer(a.stream, name)
+    except Exception:  # noqa: BLE001 - the server removes it when idle anyway
+        pass
     await nc.close()
     n = sum(seen.values())
     by_prefix = {}
@@ -252,7 +265,12 @@ async def consume_all(a):
         p = mid.rsplit("-", 1)[0]
         by_prefix[p] = by_prefix.get(p, 0) + 1
     summary = " ".join(f"{p}={c}" for p, c in sorted(by_prefix.items()))
-    print(f"consumed {n} of {want} from {reader}'s replica (stream holds {total}): {summary}")
+    if a.digest:
+        # The same on every node whose copy holds the same ids at the same sequence numbers.
+        h = hashlib.sha256("\n".join(order).encode()).hexdigest()[:16]
+        print(f"{n} messages: {summary} (sha256 of seq+id: {h})")
+    else:
+        print(f"consumed {n} of {want} from {reader}'s replica (stream holds {total}): {summary}")
     dup = [k for k, v in seen.items() if v > 1]
     if bad:
         raise Fail(f"{len(bad)} malformed messages, first: {bad[0]}")
@@ -386,6 +404,7 @@ def main():
     c = sub.add_parser("consume-all")
     c.add_argument("--expect", type=int)
     c.add_argument("--replica-of", metavar="NODE", help="read that node's copy of the stream")
+    c.add_argument("--digest", action="store_true", help="print only what was read and a hash of it")
     c.add_argument("--size", type=int, default=512)
     sub.add_parser("stream-info")
     c = sub.add_parser("stream-leader")

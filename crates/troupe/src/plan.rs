@@ -467,22 +467,25 @@ impl Resolver<'_> {
         if name.is_empty() {
             return None;
         }
-        match find_program(&name, self.spec.source.dir()) {
-            Some(p) => Some(p),
-            None => {
-                let mut err = self
-                    .spec
-                    .source
-                    .error(
-                        b.span(),
-                        format!("program `{name}` is not installed or not executable"),
-                    )
-                    .with_label("not found");
-                err = err.with_help(install_hint(&name));
-                self.push(err);
-                None
-            }
+        self.program(&name, b.span())
+    }
+
+    /// Finds a program, or records an error at `span` that names it and says how to get it.
+    fn program(&mut self, name: &str, span: Range<usize>) -> Option<PathBuf> {
+        let found = find_program(name, self.spec.source.dir());
+        if found.is_none() {
+            let err = self
+                .spec
+                .source
+                .error(
+                    span,
+                    format!("program `{name}` is not installed or not executable"),
+                )
+                .with_label("not found")
+                .with_help(install_hint(name));
+            self.push(err);
         }
+        found
     }
 
     fn user(&mut self, u: &Spanned<String>) -> Option<(String, u32, u32, PathBuf)> {
@@ -562,22 +565,8 @@ impl Resolver<'_> {
                     return None;
                 }
                 let first = args.remove(0);
-                match find_program(&first, self.spec.source.dir()) {
-                    Some(program) => RoleSource::Command { program, args },
-                    None => {
-                        let err = self
-                            .spec
-                            .source
-                            .error(
-                                argv[0].span(),
-                                format!("program `{first}` is not installed or not executable"),
-                            )
-                            .with_label("not found")
-                            .with_help(install_hint(&first));
-                        self.push(err);
-                        return None;
-                    }
-                }
+                let program = self.program(&first, argv[0].span())?;
+                RoleSource::Command { program, args }
             }
             _ => return None,
         };
@@ -656,22 +645,7 @@ impl Resolver<'_> {
                     return None;
                 }
                 let first = args.remove(0);
-                let program = match find_program(&first, self.spec.source.dir()) {
-                    Some(p) => p,
-                    None => {
-                        let err = self
-                            .spec
-                            .source
-                            .error(
-                                argv[0].span(),
-                                format!("program `{first}` is not installed or not executable"),
-                            )
-                            .with_label("not found")
-                            .with_help(install_hint(&first));
-                        self.push(err);
-                        return None;
-                    }
-                };
+                let program = self.program(&first, argv[0].span())?;
                 ProbeCheck::Command { program, args }
             }
             _ => return None,

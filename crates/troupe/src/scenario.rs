@@ -389,19 +389,7 @@ impl Runner<'_> {
             } => {
                 let target = self.render(target, ctx)?;
                 let nodes = self.select(&target)?;
-                let descriptors = self.descriptors();
-                let contexts: Vec<Ctx> = nodes
-                    .iter()
-                    .map(|n| {
-                        let mut c = ctx.clone();
-                        c.node = descriptors
-                            .iter()
-                            .flat_map(|d| d.nodes.iter())
-                            .find(|d| &d.name == n)
-                            .map(|d| serde_json::to_value(d).expect("node json"));
-                        c
-                    })
-                    .collect();
+                let contexts = self.node_contexts(ctx, &nodes);
                 children.extend(self.many(steps, contexts, *parallel, depth));
                 Ok(None)
             }
@@ -517,6 +505,23 @@ impl Runner<'_> {
             }
             out
         }
+    }
+
+    /// `ctx` with `node` set to each node's descriptor entry, for per-node templates.
+    fn node_contexts(&self, ctx: &Ctx, nodes: &[String]) -> Vec<Ctx> {
+        let descriptors = self.descriptors();
+        nodes
+            .iter()
+            .map(|n| {
+                let mut c = ctx.clone();
+                c.node = descriptors
+                    .iter()
+                    .flat_map(|d| d.nodes.iter())
+                    .find(|d| &d.name == n)
+                    .map(|d| serde_json::to_value(d).expect("node json"));
+                c
+            })
+            .collect()
     }
 
     fn capture(&self, name: &Option<String>, value: &str) {
@@ -804,18 +809,10 @@ impl Runner<'_> {
         {
             nodes.push(r.to_string());
         }
-        let descriptors = self.descriptors();
         let contexts: Vec<(String, Ctx)> = nodes
             .iter()
-            .map(|n| {
-                let mut c = ctx.clone();
-                c.node = descriptors
-                    .iter()
-                    .flat_map(|d| d.nodes.iter())
-                    .find(|d| &d.name == n)
-                    .map(|d| serde_json::to_value(d).expect("node json"));
-                (n.clone(), c)
-            })
+            .cloned()
+            .zip(self.node_contexts(ctx, &nodes))
             .collect();
         let scripts: Vec<String> = contexts
             .iter()

@@ -99,3 +99,8 @@ fn nats_lifecycle_suite_passes_and_its_broken_variant_fails_where_expected() {
 fn etcd_partition_suite_passes_and_its_broken_variant_fails_where_expected() {
     suite("etcd-partition");
 }
+
+#[test]
+fn nats_partition_suite_passes_and_its_broken_variant_fails_where_expected() {
+    suite("nats-partition");
+}

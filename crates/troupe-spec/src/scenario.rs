@@ -93,8 +93,15 @@ pub enum StepKind {
     Parallel { steps: Vec<Step> },
     /// A fixed pause (discouraged: wait on a condition instead).
     Sleep(Duration),
-    /// A network fault (needs the clusters in network namespaces).
+    /// A network fault on targets (isolate, degrade); targets are templates.
     Fault(crate::control::Fault),
+    /// A partition, `"a | b c"` (a template: parsed once rendered).
+    Partition {
+        text: String,
+        bridge: Option<String>,
+    },
+    /// A cut, `"a -> b"` or `"a <-> b"` (a template: parsed once rendered).
+    Cut { text: String },
     /// Undo every network fault.
     Heal,
 }
@@ -529,43 +536,30 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
             steps: steps_of(v, r.steps),
         }
     } else if let Some(p) = r.partition {
-        let groups: Vec<Vec<String>> = p
-            .get_ref()
-            .split('|')
-            .map(|g| g.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-            .filter(|g| !g.is_empty())
-            .collect();
-        if groups.len() < 2 {
-            v.err(p.span(), "a partition needs at least two groups", "separate groups of targets with `|`, e.g. partition = \"main:leader | main:followers\"");
+        // A template is checked once rendered; plain text now.
+        if !p.get_ref().contains("{{")
+            && let Err(e) = parse_partition(p.get_ref())
+        {
+            v.err(p.span(), e, "separate groups of targets with `|`, e.g. partition = \"main:leader | main:followers\"");
         }
-        StepKind::Fault(crate::control::Fault::Partition {
-            groups,
+        StepKind::Partition {
+            text: p.into_inner(),
             bridge: r.bridge.map(Spanned::into_inner),
-        })
+        }
     } else if let Some(i) = r.isolate {
         StepKind::Fault(crate::control::Fault::Isolate {
             targets: i.into_inner().0,
             host: r.host.unwrap_or(false),
         })
     } else if let Some(c) = r.cut {
-        let text = c.get_ref().clone();
-        let (one_way, parts) = if let Some((a, b)) = text.split_once("<->") {
-            (false, Some((a, b)))
-        } else {
-            (true, text.split_once("->"))
-        };
-        match parts {
-            Some((a, b)) if !a.trim().is_empty() && !b.trim().is_empty() => {
-                StepKind::Fault(crate::control::Fault::Cut {
-                    from: a.split_whitespace().map(str::to_string).collect(),
-                    to: b.split_whitespace().map(str::to_string).collect(),
-                    one_way,
-                })
-            }
-            _ => {
-                v.err(c.span(), format!("`{text}` is not a cut"), "write cut = \"A -> B\" (one way) or \"A <-> B\" (both ways), with targets on each side");
-                return None;
-            }
+        if !c.get_ref().contains("{{")
+            && let Err(e) = parse_cut(c.get_ref())
+        {
+            v.err(c.span(), e, "write cut = \"A -> B\" (one way) or \"A <-> B\" (both ways), with targets on each side");
+            return None;
+        }
+        StepKind::Cut {
+            text: c.into_inner(),
         }
     } else if let Some(d) = r.degrade {
         let ms = |v: &mut Validator<'_>, x: &Option<Spanned<String>>| match x {
@@ -662,6 +656,37 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
     })
 }
 
+/// `"a-1 | a-2 a-3"` → groups of targets (at least two).
+pub fn parse_partition(text: &str) -> Result<Vec<Vec<String>>, String> {
+    let groups: Vec<Vec<String>> = text
+        .split('|')
+        .map(|g| g.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|g| !g.is_empty())
+        .collect();
+    if groups.len() < 2 {
+        return Err(format!(
+            "`{text}` is not a partition: it needs at least two groups"
+        ));
+    }
+    Ok(groups)
+}
+
+/// `"a -> b"` (one way) or `"a <-> b"` → (from, to, one way).
+pub fn parse_cut(text: &str) -> Result<(Vec<String>, Vec<String>, bool), String> {
+    let (one_way, parts) = match text.split_once("<->") {
+        Some(p) => (false, Some(p)),
+        None => (true, text.split_once("->")),
+    };
+    match parts {
+        Some((a, b)) if !a.trim().is_empty() && !b.trim().is_empty() => Ok((
+            a.split_whitespace().map(str::to_string).collect(),
+            b.split_whitespace().map(str::to_string).collect(),
+            one_way,
+        )),
+        _ => Err(format!("`{text}` is not a cut")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -715,6 +740,32 @@ down = true
             }
         ));
         assert_eq!(s.finally.len(), 1);
+    }
+
+    #[test]
+    fn partitions_and_cuts_parse_after_rendering_and_plain_ones_are_checked_at_load() {
+        assert_eq!(
+            parse_partition("a-1 | a-2 a-3").unwrap(),
+            vec![vec!["a-1".to_string()], vec!["a-2".into(), "a-3".into()]]
+        );
+        assert!(parse_partition("a-1 a-2").is_err());
+        assert_eq!(
+            parse_cut("a -> b c").unwrap(),
+            (vec!["a".into()], vec!["b".into(), "c".into()], true)
+        );
+        assert!(!parse_cut("a <-> b").unwrap().2);
+        assert!(parse_cut("a b").is_err());
+        let templated = "[[step]]\nname = \"p\"\npartition = \"{{ vars.OLD }} | main:followers\"\n";
+        assert!(Scenario::from_str("s.toml", templated).is_ok());
+        let e = Scenario::from_str(
+            "s.toml",
+            "[[step]]\nname = \"p\"\npartition = \"main-1 main-2\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{e:?}").contains("needs at least two groups"),
+            "{e:?}"
+        );
     }
 
     #[test]

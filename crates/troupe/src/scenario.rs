@@ -422,36 +422,54 @@ impl Runner<'_> {
                 children.extend(results);
                 Ok(None)
             }
-            StepKind::Fault(f) => {
-                let first = match f {
-                    troupe_spec::control::Fault::Partition { groups, .. } => {
-                        groups.first().and_then(|g| g.first()).cloned()
-                    }
-                    troupe_spec::control::Fault::Isolate { targets, .. }
-                    | troupe_spec::control::Fault::Degrade { targets, .. } => {
-                        targets.first().cloned()
-                    }
-                    troupe_spec::control::Fault::Cut { from, .. } => from.first().cloned(),
-                    _ => None,
-                };
-                let first = first.ok_or_else(|| Failure {
-                    message: "the fault names no target".into(),
-                    nodes: vec![],
-                })?;
-                let node = self
-                    .select(&first)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| Failure {
-                        message: format!("`{first}` selects no node"),
+            StepKind::Partition { text, bridge } => {
+                let text = self.render(text, ctx)?;
+                let groups =
+                    troupe_spec::scenario::parse_partition(&text).map_err(|e| Failure {
+                        message: e,
                         nodes: vec![],
                     })?;
-                let c = self.cluster_of(&node).expect("selected nodes exist");
-                let rec = c.fault(f.clone()).map_err(|e| Failure {
-                    message: e.to_string(),
-                    nodes: vec![],
-                })?;
-                Ok(Some(format!("fault {}: {}", rec.id, rec.description)))
+                let bridge = bridge.as_ref().map(|b| self.render(b, ctx)).transpose()?;
+                self.fault(troupe_spec::control::Fault::Partition { groups, bridge })
+            }
+            StepKind::Cut { text } => {
+                let text = self.render(text, ctx)?;
+                let (from, to, one_way) =
+                    troupe_spec::scenario::parse_cut(&text).map_err(|e| Failure {
+                        message: e,
+                        nodes: vec![],
+                    })?;
+                self.fault(troupe_spec::control::Fault::Cut { from, to, one_way })
+            }
+            StepKind::Fault(f) => {
+                let render_all = |ts: &[String]| {
+                    ts.iter()
+                        .map(|t| self.render(t, ctx))
+                        .collect::<Result<Vec<_>, _>>()
+                };
+                let f = match f {
+                    troupe_spec::control::Fault::Isolate { targets, host } => {
+                        troupe_spec::control::Fault::Isolate {
+                            targets: render_all(targets)?,
+                            host: *host,
+                        }
+                    }
+                    troupe_spec::control::Fault::Degrade {
+                        targets,
+                        delay_ms,
+                        jitter_ms,
+                        loss_pct,
+                        rate,
+                    } => troupe_spec::control::Fault::Degrade {
+                        targets: render_all(targets)?,
+                        delay_ms: *delay_ms,
+                        jitter_ms: *jitter_ms,
+                        loss_pct: *loss_pct,
+                        rate: rate.clone(),
+                    },
+                    other => other.clone(),
+                };
+                self.fault(f)
             }
             StepKind::Heal => {
                 let mut n = 0;
@@ -472,6 +490,37 @@ impl Runner<'_> {
             }
             _ => fail("this troupe does not know that kind of step"),
         }
+    }
+
+    /// Applies a rendered fault on the cluster that holds its first target.
+    fn fault(&self, f: troupe_spec::control::Fault) -> StepResult {
+        let first = match &f {
+            troupe_spec::control::Fault::Partition { groups, .. } => {
+                groups.first().and_then(|g| g.first()).cloned()
+            }
+            troupe_spec::control::Fault::Isolate { targets, .. }
+            | troupe_spec::control::Fault::Degrade { targets, .. } => targets.first().cloned(),
+            troupe_spec::control::Fault::Cut { from, .. } => from.first().cloned(),
+            _ => None,
+        };
+        let first = first.ok_or_else(|| Failure {
+            message: "the fault names no target".into(),
+            nodes: vec![],
+        })?;
+        let node = self
+            .select(&first)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Failure {
+                message: format!("`{first}` selects no node"),
+                nodes: vec![],
+            })?;
+        let c = self.cluster_of(&node).expect("selected nodes exist");
+        let rec = c.fault(f).map_err(|e| Failure {
+            message: e.to_string(),
+            nodes: vec![],
+        })?;
+        Ok(Some(format!("fault {}: {}", rec.id, rec.description)))
     }
 
     /// The nested steps once per context, one after another or all at once.
@@ -559,6 +608,13 @@ impl Runner<'_> {
                         _ => vec![],
                     },
                 })?;
+            // Steps may drive the cluster with `troupe status`, `troupe kill`, ... too.
+            if let Err(e) = cluster.serve_control() {
+                (self.on_event)(&Event::Note(&format!(
+                    "no control socket for `{}`: {e}",
+                    cluster.name()
+                )));
+            }
             started.push(format!(
                 "{} ({} nodes)",
                 cluster.name(),

@@ -141,6 +141,15 @@ enum Command {
         #[arg(long)]
         one_way: bool,
     },
+    /// Reset (RST) every connection from FROM to TO, and new ones, until `troupe heal`.
+    ///
+    /// Link proxies only (`network = "proxies"`); refused for nodes in namespaces.
+    Reset {
+        #[command(flatten)]
+        run: ctl::Where,
+        from: String,
+        to: String,
+    },
     /// Degrade the targets' outgoing traffic: delay, jitter, loss, rate (netem).
     Degrade {
         #[command(flatten)]
@@ -301,6 +310,15 @@ fn main() -> ExitCode {
             ctl::fault(&run, Request::Fault { fault })
         }
         Command::Heal { run } => ctl::fault(&run, Request::Heal),
+        Command::Reset { run, from, to } => ctl::fault(
+            &run,
+            Request::Fault {
+                fault: Fault::Reset {
+                    from: vec![from],
+                    to: vec![to],
+                },
+            },
+        ),
     };
     ExitCode::from(code as u8)
 }

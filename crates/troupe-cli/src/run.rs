@@ -185,6 +185,22 @@ fn summary(r: &Report) {
             println!("{k:<w$}  {}", human(Duration::from_secs_f64(v / 1000.0)));
         }
     }
+    if !r.faults.is_empty() {
+        println!();
+        println!("FAULT");
+        for (spec, f) in &r.faults {
+            let held = f
+                .healed_at_ms
+                .map(|h| {
+                    format!(
+                        "healed after {}",
+                        human(Duration::from_millis(h.saturating_sub(f.started_at_ms)))
+                    )
+                })
+                .unwrap_or_else(|| "never healed (removed at down)".into());
+            println!("{spec}: {}  ({held})", f.description);
+        }
+    }
     println!();
     match (r.verdict, r.failed_step()) {
         (Verdict::Passed, _) => println!("PASSED: {} in {}", r.name, human(r.duration)),

@@ -41,11 +41,12 @@ fn run(scenario: &Path) -> (i32, serde_json::Value, String) {
     (out.status.code().unwrap_or(-1), report, console)
 }
 
-fn suite(name: &str) {
+fn suite(name: &str) -> serde_json::Value {
     let dir = examples().join(name);
     let (code, report, console) = run(&dir.join("scenario.toml"));
     assert_eq!(code, 0, "{name}/scenario.toml should pass:\n{console}");
     assert_eq!(report["verdict"], "passed");
+    let passing = report;
 
     let broken = dir.join("broken.toml");
     let first = std::fs::read_to_string(&broken).unwrap();
@@ -73,6 +74,7 @@ fn suite(name: &str) {
         console.contains("FAILED: ") && console.contains(&expected),
         "{console}"
     );
+    passing
 }
 
 #[test]
@@ -97,7 +99,16 @@ fn nats_lifecycle_suite_passes_and_its_broken_variant_fails_where_expected() {
 
 #[test]
 fn etcd_partition_suite_passes_and_its_broken_variant_fails_where_expected() {
-    suite("etcd-partition");
+    let report = suite("etcd-partition");
+    let faults = report["faults"].as_array().expect("faults in the report");
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert!(
+        faults[0]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("isolate ")
+    );
+    assert!(faults[0]["healed_at_ms"].as_u64() >= faults[0]["started_at_ms"].as_u64());
 }
 
 #[test]

@@ -74,6 +74,9 @@ pub enum Fault {
         #[serde(default)]
         one_way: bool,
     },
+    /// Connections from `from` to `to` are reset (RST), and new ones too, until healed.
+    /// Link proxies only.
+    Reset { from: Vec<String>, to: Vec<String> },
     /// The targets' outgoing traffic is delayed, jittered, lost or rate-limited (netem).
     Degrade {
         targets: Vec<String>,

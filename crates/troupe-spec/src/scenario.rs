@@ -102,6 +102,8 @@ pub enum StepKind {
     },
     /// A cut, `"a -> b"` or `"a <-> b"` (a template: parsed once rendered).
     Cut { text: String },
+    /// A reset of the links `"a -> b"` (link proxies; a template).
+    Reset { text: String },
     /// Undo every network fault.
     Heal,
 }
@@ -247,6 +249,7 @@ struct RawStep {
     isolate: Option<Spanned<OneOrMany>>,
     host: Option<bool>,
     cut: Option<Spanned<String>>,
+    reset: Option<Spanned<String>>,
     degrade: Option<Spanned<OneOrMany>>,
     delay: Option<Spanned<String>>,
     jitter: Option<Spanned<String>>,
@@ -424,6 +427,7 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         ("partition", r.partition.is_some()),
         ("isolate", r.isolate.is_some()),
         ("cut", r.cut.is_some()),
+        ("reset", r.reset.is_some()),
         ("degrade", r.degrade.is_some()),
         ("heal", r.heal.as_ref().is_some_and(|h| *h.get_ref())),
     ];
@@ -559,6 +563,18 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
             return None;
         }
         StepKind::Cut {
+            text: c.into_inner(),
+        }
+    } else if let Some(c) = r.reset {
+        if !c.get_ref().contains("{{") && !matches!(parse_cut(c.get_ref()), Ok((_, _, true))) {
+            v.err(
+                c.span(),
+                format!("`{}` is not a reset", c.get_ref()),
+                "write reset = \"A -> B\": the connections from A to B are reset",
+            );
+            return None;
+        }
+        StepKind::Reset {
             text: c.into_inner(),
         }
     } else if let Some(d) = r.degrade {

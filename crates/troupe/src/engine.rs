@@ -900,6 +900,28 @@ impl Engine {
                     format!("cut {} {arrow} {}", a.join(" "), b.join(" ")),
                 )
             }
+            Fault::Reset { from, to } => {
+                let a = self.select(from, wait).await?;
+                let b = self.select(to, wait).await?;
+                if let Some(n) = a.iter().chain(&b).find(|n| in_ns(n)) {
+                    return Err(Error::Target {
+                        message: format!(
+                            "node `{n}` is in a network namespace, where troupe does not reset connections"
+                        ),
+                        help: Some(
+                            "use `network = \"proxies\"` to reset links, or cut/isolate here"
+                                .into(),
+                        ),
+                    });
+                }
+                (
+                    vec![Rule::Reset {
+                        from: a.clone(),
+                        to: b.clone(),
+                    }],
+                    format!("reset {} -> {}", a.join(" "), b.join(" ")),
+                )
+            }
             Fault::Degrade {
                 targets,
                 delay_ms,
@@ -937,7 +959,9 @@ impl Engine {
         let involved: Vec<&String> = rules
             .iter()
             .flat_map(|r| match r {
-                Rule::Drop { from, to } => from.iter().chain(to.iter()).collect::<Vec<_>>(),
+                Rule::Drop { from, to } | Rule::Reset { from, to } => {
+                    from.iter().chain(to.iter()).collect::<Vec<_>>()
+                }
                 Rule::HostDrop { nodes } | Rule::Degrade { nodes, .. } => nodes.iter().collect(),
             })
             .collect();
@@ -1005,6 +1029,8 @@ impl Engine {
                             to: keep(to),
                         },
                         Rule::HostDrop { nodes } => Rule::HostDrop { nodes: keep(nodes) },
+                        // Refused for namespace nodes when injected; nothing to do there.
+                        Rule::Reset { .. } => continue,
                         Rule::Degrade {
                             nodes,
                             delay,
@@ -1070,6 +1096,15 @@ impl Engine {
                         }
                     }
                     Rule::HostDrop { .. } => {}
+                    Rule::Reset { from, to } => {
+                        for a in from {
+                            for b in to {
+                                if let Some(s) = state.get_mut(&(a.clone(), b.clone())) {
+                                    *s = (LinkFault::Reset, LinkFault::Reset);
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }

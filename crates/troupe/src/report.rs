@@ -88,6 +88,8 @@ pub struct Report {
     /// Kept on failure (or with --keep): every node's logs and data.
     pub state_dir: Option<PathBuf>,
     pub interrupted: bool,
+    /// Network faults injected during the run (spec name, record with start and end).
+    pub faults: Vec<(String, troupe_spec::FaultRecord)>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -114,6 +116,13 @@ impl Report {
             "finally": self.finally.iter().map(StepReport::json).collect::<Vec<_>>(),
             "metrics": self.metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "state_dir": self.state_dir,
+            "faults": self.faults.iter().map(|(spec, f)| json!({
+                "spec": spec,
+                "id": f.id,
+                "description": f.description,
+                "started_at_ms": f.started_at_ms,
+                "healed_at_ms": f.healed_at_ms,
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -205,6 +214,7 @@ mod tests {
             metrics: vec![("lag".into(), 12.5)],
             state_dir: None,
             interrupted: false,
+            faults: vec![],
         };
         let x = r.to_junit();
         assert!(x.contains("failures=\"1\" skipped=\"1\""), "{x}");

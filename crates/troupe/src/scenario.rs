@@ -75,6 +75,7 @@ pub fn run(scenario: &Scenario, opts: RunOptions, on_event: &(dyn Fn(&Event) + S
         vars: Mutex::new(BTreeMap::new()),
         ended: Mutex::new(HashMap::new()),
         metrics: Mutex::new(Vec::new()),
+        faults: Mutex::new(Vec::new()),
         interrupt: opts.interrupt.clone(),
         deadline: scenario.timeout.map(|t| started + t),
         templates: Templates::new(),
@@ -85,6 +86,7 @@ pub fn run(scenario: &Scenario, opts: RunOptions, on_event: &(dyn Fn(&Event) + S
     let finally = runner.run_steps_all(&scenario.finally, &ctx, 0);
     runner.down_all();
     let mut metrics = runner.metrics.lock().expect("metrics").clone();
+    let faults = runner.faults.lock().expect("faults").clone();
     let ended = runner.ended.lock().expect("ended").clone();
     for m in &scenario.measures {
         if let (Some(a), Some(b)) = (ended.get(&m.from), ended.get(&m.to)) {
@@ -117,6 +119,7 @@ pub fn run(scenario: &Scenario, opts: RunOptions, on_event: &(dyn Fn(&Event) + S
         metrics,
         state_dir: keep.then_some(run_dir),
         interrupted,
+        faults,
     }
 }
 
@@ -135,6 +138,8 @@ struct Runner<'a> {
     vars: Mutex<BTreeMap<String, String>>,
     ended: Mutex<HashMap<String, Instant>>,
     metrics: Mutex<Vec<(String, f64)>>,
+    /// Faults of clusters already down: spec name, record.
+    faults: Mutex<Vec<(String, troupe_spec::FaultRecord)>>,
     interrupt: Interrupt,
     deadline: Option<Instant>,
     templates: Templates,
@@ -441,6 +446,15 @@ impl Runner<'_> {
                     })?;
                 self.fault(troupe_spec::control::Fault::Cut { from, to, one_way })
             }
+            StepKind::Reset { text } => {
+                let text = self.render(text, ctx)?;
+                let (from, to, _) =
+                    troupe_spec::scenario::parse_cut(&text).map_err(|e| Failure {
+                        message: e,
+                        nodes: vec![],
+                    })?;
+                self.fault(troupe_spec::control::Fault::Reset { from, to })
+            }
             StepKind::Fault(f) => {
                 let render_all = |ts: &[String]| {
                     ts.iter()
@@ -628,7 +642,7 @@ impl Runner<'_> {
         Ok(Some(format!("up: {}", started.join(", "))))
     }
 
-    /// Stops every cluster, recording its formation and failover times first.
+    /// Stops every cluster, recording its formation and failover times and its faults first.
     fn down_all(&self) {
         let clusters: Vec<(PathBuf, Arc<Cluster>)> =
             std::mem::take(&mut *self.clusters.lock().expect("clusters"));
@@ -656,6 +670,12 @@ impl Runner<'_> {
                     }
                 }
             }
+            self.faults.lock().expect("faults").extend(
+                c.descriptor()
+                    .faults
+                    .into_iter()
+                    .map(|f| (c.name().to_string(), f)),
+            );
             (self.on_event)(&Event::Note(&format!("stopping `{}`", c.name())));
             match Arc::try_unwrap(c) {
                 Ok(c) => c.stop(),

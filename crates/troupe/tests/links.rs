@@ -86,6 +86,25 @@ fn link_proxies_carry_each_directed_link_and_faults_cut_exactly_those() {
         "heal did not restore fx-1 -> fx-2"
     );
 
+    c.fault(Fault::Reset {
+        from: vec!["fx-1".into()],
+        to: vec!["fx-2".into()],
+    })
+    .unwrap();
+    assert!(
+        ask(&link(&c, "fx-1", "fx-2"), short).is_none(),
+        "a reset link still answered"
+    );
+    assert!(
+        ask(&link(&c, "fx-2", "fx-1"), long).is_some(),
+        "the reverse link was reset too"
+    );
+    c.heal().unwrap();
+    assert!(
+        ask(&link(&c, "fx-1", "fx-2"), long).is_some(),
+        "heal did not undo the reset"
+    );
+
     let err = c
         .fault(Fault::Isolate {
             targets: vec!["fx-1".into()],
@@ -111,8 +130,9 @@ fn link_proxies_carry_each_directed_link_and_faults_cut_exactly_those() {
     let records = c.descriptor().faults;
     assert_eq!(
         records.len(),
-        2,
+        3,
         "refused faults are not recorded: {records:?}"
     );
-    assert!(records[0].healed_at_ms.is_some() && records[1].healed_at_ms.is_none());
+    assert!(records[0].healed_at_ms.is_some() && records[1].healed_at_ms.is_some());
+    assert!(records[2].healed_at_ms.is_none());
 }

@@ -51,6 +51,8 @@ pub enum Rule {
     Drop { from: Vec<String>, to: Vec<String> },
     /// Drop packets between these nodes and the host, both ways.
     HostDrop { nodes: Vec<String> },
+    /// Reset connections from `from` to `to` (link proxies only).
+    Reset { from: Vec<String>, to: Vec<String> },
     /// netem on the nodes' interfaces (their outgoing traffic).
     Degrade {
         nodes: Vec<String>,
@@ -308,6 +310,7 @@ impl NetNs {
                         self.ips(nodes)
                     ));
                 }
+                Rule::Reset { .. } => {}
                 Rule::Degrade {
                     nodes,
                     delay,

@@ -1,10 +1,13 @@
 //! The control plane from outside Rust: a detached supervisor driven from a shell script and
 //! from Python, its permissions, and what happens when it is killed.
 
+mod common;
+use common::{alive, wait_until};
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use assert_cmd::cargo::cargo_bin;
 use predicates::prelude::*;
@@ -61,29 +64,6 @@ impl Run {
 impl Drop for Run {
     fn drop(&mut self) {
         let _ = self.troupe().args(["down", "--force"]).output();
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !matches!(
-                s.rsplit_once(')')
-                    .map(|(_, r)| r.trim_start().as_bytes()[0]),
-                Some(b'Z' | b'X')
-            )
-        })
-        .unwrap_or(false)
-}
-
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -2,9 +2,12 @@
 //! traffic and heal restores it, every fault is journaled and shown, and nothing is left on the
 //! machine after `down`, or after `down --force` of a crashed run.
 
+mod common;
+use common::wait_until;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use assert_cmd::cargo::cargo_bin;
 use predicates::prelude::*;
@@ -97,17 +100,6 @@ fn leftovers(prefix: &str) -> Vec<String> {
             .map(str::to_string),
     );
     out
-}
-
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Whether `node`'s namespace can open a TCP connection to `ip:port`.

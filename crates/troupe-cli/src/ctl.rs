@@ -140,7 +140,7 @@ pub fn status(w: &Where, json: bool) -> i32 {
     }
     for f in &d.faults {
         let since = format_duration(Duration::from_millis(
-            troupe_unix_ms().saturating_sub(f.started_at_ms),
+            troupe::roles::unix_ms().saturating_sub(f.started_at_ms),
         ));
         match f.healed_at_ms {
             None => println!("fault {}: {} (active for {since})", f.id, f.description),
@@ -362,11 +362,4 @@ pub fn down(w: &Where, force: bool) -> i32 {
         }
         Err(code) => code,
     }
-}
-
-fn troupe_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

@@ -352,6 +352,29 @@ fn check(spec: &std::path::Path) -> i32 {
     exit::OK
 }
 
+/// Calls `action` on every SIGINT or SIGTERM, from a thread of its own, for commands whose
+/// main thread is busy waiting (`run`, `up --detach`).
+pub fn on_signals(action: impl Fn() + Send + 'static) {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("signal runtime");
+            rt.block_on(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+                let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+                loop {
+                    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+                    action();
+                }
+            });
+        })
+        .expect("signal thread");
+}
+
 /// The documented exit code of an engine error.
 pub fn code_of(e: &troupe::Error) -> i32 {
     match e {

@@ -96,25 +96,15 @@ pub fn run(args: RunArgs) -> i32 {
 }
 
 fn forward_signals(interrupt: Interrupt) {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut int = signal(SignalKind::interrupt()).expect("SIGINT");
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM");
-            loop {
-                tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-                interrupt.trigger();
-                if interrupt.level() >= 2 {
-                    eprintln!("troupe: interrupted again: killing every node now");
-                } else {
-                    eprintln!("troupe: interrupted: stopping the current step, then the `finally` steps (Ctrl-C again to kill)");
-                }
-            }
-        });
+    crate::on_signals(move || {
+        interrupt.trigger();
+        if interrupt.level() >= 2 {
+            eprintln!("troupe: interrupted again: killing every node now");
+        } else {
+            eprintln!(
+                "troupe: interrupted: stopping the current step, then the `finally` steps (Ctrl-C again to kill)"
+            );
+        }
     });
 }
 

@@ -113,7 +113,12 @@ fn detach(spec: &Path, state_dir: &Path) -> i32 {
     drop(write);
     let pid = child.id();
     // Ctrl-C while waiting: ask the supervisor to give up; it reports "interrupted".
-    let _ = ctrlc_forward(pid);
+    crate::on_signals(move || {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    });
     let mut line = String::new();
     let got = BufReader::new(std::fs::File::from(read)).read_line(&mut line);
     let msg: serde_json::Value = match got {
@@ -155,30 +160,6 @@ fn detach(spec: &Path, state_dir: &Path) -> i32 {
         );
         msg["code"].as_i64().unwrap_or(1) as i32
     }
-}
-
-/// Forwards SIGINT/SIGTERM to the supervisor while `up --detach` waits for it.
-fn ctrlc_forward(pid: u32) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("rt");
-            rt.block_on(async move {
-                let mut int = signal(SignalKind::interrupt()).expect("SIGINT");
-                let mut term = signal(SignalKind::terminate()).expect("SIGTERM");
-                loop {
-                    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGTERM,
-                    );
-                }
-            });
-        })?;
-    Ok(())
 }
 
 async fn supervise(spec: Spec, state_dir: PathBuf, mut ready: Option<std::fs::File>) -> i32 {

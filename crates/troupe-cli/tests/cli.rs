@@ -360,3 +360,4 @@ fn sigterm_right_after_ready_stops_troupe_up_instead_of_being_swallowed() {
         );
     }
 }
+

@@ -353,8 +353,10 @@ fn check(spec: &std::path::Path) -> i32 {
 }
 
 /// Calls `action` on every SIGINT or SIGTERM, from a thread of its own, for commands whose
-/// main thread is busy waiting (`run`, `up --detach`).
+/// main thread is busy waiting (`run`, `up --detach`). Returns once the handlers are
+/// installed, so a signal that comes right after is never left to its default (death).
 pub fn on_signals(action: impl Fn() + Send + 'static) {
+    let (installed, wait) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -366,6 +368,7 @@ pub fn on_signals(action: impl Fn() + Send + 'static) {
                 use tokio::signal::unix::{SignalKind, signal};
                 let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
                 let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+                let _ = installed.send(());
                 loop {
                     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
                     action();
@@ -373,6 +376,7 @@ pub fn on_signals(action: impl Fn() + Send + 'static) {
             });
         })
         .expect("signal thread");
+    let _ = wait.recv();
 }
 
 /// The documented exit code of an engine error.

@@ -361,3 +361,42 @@ fn sigterm_right_after_ready_stops_troupe_up_instead_of_being_swallowed() {
     }
 }
 
+#[test]
+fn a_signal_early_in_troupe_run_interrupts_it_instead_of_killing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("long.toml");
+    std::fs::write(
+        &scenario,
+        "[[step]]\nname = \"wait a while\"\nsleep = \"30s\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.log");
+    let mut child = Command::new(cargo_bin("troupe"))
+        .arg("run")
+        .arg(&scenario)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // As soon as the step has started: the handlers must already be in place.
+    wait_until(Duration::from_secs(10), "the step to start", || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("wait a while")
+    });
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    wait_until(Duration::from_secs(10), "troupe run to exit", || {
+        child.try_wait().unwrap().is_some()
+    });
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "troupe run died of the signal instead of stopping"
+    );
+    assert!(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .contains("(interrupted)")
+    );
+}

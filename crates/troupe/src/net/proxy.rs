@@ -36,9 +36,14 @@
 //!   waking from idle is slow. A round trip through a link degraded both ways adds 2 × delay.
 //!   Order is kept: a chunk is never released before the one read before it. A rate limit
 //!   models the link's serialization time. See [`Degrade`] for what loss means on TCP.
-//! - **[`LinkFault::Pass`] costs little.** Bytes move with `splice(2)` through a pipe, socket
-//!   to socket, never copied to user space (a 256 KiB copy loop is the fallback when splice is
-//!   unavailable). Sockets to both ends have `TCP_NODELAY`, so the proxy adds no Nagle delay.
+//! - **[`LinkFault::Pass`] costs little.** Bulk bytes move with `splice(2)` through a pipe,
+//!   socket to socket, never copied to user space (a 256 KiB copy loop is the fallback when
+//!   splice is unavailable). Small messages are copied through a 64 KiB buffer instead: a
+//!   short `read` of a TCP socket shows that it took everything queued, so the proxy can wait
+//!   for more at once, where a short splice (which may stop at a full pipe) proves nothing and
+//!   needs one more call that fails with `EAGAIN`. A direction switches to splice when a read
+//!   fills the buffer, and back when a splice moves less than that. Sockets to both ends have
+//!   `TCP_NODELAY`, so the proxy adds no Nagle delay.
 //!
 //! The proxy runs on the tokio runtime it was started on: one task accepts, one task per
 //! connection moves both directions. A connection uses six descriptors (two sockets, a pipe
@@ -85,6 +90,8 @@ const SEGMENT: usize = 1448;
 const PIPE_SIZE: libc::c_int = 1 << 20;
 /// Buffer of the copy loop used when splice is unavailable.
 const COPY_BUFFER: usize = 256 << 10;
+/// Buffer for small messages, and the read size past which a direction uses splice.
+const SMALL_BUFFER: usize = 64 << 10;
 /// Largest read of a degraded direction.
 const CHUNK: usize = 64 << 10;
 /// Longest delay and jitter: longer settings count as this (a held chunk's due time must stay
@@ -423,6 +430,8 @@ struct Passthrough {
     pipe: Option<Pipe>,
     /// Splice failed or is unavailable: use `buf`.
     copy: bool,
+    /// Reads are large: splice them (when `pipe` is there).
+    bulk: bool,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -488,25 +497,44 @@ impl Passthrough {
     /// pipe that is not empty may fail with EAGAIN because the *pipe* is full, which would
     /// wrongly clear the socket's readiness.
     fn fill(&mut self, src: &TcpStream) -> io::Result<usize> {
-        if let Some(pipe) = &mut self.pipe {
+        if let Some(pipe) = self.pipe.as_mut().filter(|_| self.bulk) {
             let (from, to, len) = (src.as_raw_fd(), pipe.write.as_raw_fd(), pipe.size);
             match src.try_io(Interest::READABLE, || splice(from, to, len)) {
                 Ok(n) => {
                     pipe.held = n;
+                    self.bulk = n >= SMALL_BUFFER;
                     return Ok(n);
                 }
                 Err(e) if unsupported(&e) => {
                     tracing::debug!("splice unavailable ({e}); link proxy copies instead");
                     self.pipe = None;
                     self.copy = true;
+                    self.buf = Vec::new();
                 }
                 Err(e) => return Err(e),
             }
         }
         if self.buf.is_empty() {
-            self.buf = vec![0; COPY_BUFFER];
+            self.buf = vec![0; if self.copy { COPY_BUFFER } else { SMALL_BUFFER }];
         }
-        let n = src.try_read(&mut self.buf)?;
+        let (fd, buf) = (src.as_raw_fd(), &mut self.buf);
+        let mut drained = None;
+        let read = src.try_io(Interest::READABLE, || {
+            let n = recv(fd, buf)?;
+            if n > 0 && n < buf.len() {
+                // TCP returns less than asked only when nothing more is queued: report
+                // WouldBlock so tokio clears the readiness it saw (data arriving meanwhile
+                // sets it again), and keep the count.
+                drained = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        let n = match drained {
+            Some(n) => n,
+            None => read?,
+        };
+        self.bulk = n == self.buf.len() && self.pipe.is_some();
         self.start = 0;
         self.end = n;
         Ok(n)
@@ -611,6 +639,20 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
                 libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
             )
         };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: reads at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -1093,6 +1135,41 @@ mod tests {
             .unwrap();
         echo_unchanged(&proxy, 8 << 20).await;
         echo_unchanged(&proxy, 1).await;
+    }
+
+    /// Small messages are copied, bulk is spliced: one connection that alternates between
+    /// them switches both ways and never stalls or changes a byte.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_messages_and_bulk_alternate_on_one_connection() {
+        let proxy = LinkProxy::start(any_port(), echo_server().await)
+            .await
+            .unwrap();
+        let mut client = TcpStream::connect(proxy.local_addr()).await.unwrap();
+        client.set_nodelay(true).unwrap();
+        for round in 0..3u8 {
+            for i in 0..50u8 {
+                let msg = [round, i, 7, 7];
+                client.write_all(&msg).await.unwrap();
+                let mut back = [0u8; 4];
+                timeout(DEADLINE, client.read_exact(&mut back))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(back, msg, "round {round}, message {i}");
+            }
+            let bulk: Vec<u8> = (0..4usize << 20).map(|i| (i % 253) as u8 ^ round).collect();
+            let (mut r, mut w) = client.split();
+            let (wrote, back) = tokio::join!(w.write_all(&bulk), async {
+                let mut back = vec![0u8; bulk.len()];
+                timeout(DEADLINE, r.read_exact(&mut back))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                back
+            });
+            wrote.unwrap();
+            assert!(back == bulk, "round {round}: the bulk came back changed");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,8 @@
 """A small JetStream client for the nats-lifecycle suite, on the `nats-py` library.
 
 Server URLs come from the environment that `troupe env` (and `troupe run`) exports:
-TROUPE_<CLUSTER>_CLIENT_URLS, the cluster's client URLs (troupe writes them as http://; they are
-rewritten to nats://). The cluster is NATS unless JS_CLUSTER says otherwise; NATS_URLS (a comma
+TROUPE_<CLUSTER>_CLIENT_URLS, the cluster's client URLs (nats://, as cluster.toml sets
+`schemes = { client = "nats" }`). The cluster is NATS unless JS_CLUSTER says otherwise; NATS_URLS (a comma
 separated list) overrides everything.
 
     js.py create-stream NAME [--replicas 3] [--subjects 'orders.>']
@@ -48,7 +48,7 @@ def servers():
         if key not in os.environ:
             sys.exit(f"js.py: {key} is not set: run under `troupe run` or eval \"$(troupe env)\"")
         urls = os.environ[key].split(",")
-    return [u.strip().replace("http://", "nats://", 1) for u in urls if u.strip()]
+    return [u.strip() for u in urls if u.strip()]
 
 
 async def quiet(e):

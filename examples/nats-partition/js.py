@@ -8,8 +8,8 @@ the stream leader on a chosen node, `create-stream --on NODE` to place a stream 
 node's copy holds.
 
 Server URLs come from the environment that `troupe env` (and `troupe run`) exports:
-TROUPE_<CLUSTER>_CLIENT_URLS, the cluster's client URLs (troupe writes them as http://; they are
-rewritten to nats://). The cluster is NATS unless JS_CLUSTER says otherwise; NATS_URLS (a comma
+TROUPE_<CLUSTER>_CLIENT_URLS, the cluster's client URLs (nats://, as cluster.toml sets
+`schemes = { client = "nats" }`). The cluster is NATS unless JS_CLUSTER says otherwise; NATS_URLS (a comma
 separated list) overrides it. `--via nats-2` connects to that node alone
 (TROUPE_NATS_2_CLIENT_URL) and never reconnects, neither to it nor to the other servers it
 learns of: every request and publish goes in through that node.
@@ -70,7 +70,7 @@ def servers(via):
         if key not in os.environ:
             sys.exit(f"js.py: {key} is not set: run under `troupe run` or eval \"$(troupe env)\"")
         urls = os.environ[key].split(",")
-    return [u.strip().replace("http://", "nats://", 1) for u in urls if u.strip()]
+    return [u.strip() for u in urls if u.strip()]
 
 
 async def quiet(e):

@@ -1,7 +1,7 @@
 //! Stage one: TOML text → [`Spec`]. Deserialises into raw types that keep spans, then checks
 //! everything that can be checked without touching the system, collecting every problem.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
@@ -50,6 +50,8 @@ struct RawCluster {
     files: IndexMap<String, Spanned<RawFile>>,
     #[serde(default)]
     ports: Vec<Spanned<String>>,
+    #[serde(default)]
+    schemes: IndexMap<String, Spanned<String>>,
     host: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     network: Option<Spanned<String>>,
@@ -518,6 +520,37 @@ impl Validator<'_> {
             }
             ports.push(n.clone());
         }
+        let mut schemes = BTreeMap::new();
+        for (port, scheme) in c.schemes {
+            if !ports.contains(&port) {
+                let hint = match suggest(&port, ports.iter().map(String::as_str)) {
+                    Some(p) => format!("did you mean `{p}`? "),
+                    None => String::new(),
+                };
+                self.err(
+                    scheme.span(),
+                    format!("`schemes` names port `{port}`, which the cluster does not declare"),
+                    format!(
+                        "{hint}declared ports: [{}]; a scheme is set per declared port, e.g. `schemes = {{ client = \"nats\" }}`",
+                        ports.join(", ")
+                    ),
+                );
+                continue;
+            }
+            let s = scheme.get_ref();
+            let valid = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+            if !valid {
+                self.err(
+                    scheme.span(),
+                    format!("`{s}` is not a URL scheme"),
+                    "write the scheme alone, without `://`: a letter, then letters, digits, `+`, `-` or `.` (e.g. \"nats\", \"postgresql\", \"redis\")",
+                );
+                continue;
+            }
+            schemes.insert(port, scheme.into_inner());
+        }
         let host_span = c.host.as_ref().map(Spanned::span);
         let host = match c.host {
             Some(h) => {
@@ -601,6 +634,7 @@ impl Validator<'_> {
             env: c.env,
             files,
             ports,
+            schemes,
             host,
             user: c.user,
             network,

@@ -1,6 +1,7 @@
 //! The validated spec: plain types that name what the user wrote. Strings that are templates
 //! keep their span so that rendering errors in the engine can point back into the file.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -90,6 +91,9 @@ pub struct ClusterSpec {
     pub files: IndexMap<String, FileSpec>,
     /// Port names each node gets a number for.
     pub ports: Vec<String>,
+    /// URL scheme of a port's `node.urls.<port>`, by port name; ports not named here get
+    /// `https` when TLS is on, else `http`.
+    pub schemes: BTreeMap<String, String>,
     pub host: String,
     /// Run the nodes as this user (e.g. `postgres`, which refuses to run as root); the node's
     /// directory is given to it. Needs troupe to run as root.

@@ -155,6 +155,19 @@ impl ClusterDef {
         self.set("ports", strings(ports))
     }
 
+    /// The URL scheme of `port` in `node.urls` (e.g. `"nats"`); default `http`, or `https`
+    /// with TLS.
+    pub fn scheme(mut self, port: &str, scheme: impl Into<String>) -> Self {
+        let schemes = self
+            .table
+            .entry("schemes")
+            .or_insert_with(|| Value::Table(Table::new()));
+        if let Value::Table(t) = schemes {
+            t.insert(port.into(), Value::String(scheme.into()));
+        }
+        self
+    }
+
     pub fn host(self, host: impl Into<String>) -> Self {
         self.set("host", host.into())
     }

@@ -277,12 +277,14 @@ impl Resolver<'_> {
                 let name = node_name(&c.name, i);
                 let p = ports.get(&name).cloned().unwrap_or_default();
                 let dir = state_dir.join("nodes").join(&name);
-                let scheme = if tls_on { "https" } else { "http" };
+                let default_scheme = if tls_on { "https" } else { "http" };
+                let scheme =
+                    |port: &str| c.schemes.get(port).map_or(default_scheme, String::as_str);
                 let host = hosts.get(&name).unwrap_or(&c.host);
                 let host_in_url = url_host(host);
                 let urls: BTreeMap<String, String> = p
                     .iter()
-                    .map(|(k, v)| (k.clone(), format!("{scheme}://{host_in_url}:{v}")))
+                    .map(|(k, v)| (k.clone(), format!("{}://{host_in_url}:{v}", scheme(k))))
                     .collect();
                 let addrs: BTreeMap<String, String> = p
                     .iter()
@@ -322,7 +324,7 @@ impl Resolver<'_> {
                             json!({
                                 "ports": ports,
                                 "addrs": ports.iter().map(|(k, v)| (k.clone(), format!("127.0.0.1:{v}"))).collect::<BTreeMap<_, _>>(),
-                                "urls": ports.iter().map(|(k, v)| (k.clone(), format!("{scheme}://127.0.0.1:{v}"))).collect::<BTreeMap<_, _>>(),
+                                "urls": ports.iter().map(|(k, v)| (k.clone(), format!("{}://127.0.0.1:{v}", scheme(k)))).collect::<BTreeMap<_, _>>(),
                             }),
                         );
                     }

@@ -339,51 +339,67 @@ impl Engine {
         Ok(())
     }
 
+    /// Starts the clusters in waves: each wave is every cluster whose `after` clusters are all
+    /// ready, started together. The first failure ends the start (the caller stops the rest).
     async fn start_clusters(&self) -> Result<(), Error> {
         self.start_proxies().await?;
-        for cluster in &self.plan.clusters {
-            let began = Instant::now();
-            let slots: Vec<Arc<Slot>> = self
-                .slots
-                .iter()
-                .filter(|s| s.plan.cluster == cluster.name)
-                .cloned()
-                .collect();
-            match cluster.start {
-                StartMode::Manual => continue,
-                StartMode::Parallel => {
-                    for s in &slots {
-                        spawn_slot(s)?;
-                    }
-                }
-                StartMode::Sequential => {
-                    for s in &slots {
-                        spawn_slot(s)?;
-                        let gate = if s.plan.started.is_empty() {
-                            &s.plan.ready
-                        } else {
-                            &s.plan.started
-                        };
-                        wait_probes(s, gate.clone()).await?;
-                    }
-                }
-            }
-            let mut set = JoinSet::new();
-            for s in slots {
-                set.spawn(async move {
-                    let probes = s.plan.ready.clone();
-                    wait_probes(&s, probes).await?;
-                    if let Some(p) = s.current() {
-                        p.mark_ready();
-                    }
-                    Ok::<(), Error>(())
-                });
-            }
-            while let Some(r) = set.join_next().await {
-                r.expect("probe task panicked")?;
-            }
-            self.live[&cluster.name].set_formation(began.elapsed());
+        let mut done: Vec<&str> = Vec::new();
+        let mut left: Vec<&plan::ClusterPlan> = self.plan.clusters.iter().collect();
+        while !left.is_empty() {
+            let (wave, rest): (Vec<_>, Vec<_>) = left
+                .into_iter()
+                .partition(|c| c.after.iter().all(|a| done.contains(&a.as_str())));
+            // The spec was checked for cycles, so some cluster is always free to start.
+            assert!(!wave.is_empty(), "a cycle among {rest:?} passed validation");
+            try_join_all(wave.iter().map(|c| self.start_cluster(c)).collect()).await?;
+            done.extend(wave.iter().map(|c| c.name.as_str()));
+            left = rest;
         }
+        Ok(())
+    }
+
+    async fn start_cluster(&self, cluster: &plan::ClusterPlan) -> Result<(), Error> {
+        let began = Instant::now();
+        let slots: Vec<Arc<Slot>> = self
+            .slots
+            .iter()
+            .filter(|s| s.plan.cluster == cluster.name)
+            .cloned()
+            .collect();
+        match cluster.start {
+            StartMode::Manual => return Ok(()),
+            StartMode::Parallel => {
+                for s in &slots {
+                    spawn_slot(s)?;
+                }
+            }
+            StartMode::Sequential => {
+                for s in &slots {
+                    spawn_slot(s)?;
+                    let gate = if s.plan.started.is_empty() {
+                        &s.plan.ready
+                    } else {
+                        &s.plan.started
+                    };
+                    wait_probes(s, gate.clone()).await?;
+                }
+            }
+        }
+        let mut set = JoinSet::new();
+        for s in slots {
+            set.spawn(async move {
+                let probes = s.plan.ready.clone();
+                wait_probes(&s, probes).await?;
+                if let Some(p) = s.current() {
+                    p.mark_ready();
+                }
+                Ok::<(), Error>(())
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.expect("probe task panicked")?;
+        }
+        self.live[&cluster.name].set_formation(began.elapsed());
         Ok(())
     }
 
@@ -1470,4 +1486,31 @@ fn run_id() -> String {
     let h = std::collections::hash_map::RandomState::new()
         .hash_one((std::process::id(), Instant::now()));
     format!("{:012x}", h & 0xffff_ffff_ffff)
+}
+
+/// Runs `futures` together until all succeed or one fails; a failure drops (cancels) the rest.
+async fn try_join_all<F>(futures: Vec<F>) -> Result<(), Error>
+where
+    F: std::future::Future<Output = Result<(), Error>>,
+{
+    let mut futures: Vec<Option<std::pin::Pin<Box<F>>>> =
+        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for slot in &mut futures {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(Ok(())) => *slot = None,
+                    std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(Ok(()))
+        }
+    })
+    .await
 }

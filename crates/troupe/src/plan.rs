@@ -38,6 +38,8 @@ impl Plan {
 pub struct ClusterPlan {
     pub name: String,
     pub start: StartMode,
+    /// Clusters that must be ready before this one starts.
+    pub after: Vec<String>,
     pub nodes: Vec<NodePlan>,
 }
 
@@ -417,6 +419,7 @@ impl Resolver<'_> {
             clusters.push(ClusterPlan {
                 name: c.name.clone(),
                 start: c.start,
+                after: c.after.iter().map(|a| a.get_ref().clone()).collect(),
                 nodes,
             });
         }

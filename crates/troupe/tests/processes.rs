@@ -169,6 +169,28 @@ fn start_ticks(pid: u32) -> u64 {
     rest.split_whitespace().nth(19).unwrap().parse().unwrap()
 }
 
+/// Clusters that do not depend on each other start together: here each is ready only once
+/// the other has printed its first line, which a one-after-the-other start never sees.
+#[test]
+fn independent_clusters_start_together() {
+    let fixture = common::fixture_bin().display().to_string();
+    let cluster = |name: &str, other: &str| {
+        format!(
+            r#"
+[clusters.{name}]
+nodes = 1
+binary = "{fixture}"
+[[clusters.{name}.ready]]
+command = ["grep", "-q", "fixture started", "{{{{ clusters.{other}.nodes[0].log }}}}"]
+timeout = "10s"
+"#
+        )
+    };
+    let text = format!("{}{}", cluster("left", "right"), cluster("right", "left"));
+    let c = Cluster::from_toml("together.toml", text).start().unwrap();
+    assert_eq!(c.nodes().len(), 2);
+}
+
 #[test]
 fn a_cluster_starts_after_the_clusters_it_depends_on_and_sees_their_endpoints() {
     let fixture = common::fixture_bin().display().to_string();

@@ -353,7 +353,7 @@ impl Cluster {
             .ok()
             .and_then(|r| r.ok().and_then(|l| l.clone()))
         });
-        found.ok_or_else(|| Error::Target {
+        found.ok_or_else(|| Error::Timeout {
             message: format!(
                 "no new leader in cluster `{cluster}` after {}",
                 troupe_spec::format_duration(timeout)

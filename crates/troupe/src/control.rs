@@ -27,7 +27,7 @@ const LEADER_WAIT: Duration = Duration::from_secs(10);
 pub(crate) fn bind(state_dir: &Path) -> Result<UnixListener, Error> {
     let path = state_dir.join(SOCKET);
     if path.as_os_str().len() > 100 {
-        return Err(Error::Target {
+        return Err(Error::Environment {
             message: format!(
                 "the control socket path {} is too long for a Unix socket",
                 path.display()
@@ -140,7 +140,7 @@ async fn handle(
     };
     result.unwrap_or_else(|e| {
         let mut text = e.to_string();
-        if let Error::Target { help: Some(h), .. } = &e {
+        if let Some(h) = miette::Diagnostic::help(&e) {
             text.push_str(&format!("\n  (hint: {h})"));
         }
         Response::error(text)

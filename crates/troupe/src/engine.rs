@@ -729,7 +729,7 @@ impl Engine {
         let mut rx = live.subscribe();
         match tokio::time::timeout(limit, rx.wait_for(|l| l.is_some())).await {
             Ok(Ok(l)) => Ok(l.clone().expect("some")),
-            _ => Err(Error::Target {
+            _ => Err(Error::Timeout {
                 message: format!(
                     "no leader in cluster `{cluster}` after {}",
                     troupe_spec::format_duration(limit)
@@ -755,7 +755,7 @@ impl Engine {
                 continue;
             }
             let Some(p) = s.current() else {
-                return Err(Error::Target {
+                return Err(Error::Refused {
                     message: format!("node `{}` is not running", s.plan.name),
                     help: None,
                 });
@@ -769,13 +769,13 @@ impl Engine {
             match ok {
                 Ok(Ok(st)) if st.state == NodeState::Ready => {}
                 Ok(_) => {
-                    return Err(Error::Target {
+                    return Err(Error::Refused {
                         message: format!("node `{}` is {}", s.plan.name, p.status().state),
                         help: Some(format!("`troupe start {}` brings it back", s.plan.name)),
                     });
                 }
                 Err(_) => {
-                    return Err(Error::Target {
+                    return Err(Error::Timeout {
                         message: format!(
                             "node `{}` not ready after {}",
                             s.plan.name,
@@ -797,7 +797,7 @@ impl Engine {
         use crate::net::netns::Rule;
         use troupe_spec::control::Fault;
         if self.net.is_none() && self.links.is_empty() {
-            return Err(Error::Target {
+            return Err(Error::Refused {
                 message: "network faults need nodes in network namespaces or behind link proxies, and no cluster of this run has them".into(),
                 help: Some("add `network = \"namespaces\"` (needs root) or `network = \"proxies\"` to the clusters to fault; faults are never skipped silently".into()),
             });
@@ -920,7 +920,7 @@ impl Engine {
                 let a = self.select(from, wait).await?;
                 let b = self.select(to, wait).await?;
                 if let Some(n) = a.iter().chain(&b).find(|n| in_ns(n)) {
-                    return Err(Error::Target {
+                    return Err(Error::Refused {
                         message: format!(
                             "node `{n}` is in a network namespace, where troupe does not reset connections"
                         ),
@@ -966,7 +966,7 @@ impl Engine {
                 (vec![rule], d)
             }
             _ => {
-                return Err(Error::Target {
+                return Err(Error::Refused {
                     message: "this troupe does not know that fault".into(),
                     help: None,
                 });
@@ -982,7 +982,7 @@ impl Engine {
             })
             .collect();
         if let Some(n) = involved.iter().find(|n| !in_ns(n) && !behind_proxies(n)) {
-            return Err(Error::Target {
+            return Err(Error::Refused {
                 message: format!("node `{n}` runs on the host network, where links cannot be cut"),
                 help: Some("put its cluster in `network = \"namespaces\"` or `network = \"proxies\"`; faults are never skipped silently".into()),
             });
@@ -990,7 +990,7 @@ impl Engine {
         if let Some(Rule::HostDrop { nodes }) = rules.iter().find(
             |r| matches!(r, Rule::HostDrop { nodes } if nodes.iter().any(|n| behind_proxies(n))),
         ) {
-            return Err(Error::Target {
+            return Err(Error::Refused {
                 message: format!(
                     "the link-proxy backend cannot cut {} off from the host's clients: they reach it directly",
                     nodes.join(" ")
@@ -1380,7 +1380,7 @@ fn give_to_user(dir: &std::path::Path, name: &str, uid: u32, gid: u32) -> Result
                     .map_err(|e| io_err("open for traversal", up, e))?;
                 continue;
             }
-            return Err(Error::Target {
+            return Err(Error::Environment {
                 message: format!(
                     "nodes run as `{name}`, but `{name}` cannot reach {}: {} is mode {:o}",
                     dir.display(),

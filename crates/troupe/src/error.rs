@@ -64,6 +64,32 @@ pub enum Error {
         help: Option<String>,
     },
 
+    /// An operation the nodes' state or their network backend does not allow, such as
+    /// pausing a stopped node or cutting a link on the host network. Nothing was changed.
+    #[error("{message}")]
+    Refused {
+        message: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    /// A wait (for readiness, a leader, a new leader) missed its deadline.
+    #[error("{message}")]
+    Timeout {
+        message: String,
+        #[help]
+        help: Option<String>,
+    },
+
+    /// The machine lacks what the run needs: root for namespaces, a tool, a directory the
+    /// nodes' user can reach, a short enough socket path; or a system call failed.
+    #[error("{message}")]
+    Environment {
+        message: String,
+        #[help]
+        help: Option<String>,
+    },
+
     #[error("the cluster is shut down")]
     ShutDown,
 

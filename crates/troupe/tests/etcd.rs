@@ -138,8 +138,12 @@ fn pausing_the_leader_elects_another_and_selectors_follow_the_roles() {
         vec!["main-3".to_string()]
     );
     assert_eq!(cluster.select("main").unwrap().len(), 3);
-    let err = cluster.select("main:leeder").unwrap_err().to_string();
-    assert!(err.contains("unknown selector `leeder`"), "{err}");
+    let err = cluster.select("main:leeder").unwrap_err();
+    assert!(matches!(err, troupe::Error::Target { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("unknown selector `leeder`"),
+        "{err}"
+    );
 
     assert_eq!(cluster.pause("main:leader").unwrap(), vec![old.clone()]);
     assert_eq!(

@@ -110,9 +110,13 @@ fn link_proxies_carry_each_directed_link_and_faults_cut_exactly_those() {
             targets: vec!["fx-1".into()],
             host: true,
         })
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("cannot cut fx-1 off from the host"), "{err}");
+        .unwrap_err();
+    assert!(matches!(err, troupe::Error::Refused { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("cannot cut fx-1 off from the host"),
+        "{err}"
+    );
 
     c.fault(Fault::Degrade {
         targets: vec!["fx-1".into()],

@@ -66,7 +66,7 @@ pub enum Rule {
 const JOURNAL: &str = "network.journal";
 
 fn net_err(what: impl Into<String>, detail: impl Into<String>) -> Error {
-    Error::Target {
+    Error::Environment {
         message: format!("failed to {}: {}", what.into(), detail.into()),
         help: Some(
             "network namespaces need root and iproute2 and nftables (apt-get install iproute2 nftables)".into(),
@@ -131,7 +131,7 @@ impl NetNs {
     /// Chooses a subnet and names for `nodes`; changes nothing on the system yet.
     pub fn allocate(state_dir: &Path, run_id: &str, nodes: &[String]) -> Result<NetNs, Error> {
         if !nix::unistd::geteuid().is_root() {
-            return Err(Error::Target {
+            return Err(Error::Environment {
                 message: "`network = \"namespaces\"` needs root (network namespaces, a bridge and nftables)".into(),
                 help: Some("run troupe as root, or use the default host network".into()),
             });

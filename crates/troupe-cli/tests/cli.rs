@@ -400,3 +400,61 @@ fn a_signal_early_in_troupe_run_interrupts_it_instead_of_killing_it() {
             .contains("(interrupted)")
     );
 }
+
+#[test]
+fn until_and_converge_steps_capture_what_they_waited_for() {
+    let fixture = cargo_bin("troupe-fixture");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fx.toml"),
+        format!(
+            "[clusters.fx]\nnodes = 2\nbinary = \"{}\"\nports = [\"main\"]\nargs = [\"--listen\", \"{{{{ node.addrs.main }}}}\"]\n[[clusters.fx.ready]]\ntcp = \"main\"\ntimeout = \"10s\"\n",
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let count = dir.path().join("attempts");
+    let scenario = dir.path().join("capture.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            r#"
+[[step]]
+name = "up"
+up = "fx.toml"
+
+[[step]]
+name = "third time lucky"
+until = 'n=$(( $(cat {count} 2>/dev/null || echo 0) + 1 )); echo $n > {count}; echo "try $n"; [ $n -ge 3 ]'
+interval = "5ms"
+capture = "TRIES"
+
+[[step]]
+name = "every node sees the same cluster"
+converge = "echo cluster-{{{{ node.cluster }}}}"
+capture = "AGREED"
+
+[[step]]
+name = "both were captured"
+sh = 'test "$TRIES" = "try 3" && test "{{{{ vars.AGREED }}}}" = "cluster-fx"'
+
+[[finally]]
+name = "down"
+down = true
+"#,
+            count = count.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(cargo_bin("troupe"))
+        .arg("run")
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -63,11 +63,13 @@ pub enum StepKind {
         cluster: Option<String>,
         capture: Option<String>,
     },
-    /// A shell command retried until it passes its expectations.
+    /// A shell command retried until it passes its expectations (its stdout then captured if
+    /// asked).
     Until {
         script: String,
         expect: Expect,
         interval: Duration,
+        capture: Option<String>,
     },
     /// The same shell command on every node of `on`, until all outputs agree.
     Converge {
@@ -76,6 +78,8 @@ pub enum StepKind {
         equals: Option<String>,
         reference: Option<String>,
         interval: Duration,
+        /// The value every node agreed on.
+        capture: Option<String>,
     },
     /// The nested steps once per node of `target`, with `node` set.
     ForEach {
@@ -504,11 +508,16 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         if !ok {
             v.err(c.span(), format!("`{}` cannot be a variable name", c.get_ref()), "use letters, digits and `_`, e.g. capture = \"LEADER\"; it becomes $LEADER in later shell steps");
         }
-        if r.sh.is_none() && r.exec.is_none() && r.wait.is_none() {
+        if r.sh.is_none()
+            && r.exec.is_none()
+            && r.wait.is_none()
+            && r.until.is_none()
+            && r.converge.is_none()
+        {
             v.err(
                 c.span(),
-                "only `sh`, `exec` and `wait` steps can capture",
-                "capture the output of a command or the leader's name",
+                "only `sh`, `exec`, `until`, `converge` and `wait` steps can capture",
+                "capture a command's output, the value nodes converged on, or the leader's name",
             );
         }
     }
@@ -644,6 +653,7 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
             script: u.into_inner(),
             expect,
             interval: interval(v, 50)?,
+            capture,
         }
     } else if let Some(c) = r.converge {
         if r.equals.is_some() && r.reference.is_some() {
@@ -659,6 +669,7 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
             equals: r.equals.map(Spanned::into_inner),
             reference: r.reference.map(Spanned::into_inner),
             interval: interval(v, 100)?,
+            capture,
         }
     } else {
         let s = r.sleep.expect("one kind is set");

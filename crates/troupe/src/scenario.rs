@@ -348,6 +348,7 @@ impl Runner<'_> {
                 script,
                 expect,
                 interval,
+                capture,
             } => {
                 let script = self.render(script, ctx)?;
                 let mut attempts = 0;
@@ -360,6 +361,7 @@ impl Runner<'_> {
                     ) {
                         Ok(out) => match check(&out, expect) {
                             Ok(()) => {
+                                self.capture(capture, &out.stdout);
                                 return Ok(Some(format!("passed after {attempts} attempt(s)")));
                             }
                             Err(f) => f.message,
@@ -378,15 +380,20 @@ impl Runner<'_> {
                 equals,
                 reference,
                 interval,
-            } => self.converge(
-                script,
-                on,
-                equals.as_deref(),
-                reference.as_deref(),
-                *interval,
-                ctx,
-                deadline,
-            ),
+                capture,
+            } => {
+                let (agreed, summary) = self.converge(
+                    script,
+                    on,
+                    equals.as_deref(),
+                    reference.as_deref(),
+                    *interval,
+                    ctx,
+                    deadline,
+                )?;
+                self.capture(capture, &agreed);
+                Ok(Some(summary))
+            }
             StepKind::ForEach {
                 target,
                 parallel,
@@ -856,7 +863,7 @@ impl Runner<'_> {
         interval: Duration,
         ctx: &Ctx,
         deadline: Instant,
-    ) -> StepResult {
+    ) -> Result<(String, String), Failure> {
         let mut nodes = Vec::new();
         if on.is_empty() {
             for d in self.descriptors() {
@@ -948,11 +955,13 @@ impl Runner<'_> {
                     .as_ref()
                     .is_none_or(|t| values.first().is_some_and(|v| *v == t));
             if agreed {
-                let v = values.first().map(|v| short(v)).unwrap_or_default();
-                return Ok(Some(format!(
-                    "{} nodes agree after {rounds} round(s): {v}",
-                    outputs.len()
-                )));
+                let value = values.first().map(|v| v.to_string()).unwrap_or_default();
+                let summary = format!(
+                    "{} nodes agree after {rounds} round(s): {}",
+                    outputs.len(),
+                    short(&value)
+                );
+                return Ok((value, summary));
             }
             let cut_off = Instant::now() >= deadline && round_started < deadline;
             if !cut_off || last_complete.is_none() {

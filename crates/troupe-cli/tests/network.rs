@@ -265,3 +265,79 @@ fn a_fault_on_a_host_network_cluster_is_refused_not_skipped() {
         ));
     run.troupe().arg("down").assert().success();
 }
+
+/// Whether this kernel has the netem qdisc, asked in a namespace of the test's own.
+fn kernel_has_netem() -> bool {
+    Command::new("unshare")
+        .args([
+            "--net", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
+        ])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn degrade_in_namespaces_delays_traffic_or_is_refused_where_the_kernel_has_no_netem() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("fx.toml");
+    std::fs::write(
+        &spec_path,
+        format!(
+            "[clusters.fx]\nnodes = 2\nbinary = \"{}\"\nnetwork = \"namespaces\"\nports = [\"main\"]\nargs = [\"--listen\", \"{{{{ node.addrs.main }}}}\"]\n[[clusters.fx.ready]]\ntcp = \"main\"\ntimeout = \"10s\"\n",
+            cargo_bin("troupe-fixture").display()
+        ),
+    )
+    .unwrap();
+    let run = Run::up(&spec_path);
+    let status: troupe_spec::Descriptor = serde_json::from_slice(
+        &run.troupe()
+            .args(["status", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let node = &status.nodes[0];
+    let addr = format!("{}:{}", node.host, node.ports["main"]);
+    let round_trip = || {
+        let started = std::time::Instant::now();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut s, &mut body).unwrap();
+        assert!(body.ends_with("ok"), "{body}");
+        started.elapsed()
+    };
+    round_trip();
+
+    let degrade = run
+        .troupe()
+        .args(["degrade", "fx-1", "--delay", "150ms"])
+        .output()
+        .unwrap();
+    if kernel_has_netem() {
+        assert!(degrade.status.success(), "{degrade:?}");
+        // The SYN-ACK and the answer both leave fx-1 through its delayed interface.
+        let took = round_trip();
+        assert!(
+            took >= Duration::from_millis(300),
+            "a round trip took {took:?}"
+        );
+        run.troupe().arg("heal").assert().success();
+    } else {
+        assert_eq!(degrade.status.code(), Some(1), "{degrade:?}");
+        let err = String::from_utf8_lossy(&degrade.stderr);
+        assert!(
+            err.contains("no netem") && err.contains("network = \"proxies\""),
+            "{err}"
+        );
+        assert!(
+            !run.journal().contains("\"op\":\"fault\""),
+            "a refused fault was journaled: {}",
+            run.journal()
+        );
+    }
+    run.troupe().arg("down").assert().success();
+}

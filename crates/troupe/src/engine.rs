@@ -1000,6 +1000,13 @@ impl Engine {
                 ),
             });
         }
+        if let Some(net) = &self.net
+            && rules
+                .iter()
+                .any(|r| matches!(r, Rule::Degrade { nodes, .. } if nodes.iter().any(|n| in_ns(n))))
+        {
+            net.check_degrade()?;
+        }
         let mut faults = self.faults.lock().expect("faults");
         faults.next += 1;
         let id = faults.next;

@@ -41,6 +41,8 @@ pub struct NetNs {
     journal: PathBuf,
     pub nodes: BTreeMap<String, NodeNet>,
     created: std::sync::atomic::AtomicBool,
+    /// Whether the kernel has the netem qdisc, probed on first use.
+    netem: std::sync::OnceLock<bool>,
     _lock: File,
 }
 
@@ -68,8 +70,16 @@ const JOURNAL: &str = "network.journal";
 fn net_err(what: impl Into<String>, detail: impl Into<String>) -> Error {
     Error::Environment {
         message: format!("failed to {}: {}", what.into(), detail.into()),
+        help: None,
+    }
+}
+
+/// A network command that could not be run at all: most likely not installed.
+fn net_missing(args: &[&str], e: &std::io::Error) -> Error {
+    Error::Environment {
+        message: format!("failed to run `{}`: {e}", args.join(" ")),
         help: Some(
-            "network namespaces need root and iproute2 and nftables (apt-get install iproute2 nftables)".into(),
+            "network namespaces need iproute2 (`ip`, `tc`) and nftables (`nft`): apt-get install iproute2 nftables".into(),
         ),
     }
 }
@@ -78,7 +88,7 @@ fn run(args: &[&str]) -> Result<(), Error> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
-        .map_err(|e| net_err(format!("run `{}`", args.join(" ")), e.to_string()))?;
+        .map_err(|e| net_missing(args, &e))?;
     if !out.status.success() {
         return Err(net_err(
             format!("run `{}`", args.join(" ")),
@@ -96,7 +106,7 @@ fn run_with_input(args: &[&str], input: &str) -> Result<(), Error> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| net_err(format!("run `{}`", args.join(" ")), e.to_string()))?;
+        .map_err(|e| net_missing(args, &e))?;
     child
         .stdin
         .take()
@@ -190,6 +200,7 @@ impl NetNs {
                 journal: state_dir.join(JOURNAL),
                 nodes,
                 created: false.into(),
+                netem: std::sync::OnceLock::new(),
                 _lock: file,
             });
         }
@@ -364,6 +375,40 @@ impl NetNs {
             }
         }
         Ok(())
+    }
+
+    /// Refuses a degrade the kernel cannot do: delay, jitter, loss and rate need the netem
+    /// qdisc, which some kernels are built without (Firecracker's, for one). Probed once, on
+    /// the loopback of a node's namespace, which nothing else uses.
+    pub fn check_degrade(&self) -> Result<(), Error> {
+        let ok = *self.netem.get_or_init(|| {
+            let Some(n) = self.nodes.values().next() else {
+                return false;
+            };
+            let tc = |args: &[&str]| {
+                Command::new("tc")
+                    .args(["-n", &n.netns])
+                    .args(args)
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
+            let ok = tc(&[
+                "qdisc", "replace", "dev", "lo", "root", "netem", "delay", "0us",
+            ]);
+            if ok {
+                tc(&["qdisc", "del", "dev", "lo", "root"]);
+            }
+            ok
+        });
+        if ok {
+            return Ok(());
+        }
+        Err(Error::Refused {
+            message: "this kernel has no netem queueing discipline (sch_netem), which delay, jitter, loss and rate limits need in network namespaces".into(),
+            help: Some(
+                "load it with `modprobe sch_netem` where the kernel has modules, or put the cluster in `network = \"proxies\"`, whose link proxies degrade links in user space on any kernel".into(),
+            ),
+        })
     }
 
     /// Journals a fault (before it is applied) or its healing.

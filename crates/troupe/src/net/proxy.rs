@@ -424,7 +424,8 @@ fn check(faults: &watch::Receiver<Faults>) -> Result<bool, Stop> {
     faults.has_changed().map_err(|_| Stop::Closed)
 }
 
-/// The fast path: socket → pipe → socket with splice, or a copy loop.
+/// The fast path: small messages copied through a buffer, bulk spliced socket → pipe →
+/// socket (a copy loop where splice is unavailable).
 #[derive(Debug, Default)]
 struct Passthrough {
     pipe: Option<Pipe>,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use troupe::control::{Client, ClientError};
 use troupe_spec::control::{Request, Response, WaitFor};
+use troupe_spec::scenario::NodeOp as Op;
 use troupe_spec::{Descriptor, NodeState, exit, format_duration, parse_duration};
 
 /// How commands find a run.
@@ -229,16 +230,6 @@ pub fn logs(w: &Where, node: &str, follow: bool, lines: usize) -> i32 {
             let _ = out.write_all(&buf);
         }
     }
-}
-
-#[derive(Clone, Copy, Debug)]
-pub enum Op {
-    Kill,
-    Stop,
-    Start,
-    Restart,
-    Pause,
-    Resume,
 }
 
 pub fn op(w: &Where, op: Op, targets: Vec<String>) -> i32 {

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use troupe_spec::control::{Fault, Request};
 use troupe_spec::exit;
+use troupe_spec::scenario::NodeOp;
 
 /// Start real clusters of real server processes from one TOML spec, check they are ready,
 /// and tear them down without leaving anything behind.
@@ -232,12 +233,12 @@ fn main() -> ExitCode {
             follow,
             lines,
         } => ctl::logs(&run, &node, follow, lines),
-        Command::Kill(t) => ctl::op(&t.run, ctl::Op::Kill, t.targets),
-        Command::Stop(t) => ctl::op(&t.run, ctl::Op::Stop, t.targets),
-        Command::Start(t) => ctl::op(&t.run, ctl::Op::Start, t.targets),
-        Command::Restart(t) => ctl::op(&t.run, ctl::Op::Restart, t.targets),
-        Command::Pause(t) => ctl::op(&t.run, ctl::Op::Pause, t.targets),
-        Command::Resume(t) => ctl::op(&t.run, ctl::Op::Resume, t.targets),
+        Command::Kill(t) => ctl::op(&t.run, NodeOp::Kill, t.targets),
+        Command::Stop(t) => ctl::op(&t.run, NodeOp::Stop, t.targets),
+        Command::Start(t) => ctl::op(&t.run, NodeOp::Start, t.targets),
+        Command::Restart(t) => ctl::op(&t.run, NodeOp::Restart, t.targets),
+        Command::Pause(t) => ctl::op(&t.run, NodeOp::Pause, t.targets),
+        Command::Resume(t) => ctl::op(&t.run, NodeOp::Resume, t.targets),
         Command::Wait {
             run,
             until,

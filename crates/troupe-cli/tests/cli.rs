@@ -1,5 +1,6 @@
 //! Black-box tests of the `troupe` command against real etcd and the fixture.
 
+#[path = "../../troupe/tests/common/mod.rs"]
 mod common;
 use common::{alive, wait_until};
 

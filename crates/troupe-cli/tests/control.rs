@@ -1,6 +1,7 @@
 //! The control plane from outside Rust: a detached supervisor driven from a shell script and
 //! from Python, its permissions, and what happens when it is killed.
 
+#[path = "../../troupe/tests/common/mod.rs"]
 mod common;
 use common::{alive, wait_until};
 
@@ -83,14 +84,7 @@ fn a_shell_script_alone_drives_leader_failover_on_a_detached_etcd_cluster() {
         .env("TROUPE_STATE_DIR", &run.state)
         .output()
         .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success() && stdout.contains("PASS"),
-        "script failed:\n{stdout}\n{stderr}"
-    );
+    assert_passes(&out, "failover.sh");
 }
 
 #[test]
@@ -103,14 +97,7 @@ fn python_with_the_standard_library_reads_status_and_env_and_connects_over_mtls(
         .env("TROUPE_STATE_DIR", &run.state)
         .output()
         .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success() && stdout.contains("PASS"),
-        "client.py failed:\n{stdout}\n{stderr}"
-    );
+    assert_passes(&out, "client.py");
 }
 
 #[test]
@@ -172,4 +159,16 @@ fn a_killed_supervisor_takes_its_nodes_with_it_and_the_state_dir_can_be_reused()
             .all(|n| n.state == troupe_spec::NodeState::Ready)
     );
     run.troupe().arg("down").assert().success();
+}
+
+/// A client script exited 0 and printed PASS.
+fn assert_passes(out: &std::process::Output, script: &str) {
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("PASS"),
+        "{script} failed:\n{stdout}\n{stderr}"
+    );
 }

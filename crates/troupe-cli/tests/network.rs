@@ -2,6 +2,7 @@
 //! traffic and heal restores it, every fault is journaled and shown, and nothing is left on the
 //! machine after `down`, or after `down --force` of a crashed run.
 
+#[path = "../../troupe/tests/common/mod.rs"]
 mod common;
 use common::wait_until;
 
@@ -45,6 +46,12 @@ impl Run {
         let mut c = assert_cmd::Command::new(cargo_bin("troupe"));
         c.env("TROUPE_STATE_DIR", &self.state);
         c
+    }
+
+    /// `troupe status --json`.
+    fn status(&self) -> troupe_spec::Descriptor {
+        let out = self.troupe().args(["status", "--json"]).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     fn journal(&self) -> String {
@@ -124,14 +131,7 @@ fn connects(netns: &str, ip: &str, port: u16) -> bool {
 fn a_partition_really_cuts_is_journaled_and_shown_and_heal_restores_it_and_down_leaves_nothing() {
     let run = Run::up(&spec("etcd-partition/cluster.toml"));
     let prefix = run.netns_prefix();
-    let status: troupe_spec::Descriptor = serde_json::from_slice(
-        &run.troupe()
-            .args(["status", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let status = run.status();
     let ip = |n: &str| {
         status
             .nodes
@@ -225,14 +225,7 @@ fn down_force_removes_the_network_of_a_crashed_run() {
     let run = Run::up(&spec("etcd-partition/cluster.toml"));
     let prefix = run.netns_prefix();
     run.troupe().args(["isolate", "main-1"]).assert().success();
-    let status: troupe_spec::Descriptor = serde_json::from_slice(
-        &run.troupe()
-            .args(["status", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let status = run.status();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(status.supervisor_pid as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -291,14 +284,7 @@ fn degrade_in_namespaces_delays_traffic_or_is_refused_where_the_kernel_has_no_ne
     )
     .unwrap();
     let run = Run::up(&spec_path);
-    let status: troupe_spec::Descriptor = serde_json::from_slice(
-        &run.troupe()
-            .args(["status", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let status = run.status();
     let node = &status.nodes[0];
     let addr = format!("{}:{}", node.host, node.ports["main"]);
     let round_trip = || {

@@ -16,6 +16,7 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use troupe_spec::control::{Request, Response, SOCKET, WaitFor};
+use troupe_spec::scenario::NodeOp as Op;
 
 use crate::engine::{Engine, Interrupt};
 use crate::error::{Error, io_err};
@@ -145,16 +146,6 @@ async fn handle(
         }
         Response::error(text)
     })
-}
-
-#[derive(Clone, Copy)]
-enum Op {
-    Kill,
-    Stop,
-    Start,
-    Restart,
-    Pause,
-    Resume,
 }
 
 /// Resolves targets, then acts on every node at once.

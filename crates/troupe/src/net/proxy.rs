@@ -424,6 +424,22 @@ fn check(faults: &watch::Receiver<Faults>) -> Result<bool, Stop> {
     faults.has_changed().map_err(|_| Stop::Closed)
 }
 
+/// Waits for `ready` (a socket's readiness) or a change of the faults, which wins a tie;
+/// true when the faults changed.
+async fn ready_or_changed(
+    faults: &mut watch::Receiver<Faults>,
+    ready: impl std::future::Future<Output = io::Result<()>>,
+) -> Result<bool, Stop> {
+    tokio::select! {
+        biased;
+        changed = faults.changed() => {
+            changed.map_err(|_| Stop::Closed)?;
+            Ok(true)
+        }
+        ready = ready => ready.map(|()| false).map_err(Stop::Io),
+    }
+}
+
 /// The fast path: small messages copied through a buffer, bulk spliced socket → pipe →
 /// socket (a copy loop where splice is unavailable).
 #[derive(Debug, Default)]
@@ -463,13 +479,8 @@ impl Passthrough {
                 match self.flush(dst) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        tokio::select! {
-                            biased;
-                            changed = faults.changed() => {
-                                changed.map_err(|_| Stop::Closed)?;
-                                return Ok(Step::Changed);
-                            }
-                            ready = dst.writable() => ready.map_err(Stop::Io)?,
+                        if ready_or_changed(faults, dst.writable()).await? {
+                            return Ok(Step::Changed);
                         }
                     }
                     Err(e) => return Err(Stop::Io(e)),
@@ -480,13 +491,8 @@ impl Passthrough {
                 Ok(0) => return Ok(Step::Eof),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    tokio::select! {
-                        biased;
-                        changed = faults.changed() => {
-                            changed.map_err(|_| Stop::Closed)?;
-                            return Ok(Step::Changed);
-                        }
-                        ready = src.readable() => ready.map_err(Stop::Io)?,
+                    if ready_or_changed(faults, src.readable()).await? {
+                        return Ok(Step::Changed);
                     }
                 }
                 Err(e) => return Err(Stop::Io(e)),

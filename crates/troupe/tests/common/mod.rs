@@ -1,4 +1,5 @@
-//! Helpers shared by troupe's integration tests.
+//! Helpers shared by the integration tests of `troupe` and of the `troupe` command (which
+//! includes this file by path).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -141,7 +141,7 @@ pub fn status(w: &Where, json: bool) -> i32 {
     }
     for f in &d.faults {
         let since = format_duration(Duration::from_millis(
-            troupe::roles::unix_ms().saturating_sub(f.started_at_ms),
+            troupe::unix_ms().saturating_sub(f.started_at_ms),
         ));
         match f.healed_at_ms {
             None => println!("fault {}: {} (active for {since})", f.id, f.description),
@@ -205,7 +205,7 @@ pub fn logs(w: &Where, node: &str, follow: bool, lines: usize) -> i32 {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot open {}: {e}", n.log.display())),
     };
-    let tail = troupe::probe::log_tail(&n.log, lines);
+    let tail = troupe::log_tail(&n.log, lines);
     let mut out = std::io::stdout();
     for l in tail {
         let _ = writeln!(out, "{l}");
@@ -297,7 +297,7 @@ pub fn wait(w: &Where, until: WaitFor, cluster: Option<String>, timeout: &str) -
     }
 }
 
-pub fn down(w: &Where, force: bool) -> i32 {
+pub fn down(w: &Where, force: bool, kill: bool) -> i32 {
     let dir = match w.resolve() {
         Ok(d) => d,
         Err(e) => return fail(e),
@@ -338,7 +338,7 @@ pub fn down(w: &Where, force: bool) -> i32 {
         return exit::OK;
     }
     let supervisor = status_of(w).map(|d| d.supervisor_pid).ok();
-    match ask(w, Request::Down, Duration::from_secs(600)) {
+    match ask(w, Request::Down { kill }, Duration::from_secs(600)) {
         Ok(_) => {
             // The supervisor exits right after answering; wait for its lock to go.
             let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -4,6 +4,7 @@
 mod certs;
 mod ctl;
 mod run;
+mod signal;
 mod up;
 
 use std::path::PathBuf;
@@ -170,10 +171,12 @@ enum Command {
         #[arg(long)]
         rate: Option<String>,
     },
-    /// Undo every network fault.
+    /// Undo every network fault, or one by its id (`troupe status` lists them).
     Heal {
         #[command(flatten)]
         run: ctl::Where,
+        /// The fault to undo, e.g. 2; without it, all.
+        id: Option<u32>,
     },
     /// Wait until every node is ready, or until a cluster has a leader (printed).
     Wait {
@@ -189,10 +192,13 @@ enum Command {
         #[arg(long, default_value = "30s")]
         timeout: String,
     },
-    /// Stop every node, then the supervisor.
+    /// Stop every node gracefully (or --kill at once), then the supervisor.
     Down {
         #[command(flatten)]
         run: ctl::Where,
+        /// SIGKILL every node at once instead of stopping them gracefully.
+        #[arg(long, conflicts_with = "force")]
+        kill: bool,
         /// Kill a stuck or crashed run: the supervisor and every node process group it
         /// recorded, each only after proving by pid and start time that it is that process.
         #[arg(long)]
@@ -251,7 +257,7 @@ fn main() -> ExitCode {
             };
             ctl::wait(&run, until, cluster, &timeout)
         }
-        Command::Down { run, force } => ctl::down(&run, force),
+        Command::Down { run, force, kill } => ctl::down(&run, force, kill),
         Command::Partition {
             run,
             groups,
@@ -310,7 +316,7 @@ fn main() -> ExitCode {
             };
             ctl::fault(&run, Request::Fault { fault })
         }
-        Command::Heal { run } => ctl::fault(&run, Request::Heal),
+        Command::Heal { run, id } => ctl::fault(&run, Request::Heal { id }),
         Command::Reset { run, from, to } => ctl::fault(
             &run,
             Request::Fault {
@@ -351,33 +357,6 @@ fn check(spec: &std::path::Path) -> i32 {
         if nodes == 1 { "" } else { "s" }
     );
     exit::OK
-}
-
-/// Calls `action` on every SIGINT or SIGTERM, from a thread of its own, for commands whose
-/// main thread is busy waiting (`run`, `up --detach`). Returns once the handlers are
-/// installed, so a signal that comes right after is never left to its default (death).
-pub fn on_signals(action: impl Fn() + Send + 'static) {
-    let (installed, wait) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("signal runtime");
-            rt.block_on(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-                let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-                let _ = installed.send(());
-                loop {
-                    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-                    action();
-                }
-            });
-        })
-        .expect("signal thread");
-    let _ = wait.recv();
 }
 
 /// The documented exit code of an engine error.

@@ -72,6 +72,7 @@ pub fn run(args: RunArgs) -> i32 {
         run_dir: args.run_dir.clone(),
         keep: args.keep,
         interrupt: interrupt.clone(),
+        subreaper: true,
     };
     let report = troupe::scenario::run(&scenario, opts, &on_event);
     summary(&report);
@@ -96,7 +97,7 @@ pub fn run(args: RunArgs) -> i32 {
 }
 
 fn forward_signals(interrupt: Interrupt) {
-    crate::on_signals(move || {
+    crate::signal::Signals::install().on_each(move |_| {
         interrupt.trigger();
         if interrupt.level() >= 2 {
             eprintln!("troupe: interrupted again: killing every node now");

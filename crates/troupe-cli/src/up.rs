@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::json;
-use tokio::signal::unix::{SignalKind, signal};
 use troupe::{Cluster, Interrupt};
+
+use crate::signal::Signals;
 use troupe_spec::{Descriptor, Spec, exit, format_duration};
 
 #[derive(Args)]
@@ -113,7 +114,7 @@ fn detach(spec: &Path, state_dir: &Path) -> i32 {
     drop(write);
     let pid = child.id();
     // Ctrl-C while waiting: ask the supervisor to give up; it reports "interrupted".
-    crate::on_signals(move || {
+    crate::signal::Signals::install().on_each(move |_| {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -163,21 +164,18 @@ fn detach(spec: &Path, state_dir: &Path) -> i32 {
 }
 
 async fn supervise(spec: Spec, state_dir: PathBuf, mut ready: Option<std::fs::File>) -> i32 {
-    let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut sighup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let mut signals = Signals::install();
     let interrupt = Interrupt::new();
     let builder = Cluster::from_spec(spec)
         .state_dir(state_dir)
-        .interrupt(interrupt.clone());
+        .interrupt(interrupt.clone())
+        .subreaper(true);
     let mut start = tokio::task::spawn_blocking(move || builder.start());
     let started = Instant::now();
     let result = loop {
         tokio::select! {
-            r = &mut start => break r.expect("start task"),
-            _ = sigint.recv() => on_signal(&interrupt, "interrupted"),
-            _ = sigterm.recv() => on_signal(&interrupt, "SIGTERM"),
-            _ = sighup.recv() => on_signal(&interrupt, "SIGHUP"),
+            r = &mut start => break r.unwrap_or(Err(troupe::Error::ShutDown)),
+            e = signals.recv() => on_signal(&interrupt, e.name()),
         }
     };
     let took = started.elapsed();
@@ -240,9 +238,7 @@ async fn supervise(spec: Spec, state_dir: PathBuf, mut ready: Option<std::fs::Fi
         false
     } else {
         tokio::select! {
-            _ = sigint.recv() => false,
-            _ = sigterm.recv() => false,
-            _ = sighup.recv() => false,
+            _ = signals.recv() => false,
             _ = down.wait_for(|d| *d) => true,
         }
     };
@@ -255,9 +251,8 @@ async fn supervise(spec: Spec, state_dir: PathBuf, mut ready: Option<std::fs::Fi
     let mut stop = tokio::task::spawn_blocking(move || cluster.stop());
     loop {
         tokio::select! {
-            r = &mut stop => { r.expect("stop task"); break; }
-            _ = sigint.recv() => on_signal(&interrupt, "killing"),
-            _ = sigterm.recv() => on_signal(&interrupt, "killing"),
+            _ = &mut stop => break,
+            _ = signals.recv() => on_signal(&interrupt, "killing"),
         }
     }
     eprintln!("troupe: all nodes stopped");

@@ -79,6 +79,10 @@ pub struct FaultRecord {
     pub description: String,
     pub started_at_ms: u64,
     pub healed_at_ms: Option<u64>,
+    /// The seed of the link proxies' random jitter and loss for this fault, so a run can be
+    /// replayed; absent for faults that draw no random numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 impl FaultRecord {
@@ -88,7 +92,14 @@ impl FaultRecord {
             description,
             started_at_ms,
             healed_at_ms: None,
+            seed: None,
         }
+    }
+
+    /// The record with the seed its jitter and loss were drawn from.
+    pub fn with_seed(mut self, seed: u64) -> FaultRecord {
+        self.seed = Some(seed);
+        self
     }
 }
 

@@ -26,6 +26,7 @@ mod descriptor;
 mod diag;
 mod duration;
 pub mod exit;
+pub mod fault;
 mod load;
 mod model;
 pub mod scenario;
@@ -35,7 +36,7 @@ pub use descriptor::{
     NodeTls,
 };
 pub use diag::{InvalidSpec, SpecError, SpecSource, suggest};
-pub use duration::{format_duration, parse_duration};
+pub use duration::{MAX_DURATION, checked_deadline, format_duration, parse_duration};
 pub use model::{
     ClusterSpec, FileSpec, KeyType, Network, ProbeKind, ProbeSpec, RoleRuleSpec, RoleSourceSpec,
     RoleSpec, Spanned, Spec, StartMode, StopSpec, TlsSpec,

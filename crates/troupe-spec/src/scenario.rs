@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
+use crate::control::Fault;
 use crate::diag::{InvalidSpec, SpecSource};
+use crate::duration::parse_duration;
+use crate::fault::{self, Degrade, Percent, Rate};
 use crate::load::{Validator, toml_error};
 use crate::model::Spanned;
 
@@ -108,8 +111,9 @@ pub enum StepKind {
     Cut { text: String },
     /// A reset of the links `"a -> b"` (link proxies; a template).
     Reset { text: String },
-    /// Undo every network fault.
-    Heal,
+    /// Undo the fault with this id (`heal = 2`: faults are numbered from 1 in the order they
+    /// were injected), or every fault (`heal = true`, `id` absent).
+    Heal { id: Option<u32> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,15 +255,16 @@ struct RawStep {
     partition: Option<Spanned<String>>,
     bridge: Option<Spanned<String>>,
     isolate: Option<Spanned<OneOrMany>>,
-    host: Option<bool>,
+    host: Option<Spanned<bool>>,
     cut: Option<Spanned<String>>,
     reset: Option<Spanned<String>>,
     degrade: Option<Spanned<OneOrMany>>,
     delay: Option<Spanned<String>>,
     jitter: Option<Spanned<String>>,
-    loss: Option<f64>,
-    rate: Option<String>,
-    heal: Option<Spanned<bool>>,
+    loss: Option<Spanned<toml::Value>>,
+    rate: Option<Spanned<String>>,
+    /// `true`, or a fault id; checked in [`heal`].
+    heal: Option<Spanned<toml::Value>>,
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -388,8 +393,8 @@ fn steps_of(v: &mut Validator<'_>, raw: Vec<Spanned<RawStep>>) -> Vec<Step> {
 
 fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
     let span = raw.span();
-    let r = raw.into_inner();
-    let Some(name) = r.name.map(Spanned::into_inner) else {
+    let mut r = raw.into_inner();
+    let Some(name) = r.name.take().map(Spanned::into_inner) else {
         v.err(
             span.clone(),
             "this step has no name",
@@ -397,6 +402,7 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         );
         return None;
     };
+    check_options(v, &r);
     let timeout = match &r.timeout {
         Some(t) => v.duration(t)?,
         None => DEFAULT_TIMEOUT,
@@ -433,7 +439,12 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         ("cut", r.cut.is_some()),
         ("reset", r.reset.is_some()),
         ("degrade", r.degrade.is_some()),
-        ("heal", r.heal.as_ref().is_some_and(|h| *h.get_ref())),
+        (
+            "heal",
+            r.heal
+                .as_ref()
+                .is_some_and(|h| !matches!(h.get_ref(), toml::Value::Boolean(false))),
+        ),
     ];
     let set: Vec<&str> = leaf_kinds
         .iter()
@@ -481,7 +492,7 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         v.err(span.clone(), format!("step `{name}` has nested steps but is not for_each, repeat or parallel"), "add `parallel = true`, `repeat = N` or `for_each = \"CLUSTER\"`, or move the nested steps up");
         return None;
     }
-    let expect = match r.expect {
+    let expect = match r.expect.take() {
         Some(e) => {
             let e = e.into_inner();
             let stdout = e.stdout.as_ref().and_then(|s| v.regex(s));
@@ -560,9 +571,16 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
             bridge: r.bridge.map(Spanned::into_inner),
         }
     } else if let Some(i) = r.isolate {
-        StepKind::Fault(crate::control::Fault::Isolate {
+        if i.get_ref().0.is_empty() {
+            v.err(
+                i.span(),
+                format!("step `{name}` isolates no target"),
+                "name a node, a cluster or CLUSTER:SELECTOR, e.g. isolate = \"main:leader\"",
+            );
+        }
+        StepKind::Fault(Fault::Isolate {
             targets: i.into_inner().0,
-            host: r.host.unwrap_or(false),
+            host: r.host.as_ref().is_some_and(|h| *h.get_ref()),
         })
     } else if let Some(c) = r.cut {
         if !c.get_ref().contains("{{")
@@ -586,25 +604,23 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         StepKind::Reset {
             text: c.into_inner(),
         }
-    } else if let Some(d) = r.degrade {
-        let ms = |v: &mut Validator<'_>, x: &Option<Spanned<String>>| match x {
-            Some(t) => v.duration(t).map(|d| d.as_secs_f64() * 1000.0),
-            None => Some(0.0),
-        };
-        let delay_ms = ms(v, &r.delay)?;
-        let jitter_ms = ms(v, &r.jitter)?;
-        StepKind::Fault(crate::control::Fault::Degrade {
-            targets: d.into_inner().0,
-            delay_ms,
-            jitter_ms,
-            loss_pct: r.loss.unwrap_or(0.0),
-            rate: r.rate,
-        })
-    } else if r.heal.is_some() {
-        StepKind::Heal
+    } else if let Some(d) = &r.degrade {
+        let params = degrade(v, d, &r)?;
+        if d.get_ref().0.is_empty() {
+            v.err(
+                d.span(),
+                format!("step `{name}` degrades no target"),
+                "name a node, a cluster or CLUSTER:SELECTOR, e.g. degrade = \"main-2\"",
+            );
+        }
+        StepKind::Fault(Fault::degrade(d.get_ref().0.clone(), &params))
+    } else if let Some(h) = &r.heal
+        && !matches!(h.get_ref(), toml::Value::Boolean(false))
+    {
+        StepKind::Heal { id: heal(v, h)? }
     } else if let Some(up) = r.up {
         StepKind::Up(up.into_inner().0)
-    } else if r.down.is_some() {
+    } else if r.down.as_ref().is_some_and(|d| *d.get_ref()) {
         StepKind::Down
     } else if let Some((op, targets)) = ops.into_iter().next() {
         if targets.is_empty() {
@@ -681,6 +697,149 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         kind,
         span,
     })
+}
+
+/// Refuses the options of one kind of step on another, where they would be ignored.
+fn check_options(v: &mut Validator<'_>, r: &RawStep) {
+    fn at<T>(key: &Option<Spanned<T>>) -> Option<Range<usize>> {
+        key.as_ref().map(Spanned::span)
+    }
+    let (degrade, partition, isolate) = (
+        r.degrade.is_some(),
+        r.partition.is_some(),
+        r.isolate.is_some(),
+    );
+    let options = [
+        ("delay", at(&r.delay), "degrade", degrade),
+        ("jitter", at(&r.jitter), "degrade", degrade),
+        ("loss", at(&r.loss), "degrade", degrade),
+        ("rate", at(&r.rate), "degrade", degrade),
+        ("bridge", at(&r.bridge), "partition", partition),
+        ("host", at(&r.host), "isolate", isolate),
+    ];
+    for (key, span, owner, applies) in options {
+        if let Some(span) = span
+            && !applies
+        {
+            v.err(
+                span,
+                format!("`{key}` only applies to a `{owner}` step"),
+                format!("remove it, or make this a `{owner}` step"),
+            );
+        }
+    }
+}
+
+/// A degrade step's `delay`, `jitter`, `loss` and `rate`, each checked where it is written.
+fn degrade(v: &mut Validator<'_>, at: &Spanned<OneOrMany>, r: &RawStep) -> Option<Degrade> {
+    let mut ok = true;
+    let mut delay = |v: &mut Validator<'_>, d: &Option<Spanned<String>>, key: &str| {
+        let Some(d) = d else {
+            return Duration::ZERO;
+        };
+        let checked =
+            parse_duration(d.get_ref()).and_then(|t| fault::check_delay(key, t).map(|()| t));
+        checked.unwrap_or_else(|e| {
+            v.err(
+                d.span(),
+                e,
+                format!(
+                    "write a duration from 0ms to 60s, e.g. {key} = \"{}\"",
+                    if key == "delay" { "50ms" } else { "5ms" }
+                ),
+            );
+            ok = false;
+            Duration::ZERO
+        })
+    };
+    let delay_d = delay(v, &r.delay, "delay");
+    let jitter = delay(v, &r.jitter, "jitter");
+    let loss = match &r.loss {
+        None => Percent::ZERO,
+        Some(l) => {
+            let checked = match l.get_ref() {
+                toml::Value::Integer(i) => Percent::new(*i as f64),
+                toml::Value::Float(f) => Percent::new(*f),
+                other => Err(format!(
+                    "expected a percentage from 0 to 100, e.g. 1.5; found {}",
+                    describe(other)
+                )),
+            };
+            checked.unwrap_or_else(|e| {
+                v.err(
+                    l.span(),
+                    e,
+                    "loss is the percent of packets dropped, a number without quotes or `%`, e.g. loss = 1.5",
+                );
+                ok = false;
+                Percent::ZERO
+            })
+        }
+    };
+    let rate = r.rate.as_ref().and_then(|t| {
+        Rate::parse(t.get_ref())
+            .map_err(|e| {
+                v.err(
+                    t.span(),
+                    e,
+                    "e.g. rate = \"1mbit\" (bits per second) or rate = \"125kbps\" (bytes per second)",
+                );
+                ok = false;
+            })
+            .ok()
+    });
+    if !ok {
+        return None;
+    }
+    Degrade::new(delay_d, jitter, loss, rate)
+        .map_err(|e| {
+            v.err(
+                at.span(),
+                e,
+                "add what the link should suffer below `degrade`, e.g. delay = \"50ms\", jitter = \"5ms\", loss = 1.5 or rate = \"1mbit\"",
+            )
+        })
+        .ok()
+}
+
+/// `heal = true` (every fault) or `heal = ID` (one fault).
+fn heal(v: &mut Validator<'_>, h: &Spanned<toml::Value>) -> Option<Option<u32>> {
+    const HINT: &str = "write heal = true to heal every fault, or heal = ID to heal one: faults are numbered from 1 in the order they are injected, as `troupe status` lists them";
+    match h.get_ref() {
+        toml::Value::Boolean(true) => Some(None),
+        toml::Value::Integer(i) => match u32::try_from(*i) {
+            Ok(id @ 1..) => Some(Some(id)),
+            _ => {
+                v.err(
+                    h.span(),
+                    format!("expected a fault id from 1 to {}, found {i}", u32::MAX),
+                    HINT,
+                );
+                None
+            }
+        },
+        other => {
+            v.err(
+                h.span(),
+                format!("expected true or a fault id, found {}", describe(other)),
+                HINT,
+            );
+            None
+        }
+    }
+}
+
+/// A TOML value as a person would name it in an error.
+fn describe(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => format!("the string {s:?}"),
+        toml::Value::Integer(i) => format!("{i}"),
+        toml::Value::Float(f) => format!("{f}"),
+        toml::Value::Boolean(b) => format!("{b}"),
+        toml::Value::Datetime(d) => format!("the date {d}"),
+        toml::Value::Array(_) => "an array".to_string(),
+        toml::Value::Table(_) => "a table".to_string(),
+    }
 }
 
 /// `"a-1 | a-2 a-3"` → groups of targets (at least two).
@@ -810,5 +969,175 @@ down = true
         assert!(format!("{e:?}").contains("does nothing"), "{e:?}");
         let e = Scenario::from_str("s.toml", "[[step]]\nname = \"x\"\nsh = \"true\"\n[[measure]]\nname = \"m\"\nfrom = \"y\"\nto = \"x\"\n").unwrap_err();
         assert!(format!("{e:?}").contains("no step is named `y`"), "{e:?}");
+    }
+
+    fn step_kinds(text: &str) -> Vec<StepKind> {
+        let s = Scenario::from_str("s.toml", text).unwrap_or_else(|e| panic!("{e:?}"));
+        s.steps.into_iter().map(|s| s.kind).collect()
+    }
+
+    #[test]
+    fn degrade_steps_carry_checked_parameters() {
+        let kinds = step_kinds(
+            r#"
+[[step]]
+name = "slow"
+degrade = "main-2"
+delay = "50ms"
+jitter = "5ms"
+loss = 1.5
+rate = "1mbit"
+[[step]]
+name = "lossy"
+degrade = ["main-1", "main-3"]
+loss = 100
+[[step]]
+name = "jittery"
+degrade = "main-1"
+jitter = "60s"
+"#,
+        );
+        let params: Vec<Degrade> = kinds
+            .iter()
+            .map(|k| match k {
+                StepKind::Fault(f) => f.degrade_params().unwrap().unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            params[0].to_string(),
+            "delay 50ms, jitter 5ms, loss 1.5%, rate 1000000bit"
+        );
+        assert_eq!(params[1].loss().get(), 100.0);
+        assert_eq!(params[2].jitter(), Duration::from_secs(60));
+        assert!(matches!(
+            &kinds[1],
+            StepKind::Fault(Fault::Degrade { targets, .. }) if targets.len() == 2
+        ));
+    }
+
+    #[test]
+    fn degrade_parameters_out_of_range_are_refused_where_they_are_written() {
+        let e = Scenario::from_str(
+            "s.toml",
+            r#"[[step]]
+name = "loss above 100"
+degrade = "main-1"
+loss = 150
+[[step]]
+name = "negative loss"
+degrade = "main-1"
+loss = -1
+[[step]]
+name = "loss with a percent sign"
+degrade = "main-1"
+loss = "5%"
+[[step]]
+name = "no rate"
+degrade = "main-1"
+rate = "fast"
+[[step]]
+name = "zero rate"
+degrade = "main-1"
+rate = "0kbit"
+[[step]]
+name = "negative delay"
+degrade = "main-1"
+delay = "-5ms"
+[[step]]
+name = "long jitter"
+degrade = "main-1"
+jitter = "2m"
+[[step]]
+name = "huge delay"
+degrade = "main-1"
+delay = "99999999999999999999h"
+[[step]]
+name = "nothing to do"
+degrade = "main-1"
+[[step]]
+name = "zeros do nothing either"
+degrade = "main-1"
+delay = "0ms"
+loss = 0
+[[step]]
+name = "no target"
+degrade = []
+delay = "5ms"
+[[step]]
+name = "loss on an isolate"
+isolate = "main-1"
+loss = 5
+"#,
+        )
+        .unwrap_err();
+        insta::assert_snapshot!(format!("{e:?}"));
+    }
+
+    #[test]
+    fn heal_takes_true_or_a_fault_id() {
+        let kinds = step_kinds(
+            "[[step]]\nname = \"all\"\nheal = true\n[[step]]\nname = \"one\"\nheal = 2\n",
+        );
+        assert!(matches!(kinds[0], StepKind::Heal { id: None }));
+        assert!(matches!(kinds[1], StepKind::Heal { id: Some(2) }));
+        let e = Scenario::from_str(
+            "s.toml",
+            r#"[[step]]
+name = "zero"
+heal = 0
+[[step]]
+name = "negative"
+heal = -3
+[[step]]
+name = "too big"
+heal = 4294967296
+[[step]]
+name = "quoted"
+heal = "2"
+[[step]]
+name = "nothing"
+heal = false
+"#,
+        )
+        .unwrap_err();
+        insta::assert_snapshot!(format!("{e:?}"));
+    }
+
+    #[test]
+    fn a_false_heal_or_down_beside_another_kind_does_not_take_over_the_step() {
+        // Both were checked for presence, not truth, and turned an `sh` step into a heal or a down.
+        let kinds = step_kinds(
+            "[[step]]\nname = \"a\"\nheal = false\nsh = \"true\"\n[[step]]\nname = \"b\"\ndown = false\nkill = \"main-1\"\n",
+        );
+        assert!(matches!(kinds[0], StepKind::Sh { .. }), "{:?}", kinds[0]);
+        assert!(
+            matches!(
+                kinds[1],
+                StepKind::Op {
+                    op: NodeOp::Kill,
+                    ..
+                }
+            ),
+            "{:?}",
+            kinds[1]
+        );
+    }
+
+    #[test]
+    fn every_example_scenario_still_loads() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut loaded = 0;
+        for dir in std::fs::read_dir(&examples).unwrap() {
+            for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+                let path = file.unwrap().path();
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                if path.extension().is_some_and(|e| e == "toml") && text.contains("[[step]]") {
+                    Scenario::from_str(&path, &text).unwrap_or_else(|e| panic!("{e:?}"));
+                    loaded += 1;
+                }
+            }
+        }
+        assert!(loaded > 0, "no scenario under {}", examples.display());
     }
 }

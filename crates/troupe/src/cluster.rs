@@ -1,20 +1,26 @@
-//! The blocking, test-friendly API: [`Cluster::start`] returns once every node is ready; dropping
-//! the [`Cluster`] stops everything.
+//! The library API: [`AsyncCluster`] for async code and [`Cluster`], a thin blocking wrapper
+//! for plain `#[test]`s (the pairing testcontainers-rs has in `ContainerAsync` and
+//! `Container`). Both are `Send + Sync`.
 //!
-//! A `Cluster` owns a small tokio runtime of its own. Every node is spawned from that runtime's
-//! worker threads, which live as long as the cluster; this matters because the parent-death
-//! signal that kills nodes when troupe dies fires when the *spawning thread* exits. It also
-//! means the API works the same from a plain `#[test]`, from inside `#[tokio::test]`, and from a
-//! `static` cluster shared by many tests.
+//! A cluster owns a small tokio runtime of its own and does all its work there, whatever
+//! runtime (if any) calls it. This matters because the parent-death signal that kills nodes
+//! when troupe dies fires when the *spawning thread* exits: nodes are always spawned from the
+//! cluster's own long-lived worker threads. It also means the API works the same from a plain
+//! `#[test]`, from inside `#[tokio::test]`, and from a `static` cluster shared by many tests.
+//!
+//! Dropping a cluster kills every node at once (SIGKILL, as testcontainers force-removes a
+//! container): tests should not pay for graceful hand-overs. [`Cluster::stop`] and
+//! [`AsyncCluster::stop`] stop gracefully, when that is what a test is about.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use troupe_spec::{Descriptor, NodeDescriptor, Spec};
 
-use crate::engine::{Engine, Interrupt};
+use crate::engine::{Engine, Interrupt, LEADER_WAIT};
 use crate::error::Error;
 
 enum SpecInput {
@@ -29,6 +35,7 @@ pub struct ClusterBuilder {
     state_dir: Option<PathBuf>,
     keep: Option<bool>,
     interrupt: Interrupt,
+    subreaper: bool,
 }
 
 impl ClusterBuilder {
@@ -52,14 +59,61 @@ impl ClusterBuilder {
         self
     }
 
+    /// Make this whole process a child subreaper, so that grandchildren of killed nodes are
+    /// reaped here instead of lingering as zombies where PID 1 does not reap (containers,
+    /// sandboxes). Off by default in the library: it changes how every orphan of the process
+    /// is handled. The `troupe` command turns it on.
+    pub fn subreaper(mut self, on: bool) -> Self {
+        self.subreaper = on;
+        self
+    }
+
     /// Validates the spec, prepares the run and starts every node, returning once all are ready.
     /// On failure nothing is left running and the state directory is kept for its logs.
     pub fn start(self) -> Result<Cluster, Error> {
+        let rt = runtime()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (keep, interrupt) = (self.keep, self.interrupt.clone());
+        rt.spawn(async move {
+            let _ = tx.send(self.start_on().await);
+        });
+        let started = rx.recv().unwrap_or(Err(Error::ShutDown));
+        started.map(|(engine, temporary)| Cluster {
+            inner: AsyncCluster::new(rt, engine, temporary, keep, interrupt),
+        })
+    }
+
+    /// [`ClusterBuilder::start`] for async code.
+    pub async fn start_async(self) -> Result<AsyncCluster, Error> {
+        let rt = runtime()?;
+        let (keep, interrupt) = (self.keep, self.interrupt.clone());
+        let started = rt
+            .spawn(self.start_on())
+            .await
+            .unwrap_or(Err(Error::ShutDown));
+        match started {
+            Ok((engine, temporary)) => {
+                Ok(AsyncCluster::new(rt, engine, temporary, keep, interrupt))
+            }
+            Err(e) => {
+                // Dropping a runtime blocks, which an async context must not.
+                rt.shutdown_background();
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs on the cluster's own runtime; returns the started engine and whether its state
+    /// directory is temporary.
+    async fn start_on(self) -> Result<(Arc<Engine>, bool), Error> {
         let spec = match self.spec {
             SpecInput::Path(p) => Spec::from_path(&p)?,
             SpecInput::Text { path, text } => Spec::from_str(&path, &text)?,
             SpecInput::Spec(s) => *s,
         };
+        if self.subreaper {
+            crate::sys::become_subreaper();
+        }
         let (state_dir, temporary) = match self.state_dir {
             Some(d) => (d, false),
             None => {
@@ -70,45 +124,34 @@ impl ClusterBuilder {
                 (d.keep(), true)
             }
         };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("troupe")
-            .enable_all()
-            .build()
-            .map_err(|e| crate::error::io_err("start a runtime in", &state_dir, e))?;
-        crate::sys::become_subreaper();
-        let engine = match Engine::prepare(&spec, &state_dir) {
-            Ok(e) => Arc::new(e),
-            Err(e) => {
+        // Preparing writes files and runs `ip`: a blocking thread. Spawning happens later,
+        // on the runtime's workers.
+        let prepared = {
+            let (spec, dir) = (spec.clone(), state_dir.clone());
+            tokio::task::spawn_blocking(move || Engine::prepare(&spec, &dir)).await
+        };
+        let engine = match prepared {
+            Ok(Ok(e)) => Arc::new(e),
+            Ok(Err(e)) => {
                 if temporary {
                     let _ = std::fs::remove_dir_all(&state_dir);
                 }
                 return Err(e);
             }
+            Err(_) => return Err(Error::ShutDown),
         };
-        let cluster = Cluster {
-            rt: Some(rt),
-            engine,
-            remove_on_drop: self.keep.map(|k| !k),
-            temporary,
-            interrupt: self.interrupt,
-            stopped: false,
-        };
-        let (engine, interrupt) = (cluster.engine.clone(), cluster.interrupt.clone());
-        match cluster.block(async move {
-            engine.start_all(&interrupt).await?;
-            engine.spawn_role_watchers();
-            Ok::<(), Error>(())
-        }) {
-            Ok(()) => Ok(cluster),
+        match engine.start_all(&self.interrupt).await {
+            Ok(()) => {
+                engine.spawn_role_watchers();
+                Ok((engine, temporary))
+            }
             Err(e) => {
-                let mut cluster = cluster;
-                cluster.stopped = true;
-                // Keep the logs that explain the failure.
-                cluster.remove_on_drop = Some(false);
+                // Everything started is stopped; remove the network, keep the logs.
+                let network = engine.clone();
+                let _ = tokio::task::spawn_blocking(move || network.destroy_network()).await;
                 eprintln!(
                     "troupe: state directory kept: {}",
-                    cluster.state_dir().display()
+                    engine.state.path.display()
                 );
                 Err(e)
             }
@@ -116,17 +159,133 @@ impl ClusterBuilder {
     }
 }
 
-/// A running cluster. Dropping it stops every node (SIGTERM to each process group, a grace
-/// period, then SIGKILL).
-pub struct Cluster {
-    rt: Option<tokio::runtime::Runtime>,
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("troupe")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Environment {
+            message: format!("failed to start troupe's runtime: {e}"),
+            help: None,
+        })
+}
+
+/// What an [`AsyncCluster`] and its [`Cluster`] wrapper share; the last one dropped kills the
+/// nodes and shuts the runtime down.
+struct Shared {
+    rt: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
     engine: Arc<Engine>,
     /// `None`: remove a temporary state dir unless the thread is panicking.
-    remove_on_drop: Option<bool>,
+    remove_on_drop: std::sync::Mutex<Option<bool>>,
     temporary: bool,
     interrupt: Interrupt,
-    stopped: bool,
+    stopped: AtomicBool,
 }
+
+impl Shared {
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.rt
+            .lock()
+            .expect("runtime")
+            .as_ref()
+            .map(|r| r.handle().clone())
+    }
+
+    /// Runs `fut` on the cluster's runtime and waits for it from any thread, even one that is
+    /// itself inside an async runtime.
+    fn block<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        let Some(h) = self.handle() else {
+            return Err(Error::ShutDown);
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        h.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().unwrap_or(Err(Error::ShutDown))
+    }
+
+    /// Runs `fut` on the cluster's runtime and awaits it from any runtime.
+    async fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        let Some(h) = self.handle() else {
+            return Err(Error::ShutDown);
+        };
+        h.spawn(fut).await.unwrap_or(Err(Error::ShutDown))
+    }
+
+    /// Closes the run: every node stopped (gracefully) or killed, the network removed.
+    async fn shut(engine: Arc<Engine>, interrupt: Interrupt, kill: bool) {
+        if kill {
+            engine.kill_all().await;
+        } else {
+            engine.stop_all(&interrupt).await;
+        }
+        engine.persist_quietly().await;
+        let e = engine.clone();
+        let _ = tokio::task::spawn_blocking(move || e.destroy_network()).await;
+    }
+
+    fn first_stop(&self) -> bool {
+        !self.stopped.swap(true, Ordering::SeqCst)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let rt = self.rt.lock().expect("runtime").take();
+        if let Some(rt) = rt {
+            if self.first_stop() {
+                let (e, i) = (self.engine.clone(), self.interrupt.clone());
+                let (tx, rx) = std::sync::mpsc::channel();
+                rt.spawn(async move {
+                    Shared::shut(e, i, true).await;
+                    let _ = tx.send(());
+                });
+                let _ = rx.recv();
+            }
+            rt.shutdown_background();
+        }
+        let path = self.engine.state.path.clone();
+        let remove = self
+            .remove_on_drop
+            .lock()
+            .expect("keep flag")
+            .unwrap_or(self.temporary && !std::thread::panicking());
+        if remove {
+            let _ = std::fs::remove_dir_all(&path);
+        } else if std::thread::panicking() || self.temporary {
+            eprintln!(
+                "troupe: state directory of `{}` kept: {}",
+                self.engine.plan.name,
+                path.display()
+            );
+        }
+    }
+}
+
+/// A running cluster, for async code. Cheap to clone; the last clone dropped kills every node.
+#[derive(Clone)]
+pub struct AsyncCluster {
+    shared: Arc<Shared>,
+}
+
+/// A running cluster. Dropping it kills every node at once; [`Cluster::stop`] stops them
+/// gracefully.
+pub struct Cluster {
+    inner: AsyncCluster,
+}
+
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<AsyncCluster>();
+    send_sync::<Cluster>();
+};
 
 impl Cluster {
     /// Starts the cluster described by a spec file, with default options.
@@ -159,65 +318,74 @@ impl Cluster {
             state_dir: None,
             keep: None,
             interrupt: Interrupt::new(),
+            subreaper: false,
         }
     }
 
-    /// Runs a future on the cluster's runtime and waits for it from any thread, even one that
-    /// is itself inside an async runtime.
-    fn block<F>(&self, fut: F) -> F::Output
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.rt
-            .as_ref()
-            .expect("runtime lives until drop")
-            .spawn(async move {
-                let _ = tx.send(fut.await);
-            });
-        rx.recv().expect("troupe engine task panicked")
+    /// The async cluster under this one.
+    pub fn as_async(&self) -> &AsyncCluster {
+        &self.inner
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    fn engine(&self) -> Arc<Engine> {
+        self.inner.shared.engine.clone()
     }
 
     pub fn name(&self) -> &str {
-        &self.engine.plan.name
+        self.inner.name()
     }
 
     pub fn state_dir(&self) -> &Path {
-        &self.engine.state.path
+        self.inner.state_dir()
     }
 
     /// The run's CA certificate, when TLS is on.
     pub fn ca(&self) -> Option<&Path> {
-        self.engine.plan.ca.as_deref()
+        self.inner.ca()
     }
 
     /// The live descriptor (what `cluster.json` holds, with current pids and states).
     pub fn descriptor(&self) -> Descriptor {
-        self.engine.descriptor()
+        self.inner.descriptor()
     }
 
     /// Every node, in start order.
     pub fn nodes(&self) -> Vec<Node> {
-        self.descriptor().nodes.into_iter().map(Node).collect()
+        self.inner.nodes()
     }
 
     /// One node by name (`main-1`).
     pub fn node(&self, name: &str) -> Result<Node, Error> {
-        self.engine.slot(name)?;
-        Ok(self
-            .nodes()
-            .into_iter()
-            .find(|n| n.0.name == name)
-            .expect("slot exists"))
+        self.inner.node(name)
     }
 
     /// The nodes of one cluster of the spec.
     pub fn cluster_nodes(&self, cluster: &str) -> Vec<Node> {
-        self.nodes()
-            .into_iter()
-            .filter(|n| n.0.cluster == cluster)
-            .collect()
+        self.inner.cluster_nodes(cluster)
+    }
+
+    /// The names of the clusters of the spec, in start order.
+    pub fn cluster_names(&self) -> Vec<String> {
+        self.inner.cluster_names()
+    }
+
+    /// Whether a cluster of this run has a role probe.
+    pub fn has_role_probe(&self, cluster: &str) -> bool {
+        self.inner.has_role_probe(cluster)
+    }
+
+    /// The node the cluster's role probe last saw leading.
+    pub fn leader(&self, cluster: &str) -> Option<String> {
+        self.inner.leader(cluster)
+    }
+
+    /// Leader, formation time, leader changes and failovers of one cluster of the spec.
+    pub fn cluster_status(&self, cluster: &str) -> Option<troupe_spec::ClusterStatus> {
+        self.inner.cluster_status(cluster)
     }
 
     /// The node names a target stands for: a node (`main-1`), a cluster (`main`: all its
@@ -225,105 +393,78 @@ impl Cluster {
     /// `one`, `minority`, `majority`, `all`. `leader` and `followers` need a role probe and
     /// wait up to 10 s for a leader.
     pub fn select(&self, target: &str) -> Result<Vec<String>, Error> {
-        let (e, t) = (self.engine.clone(), vec![target.to_string()]);
-        self.block(async move { e.select(&t, Duration::from_secs(10)).await })
+        let (e, t) = (self.engine(), vec![target.to_string()]);
+        self.shared()
+            .block(async move { e.select(&t, LEADER_WAIT).await })
     }
 
-    fn each<F, Fut>(&self, target: &str, op: F) -> Result<Vec<String>, Error>
-    where
-        F: Fn(Arc<Engine>, String) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), Error>> + Send + 'static,
-    {
-        let nodes = self.select(target)?;
-        let (e, list) = (self.engine.clone(), nodes.clone());
-        self.block(async move {
-            let mut set = tokio::task::JoinSet::new();
-            for n in list {
-                set.spawn(op(e.clone(), n));
-            }
-            while let Some(r) = set.join_next().await {
-                r.expect("node operation panicked")?;
-            }
-            Ok::<(), Error>(())
-        })?;
-        Ok(nodes)
-    }
-
-    /// SIGKILLs the target's process groups and waits until they are gone. Returns the nodes.
+    /// SIGKILLs the target's nodes and waits until they are gone. Returns the nodes.
     pub fn kill(&self, target: &str) -> Result<Vec<String>, Error> {
-        self.each(target, |e, n| async move { e.kill_node(&n).await })
+        self.shared().block(self.inner.kill_fut(target))
     }
 
     /// Stops the target gracefully (its stop signal, grace, then SIGKILL) and waits until it is
     /// gone. Several nodes of a cluster with a role probe stop leader first, one at a time.
     pub fn stop_node(&self, target: &str) -> Result<Vec<String>, Error> {
-        let nodes = self.select(target)?;
-        let (e, list, i) = (self.engine.clone(), nodes.clone(), self.interrupt.clone());
-        self.block(async move { e.stop_nodes(&list, &i).await })?;
-        Ok(nodes)
+        self.shared().block(self.inner.stop_node_fut(target))
     }
 
     /// Stops these nodes (names, not targets) gracefully; see [`Cluster::stop_node`].
     pub fn stop_nodes(&self, names: &[String]) -> Result<Vec<String>, Error> {
-        let (e, list, i) = (self.engine.clone(), names.to_vec(), self.interrupt.clone());
-        self.block(async move { e.stop_nodes(&list, &i).await })?;
-        Ok(names.to_vec())
+        let (e, list, i) = (
+            self.engine(),
+            names.to_vec(),
+            self.shared().interrupt.clone(),
+        );
+        self.shared()
+            .block(async move { e.stop_nodes(&list, &i).await.map(|()| list) })
     }
 
     /// Starts stopped or killed nodes again, with the same ports, data and certificates, and
     /// waits until their readiness probes pass.
     pub fn start_node(&self, target: &str) -> Result<Vec<String>, Error> {
-        self.each(target, |e, n| async move { e.start_node(&n).await })
+        self.shared().block(
+            self.inner
+                .each_fut(target, |e, n| async move { e.start_node(&n).await }),
+        )
     }
 
     /// Stop then start.
     pub fn restart_node(&self, target: &str) -> Result<Vec<String>, Error> {
-        self.each(target, |e, n| async move { e.restart_node(&n).await })
+        self.shared().block(
+            self.inner
+                .each_fut(target, |e, n| async move { e.restart_node(&n).await }),
+        )
     }
 
-    /// SIGSTOPs the target's process groups.
+    /// Freezes the target's nodes (SIGSTOP to their process groups).
     pub fn pause(&self, target: &str) -> Result<Vec<String>, Error> {
-        self.each(target, |e, n| async move { e.pause_node(&n, true).await })
+        self.shared().block(
+            self.inner
+                .each_fut(target, |e, n| async move { e.pause_node(&n, true).await }),
+        )
     }
 
-    /// SIGCONTs the target's process groups.
+    /// Thaws the target's nodes (SIGCONT).
     pub fn resume(&self, target: &str) -> Result<Vec<String>, Error> {
-        self.each(target, |e, n| async move { e.pause_node(&n, false).await })
-    }
-
-    /// The node the cluster's role probe last saw leading.
-    pub fn leader(&self, cluster: &str) -> Option<String> {
-        self.engine.live.get(cluster).and_then(|l| l.leader())
+        self.shared().block(
+            self.inner
+                .each_fut(target, |e, n| async move { e.pause_node(&n, false).await }),
+        )
     }
 
     /// Waits until every node (of `cluster`, or of every started cluster) is ready.
     pub fn wait_ready(&self, cluster: Option<&str>, timeout: Duration) -> Result<(), Error> {
-        let (e, c) = (self.engine.clone(), cluster.map(str::to_string));
-        self.block(async move { e.wait_ready(c.as_deref(), timeout).await })
-    }
-
-    /// Whether a cluster of this run has a role probe.
-    pub fn has_role_probe(&self, cluster: &str) -> bool {
-        self.engine
-            .live
-            .get(cluster)
-            .is_some_and(|l| l.has_role_probe)
-    }
-
-    /// The names of the clusters of the spec, in start order.
-    pub fn cluster_names(&self) -> Vec<String> {
-        self.engine
-            .plan
-            .clusters
-            .iter()
-            .map(|c| c.name.clone())
-            .collect()
+        let (e, c) = (self.engine(), cluster.map(str::to_string));
+        self.shared()
+            .block(async move { e.wait_ready(c.as_deref(), timeout).await })
     }
 
     /// Waits until `cluster` has a leader (its role probe says so), up to `timeout`.
     pub fn wait_leader(&self, cluster: &str, timeout: Duration) -> Result<String, Error> {
-        let (e, c) = (self.engine.clone(), cluster.to_string());
-        self.block(async move { e.wait_leader(&c, timeout).await })
+        let (e, c) = (self.engine(), cluster.to_string());
+        self.shared()
+            .block(async move { e.wait_leader(&c, timeout).await })
     }
 
     /// Waits until `cluster` has a leader other than `old`, up to `timeout`.
@@ -333,137 +474,363 @@ impl Cluster {
         old: &str,
         timeout: Duration,
     ) -> Result<String, Error> {
-        let live = self
-            .engine
-            .live
-            .get(cluster)
-            .cloned()
-            .ok_or_else(|| Error::Target {
-                message: format!("no cluster named `{cluster}`"),
-                help: None,
-            })?;
-        let old = old.to_string();
-        let found = self.block(async move {
-            let mut rx = live.subscribe();
-            tokio::time::timeout(
-                timeout,
-                rx.wait_for(|l| l.as_ref().is_some_and(|l| *l != old)),
-            )
-            .await
-            .ok()
-            .and_then(|r| r.ok().and_then(|l| l.clone()))
-        });
-        found.ok_or_else(|| Error::Timeout {
-            message: format!(
-                "no new leader in cluster `{cluster}` after {}",
-                troupe_spec::format_duration(timeout)
-            ),
-            help: None,
-        })
+        let (e, c, o) = (self.engine(), cluster.to_string(), old.to_string());
+        self.shared()
+            .block(async move { e.wait_new_leader(&c, Some(&o), timeout).await })
     }
 
-    /// Leader, formation time, leader changes and failovers of one cluster of the spec.
-    pub fn cluster_status(&self, cluster: &str) -> Option<troupe_spec::ClusterStatus> {
-        self.engine.live.get(cluster).map(|l| l.status())
-    }
-
-    /// Injects a network fault (partition, isolate, cut, degrade) on nodes in network
-    /// namespaces; returns its record. Refused, never skipped, when a node is not in one.
+    /// Injects a network fault (partition, isolate, cut, reset, degrade); returns its record.
+    /// Refused, never skipped, when a node's traffic is not under troupe's control.
     pub fn fault(
         &self,
         fault: troupe_spec::control::Fault,
     ) -> Result<troupe_spec::FaultRecord, Error> {
-        let e = self.engine.clone();
-        self.block(async move { e.fault(&fault).await })
+        let e = self.engine();
+        self.shared().block(async move { e.fault(&fault).await })
     }
 
     /// Undoes every network fault; returns how many were active.
     pub fn heal(&self) -> Result<usize, Error> {
-        let e = self.engine.clone();
-        self.block(async move { e.heal().await })
+        let e = self.engine();
+        self.shared().block(async move { e.heal(None).await })
+    }
+
+    /// Undoes one network fault by its id (from its record).
+    pub fn heal_fault(&self, id: u32) -> Result<(), Error> {
+        let e = self.engine();
+        self.shared()
+            .block(async move { e.heal(Some(id)).await.map(|_| ()) })
     }
 
     /// Serves `<state-dir>/control.sock` so that `troupe status`, `troupe kill` and friends
     /// (or any program speaking the JSON-lines protocol) can drive this cluster. The returned
     /// receiver turns `true` when a client asked for `down` (every node is stopped by then).
     pub fn serve_control(&self) -> Result<tokio::sync::watch::Receiver<bool>, Error> {
-        let _guard = self.rt.as_ref().expect("runtime").enter();
-        let listener = crate::control::bind(self.state_dir())?;
-        let down = Arc::new(tokio::sync::watch::channel(false).0);
-        let rx = down.subscribe();
-        let (e, i) = (self.engine.clone(), self.interrupt.clone());
-        self.rt
-            .as_ref()
-            .expect("runtime")
-            .spawn(crate::control::serve(e, listener, i, down));
-        Ok(rx)
+        self.inner.serve_control()
     }
 
     /// Waits until `node` exits on its own (or is stopped), up to `timeout`; returns its exit
     /// description, or `None` on timeout.
     pub fn wait_exit(&self, node: &str, timeout: Duration) -> Result<Option<String>, Error> {
-        let proc = self.engine.slot(node)?.proc.lock().expect("slot").clone();
-        let Some(proc) = proc else {
+        let h = self.engine().node(node)?.current();
+        let Some(h) = h else {
             return Ok(Some("not started".into()));
         };
-        Ok(self.block(async move {
-            tokio::time::timeout(timeout, proc.exited())
-                .await
-                .ok()
-                .and_then(|s| s.exit)
-        }))
+        self.shared().block(async move {
+            Ok(
+                tokio::time::timeout_at(crate::deadline::after(timeout), h.exited())
+                    .await
+                    .ok()
+                    .and_then(|s| s.exit),
+            )
+        })
     }
 
     /// Stops every node gracefully, dependents first, and waits until all are gone.
-    pub fn stop(mut self) {
-        self.shutdown(false);
+    pub fn stop(self) {
+        let s = self.shared();
+        if s.first_stop() {
+            let (e, i) = (s.engine.clone(), s.interrupt.clone());
+            let _ = s.block(async move {
+                Shared::shut(e, i, false).await;
+                Ok(())
+            });
+        }
     }
 
-    /// SIGKILLs every node at once.
-    pub fn kill_all(mut self) {
-        self.shutdown(true);
+    /// SIGKILLs every node at once and waits until they are gone (what dropping does).
+    pub fn kill_all(self) {
+        let s = self.shared();
+        if s.first_stop() {
+            let (e, i) = (s.engine.clone(), s.interrupt.clone());
+            let _ = s.block(async move {
+                Shared::shut(e, i, true).await;
+                Ok(())
+            });
+        }
     }
 
     /// Keep the state directory after this cluster is dropped.
     pub fn keep_state_dir(&mut self) {
-        self.remove_on_drop = Some(false);
-    }
-
-    fn shutdown(&mut self, kill: bool) {
-        if self.stopped {
-            return;
-        }
-        self.stopped = true;
-        let (e, i) = (self.engine.clone(), self.interrupt.clone());
-        self.block(async move {
-            if kill {
-                e.kill_all().await;
-            } else {
-                e.stop_all(&i).await;
-            }
-            let _ = e.write_descriptor();
-            e.destroy_network();
-        });
+        *self.shared().remove_on_drop.lock().expect("keep flag") = Some(false);
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shutdown(false);
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
+impl AsyncCluster {
+    fn new(
+        rt: tokio::runtime::Runtime,
+        engine: Arc<Engine>,
+        temporary: bool,
+        keep: Option<bool>,
+        interrupt: Interrupt,
+    ) -> AsyncCluster {
+        AsyncCluster {
+            shared: Arc::new(Shared {
+                rt: std::sync::Mutex::new(Some(rt)),
+                engine,
+                remove_on_drop: std::sync::Mutex::new(keep.map(|k| !k)),
+                temporary,
+                interrupt,
+                stopped: AtomicBool::new(false),
+            }),
         }
-        let remove = self
-            .remove_on_drop
-            .unwrap_or(self.temporary && !std::thread::panicking());
-        if remove {
-            let _ = std::fs::remove_dir_all(self.state_dir());
-        } else if std::thread::panicking() || self.temporary {
-            eprintln!(
-                "troupe: state directory of `{}` kept: {}",
-                self.name(),
-                self.state_dir().display()
-            );
+    }
+
+    fn engine(&self) -> Arc<Engine> {
+        self.shared.engine.clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.engine.plan.name
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.shared.engine.state.path
+    }
+
+    pub fn ca(&self) -> Option<&Path> {
+        self.shared.engine.plan.ca.as_deref()
+    }
+
+    pub fn descriptor(&self) -> Descriptor {
+        self.shared.engine.descriptor()
+    }
+
+    pub fn nodes(&self) -> Vec<Node> {
+        self.descriptor().nodes.into_iter().map(Node).collect()
+    }
+
+    pub fn node(&self, name: &str) -> Result<Node, Error> {
+        self.shared.engine.node(name)?;
+        self.nodes()
+            .into_iter()
+            .find(|n| n.0.name == name)
+            .ok_or_else(|| Error::UnknownNode {
+                name: name.into(),
+                known: String::new(),
+            })
+    }
+
+    pub fn cluster_nodes(&self, cluster: &str) -> Vec<Node> {
+        self.nodes()
+            .into_iter()
+            .filter(|n| n.0.cluster == cluster)
+            .collect()
+    }
+
+    pub fn cluster_names(&self) -> Vec<String> {
+        self.shared
+            .engine
+            .plan
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    pub fn has_role_probe(&self, cluster: &str) -> bool {
+        self.shared
+            .engine
+            .live
+            .get(cluster)
+            .is_some_and(|l| l.has_role_probe)
+    }
+
+    pub fn leader(&self, cluster: &str) -> Option<String> {
+        self.shared
+            .engine
+            .live
+            .get(cluster)
+            .and_then(|l| l.leader())
+    }
+
+    pub fn cluster_status(&self, cluster: &str) -> Option<troupe_spec::ClusterStatus> {
+        self.shared.engine.live.get(cluster).map(|l| l.status())
+    }
+
+    /// See [`Cluster::select`].
+    pub async fn select(&self, target: &str) -> Result<Vec<String>, Error> {
+        let (e, t) = (self.engine(), vec![target.to_string()]);
+        self.shared
+            .run(async move { e.select(&t, LEADER_WAIT).await })
+            .await
+    }
+
+    fn each_fut<F, Fut>(
+        &self,
+        target: &str,
+        op: F,
+    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send + 'static
+    where
+        F: Fn(Arc<Engine>, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        let (e, t) = (self.engine(), vec![target.to_string()]);
+        async move {
+            let nodes = e.select(&t, LEADER_WAIT).await?;
+            let mut set = tokio::task::JoinSet::new();
+            for n in nodes.clone() {
+                set.spawn(op(e.clone(), n));
+            }
+            let mut first = None;
+            while let Some(r) = set.join_next().await {
+                match r {
+                    Ok(Err(err)) => {
+                        first.get_or_insert(err);
+                    }
+                    Err(_) => {
+                        first.get_or_insert(Error::ShutDown);
+                    }
+                    Ok(Ok(())) => {}
+                }
+            }
+            match first {
+                Some(err) => Err(err),
+                None => Ok(nodes),
+            }
+        }
+    }
+
+    fn kill_fut(
+        &self,
+        target: &str,
+    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send + 'static {
+        self.each_fut(target, |e, n| async move { e.kill_node(&n).await })
+    }
+
+    fn stop_node_fut(
+        &self,
+        target: &str,
+    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send + 'static {
+        let (e, t, i) = (
+            self.engine(),
+            vec![target.to_string()],
+            self.shared.interrupt.clone(),
+        );
+        async move {
+            let nodes = e.select(&t, LEADER_WAIT).await?;
+            e.stop_nodes(&nodes, &i).await?;
+            Ok(nodes)
+        }
+    }
+
+    /// See [`Cluster::kill`].
+    pub async fn kill(&self, target: &str) -> Result<Vec<String>, Error> {
+        self.shared.run(self.kill_fut(target)).await
+    }
+
+    /// See [`Cluster::stop_node`].
+    pub async fn stop_node(&self, target: &str) -> Result<Vec<String>, Error> {
+        self.shared.run(self.stop_node_fut(target)).await
+    }
+
+    /// See [`Cluster::start_node`].
+    pub async fn start_node(&self, target: &str) -> Result<Vec<String>, Error> {
+        let f = self.each_fut(target, |e, n| async move { e.start_node(&n).await });
+        self.shared.run(f).await
+    }
+
+    /// See [`Cluster::restart_node`].
+    pub async fn restart_node(&self, target: &str) -> Result<Vec<String>, Error> {
+        let f = self.each_fut(target, |e, n| async move { e.restart_node(&n).await });
+        self.shared.run(f).await
+    }
+
+    /// See [`Cluster::pause`].
+    pub async fn pause(&self, target: &str) -> Result<Vec<String>, Error> {
+        let f = self.each_fut(target, |e, n| async move { e.pause_node(&n, true).await });
+        self.shared.run(f).await
+    }
+
+    /// See [`Cluster::resume`].
+    pub async fn resume(&self, target: &str) -> Result<Vec<String>, Error> {
+        let f = self.each_fut(target, |e, n| async move { e.pause_node(&n, false).await });
+        self.shared.run(f).await
+    }
+
+    /// See [`Cluster::wait_ready`].
+    pub async fn wait_ready(&self, cluster: Option<&str>, timeout: Duration) -> Result<(), Error> {
+        let (e, c) = (self.engine(), cluster.map(str::to_string));
+        self.shared
+            .run(async move { e.wait_ready(c.as_deref(), timeout).await })
+            .await
+    }
+
+    /// See [`Cluster::wait_leader`].
+    pub async fn wait_leader(&self, cluster: &str, timeout: Duration) -> Result<String, Error> {
+        let (e, c) = (self.engine(), cluster.to_string());
+        self.shared
+            .run(async move { e.wait_leader(&c, timeout).await })
+            .await
+    }
+
+    /// See [`Cluster::wait_new_leader`].
+    pub async fn wait_new_leader(
+        &self,
+        cluster: &str,
+        old: &str,
+        timeout: Duration,
+    ) -> Result<String, Error> {
+        let (e, c, o) = (self.engine(), cluster.to_string(), old.to_string());
+        self.shared
+            .run(async move { e.wait_new_leader(&c, Some(&o), timeout).await })
+            .await
+    }
+
+    /// See [`Cluster::fault`].
+    pub async fn fault(
+        &self,
+        fault: troupe_spec::control::Fault,
+    ) -> Result<troupe_spec::FaultRecord, Error> {
+        let e = self.engine();
+        self.shared.run(async move { e.fault(&fault).await }).await
+    }
+
+    /// Undoes one fault (`Some(id)`) or all; returns how many were undone.
+    pub async fn heal(&self, id: Option<u32>) -> Result<usize, Error> {
+        let e = self.engine();
+        self.shared.run(async move { e.heal(id).await }).await
+    }
+
+    /// See [`Cluster::serve_control`].
+    pub fn serve_control(&self) -> Result<tokio::sync::watch::Receiver<bool>, Error> {
+        let Some(h) = self.shared.handle() else {
+            return Err(Error::ShutDown);
+        };
+        let _guard = h.enter();
+        let listener = crate::control::bind(self.state_dir())?;
+        let down = Arc::new(tokio::sync::watch::channel(false).0);
+        let rx = down.subscribe();
+        let (e, i) = (self.engine(), self.shared.interrupt.clone());
+        h.spawn(crate::control::serve(e, listener, i, down));
+        Ok(rx)
+    }
+
+    /// Stops every node gracefully, dependents first, and waits until all are gone.
+    pub async fn stop(self) {
+        if self.shared.first_stop() {
+            let (e, i) = (self.engine(), self.shared.interrupt.clone());
+            let _ = self
+                .shared
+                .run(async move {
+                    Shared::shut(e, i, false).await;
+                    Ok(())
+                })
+                .await;
+        }
+    }
+
+    /// SIGKILLs every node at once and waits until they are gone (what dropping does).
+    pub async fn kill_all(self) {
+        if self.shared.first_stop() {
+            let (e, i) = (self.engine(), self.shared.interrupt.clone());
+            let _ = self
+                .shared
+                .run(async move {
+                    Shared::shut(e, i, true).await;
+                    Ok(())
+                })
+                .await;
         }
     }
 }
@@ -503,7 +870,7 @@ impl Node {
         )
     }
 
-    /// `http(s)://host:port` of a named port.
+    /// The URL of a named port (`https://host:port` with TLS).
     pub fn url(&self, name: &str) -> String {
         self.0
             .urls

@@ -11,18 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use troupe_spec::control::{Request, Response, SOCKET, WaitFor};
 use troupe_spec::scenario::NodeOp as Op;
 
-use crate::engine::{Engine, Interrupt};
+use crate::engine::{Engine, Interrupt, LEADER_WAIT};
 use crate::error::{Error, io_err};
-
-/// How long a selector waits for a leader before it gives up.
-const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 /// Binds the socket; the server runs until the engine is dropped.
 pub(crate) fn bind(state_dir: &Path) -> Result<UnixListener, Error> {
@@ -45,33 +42,101 @@ pub(crate) fn bind(state_dir: &Path) -> Result<UnixListener, Error> {
     Ok(listener)
 }
 
-/// Serves requests until `down` is requested (then `down_tx` is set) or the task is dropped.
+/// Longest request line: a request is a few hundred bytes; anything far longer is a mistake
+/// or an attack, answered with an error and a closed connection.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// How long the server pauses after a failed `accept` (out of file descriptors): a hot loop
+/// would starve the runtime.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves requests until the run closes (after `down`, or when the cluster stops). Every
+/// connection ends with the run.
 pub(crate) async fn serve(
     engine: Arc<Engine>,
     listener: UnixListener,
     interrupt: Interrupt,
     down_tx: Arc<watch::Sender<bool>>,
 ) {
+    let mut closing = engine.run.subscribe();
+    let mut connections = JoinSet::new();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let (engine, interrupt, down_tx) = (engine.clone(), interrupt.clone(), down_tx.clone());
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut lines = tokio::io::BufReader::new(read).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let response = match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => handle(&engine, req, &interrupt, &down_tx).await,
-                    Err(e) => Response::error(format!("bad request: {e}")),
-                };
-                let mut text = serde_json::to_string(&response).expect("response serialises");
-                text.push('\n');
-                if write.write_all(text.as_bytes()).await.is_err() {
-                    break;
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let (engine, interrupt, down_tx) = (engine.clone(), interrupt.clone(), down_tx.clone());
+                    connections.spawn(connection(stream, engine, interrupt, down_tx));
                 }
+                Err(e) => {
+                    tracing::warn!("control socket: accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            // Reap finished connections as they end, so the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = crate::lifecycle::closed(&mut closing) => break,
+        }
+    }
+    // The run is closing: idle connections end at once, a request under way (the `down`
+    // itself) writes its answer first. One that is stuck (a client that never reads) is cut.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    connections.shutdown().await;
+}
+
+/// How long connections may take to finish their last answer once the run closes.
+const CLOSE_GRACE: Duration = Duration::from_secs(60);
+
+/// One client: requests in, answers out, one at a time.
+async fn connection(
+    stream: tokio::net::UnixStream,
+    engine: Arc<Engine>,
+    interrupt: Interrupt,
+    down_tx: Arc<watch::Sender<bool>>,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = tokio::io::BufReader::new(read);
+    let mut closing = engine.run.subscribe();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let mut limited = (&mut reader).take(MAX_LINE as u64 + 1);
+        let next = limited.read_until(b'\n', &mut line);
+        let n = tokio::select! {
+            r = next => match r {
+                Ok(n) => n,
+                Err(_) => return,
+            },
+            // Between requests, a closing run ends the connection.
+            _ = crate::lifecycle::closed(&mut closing) => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let too_long = line.len() > MAX_LINE;
+        let response = if too_long {
+            Response::error(format!(
+                "bad request: longer than {} bytes; send one JSON object per line",
+                MAX_LINE
+            ))
+        } else {
+            match serde_json::from_slice::<Request>(&line) {
+                Ok(req) => match req.validate() {
+                    Ok(()) => handle(&engine, req, &interrupt, &down_tx).await,
+                    Err(e) => Response::error(format!("bad request: {e}")),
+                },
+                Err(e) => Response::error(format!("bad request: {e}")),
             }
-        });
+        };
+        let mut text = serde_json::to_string(&response).expect("response serialises");
+        text.push('\n');
+        // A client that never reads gets nothing more once its socket buffer is full; it
+        // holds only its own connection, which ends with the run.
+        if write.write_all(text.as_bytes()).await.is_err() || too_long {
+            return;
+        }
     }
 }
 
@@ -126,14 +191,18 @@ async fn handle(
             r.detail = Some(format!("fault {}: {}", rec.id, rec.description));
             r
         }),
-        Request::Heal => engine.heal().await.map(|n| {
+        Request::Heal { id } => engine.heal(id).await.map(|n| {
             let mut r = Response::ok();
             r.detail = Some(format!("healed {n} fault{}", if n == 1 { "" } else { "s" }));
             r
         }),
-        Request::Down => {
-            engine.stop_all(interrupt).await;
-            let _ = engine.write_descriptor();
+        Request::Down { kill } => {
+            if kill {
+                engine.kill_all().await;
+            } else {
+                engine.stop_all(interrupt).await;
+            }
+            engine.persist_quietly().await;
             down_tx.send_replace(true);
             Ok(Response::ok())
         }
@@ -148,7 +217,7 @@ async fn handle(
     })
 }
 
-/// Resolves targets, then acts on every node at once.
+/// Resolves targets, then acts on every node at once (a group stop goes leader first).
 async fn each(engine: &Arc<Engine>, targets: &[String], op: Op) -> Result<Response, Error> {
     if targets.is_empty() {
         return Err(Error::Target {
@@ -157,40 +226,36 @@ async fn each(engine: &Arc<Engine>, targets: &[String], op: Op) -> Result<Respon
         });
     }
     let nodes = engine.select(targets, LEADER_WAIT).await?;
-    if let (Op::Stop, true) = (op, nodes.len() > 1) {
+    if op == Op::Stop {
         engine.stop_nodes(&nodes, &Interrupt::new()).await?;
-        let mut r = Response::ok();
-        r.nodes = nodes;
-        return Ok(r);
-    }
-    let mut set = JoinSet::new();
-    for n in nodes.clone() {
-        let e = engine.clone();
-        set.spawn(async move {
-            match op {
-                Op::Kill => e.kill_node(&n).await,
-                Op::Stop => e.stop_node(&n).await,
-                Op::Start => e.start_node(&n).await,
-                Op::Restart => e.restart_node(&n).await,
-                Op::Pause => e.pause_node(&n, true).await,
-                Op::Resume => e.pause_node(&n, false).await,
+    } else {
+        let mut set = JoinSet::new();
+        for n in nodes.clone() {
+            let e = engine.clone();
+            set.spawn(async move {
+                match op {
+                    Op::Kill => e.kill_node(&n).await,
+                    Op::Stop => e.stop_node(&n).await,
+                    Op::Start => e.start_node(&n).await,
+                    Op::Restart => e.restart_node(&n).await,
+                    Op::Pause => e.pause_node(&n, true).await,
+                    Op::Resume => e.pause_node(&n, false).await,
+                }
+            });
+        }
+        let mut first_error = None;
+        while let Some(r) = set.join_next().await {
+            if let Ok(Err(e)) = r {
+                first_error.get_or_insert(e);
             }
-        });
-    }
-    let mut first_error = None;
-    while let Some(r) = set.join_next().await {
-        if let Ok(Err(e)) = r {
-            first_error.get_or_insert(e);
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => {
-            let mut r = Response::ok();
-            r.nodes = nodes;
-            Ok(r)
-        }
-    }
+    let mut r = Response::ok();
+    r.nodes = nodes;
+    Ok(r)
 }
 
 /// Why a command could not reach a running troupe.

@@ -1,5 +1,5 @@
 //! troupe starts real clusters of real server processes from one TOML spec, waits until they
-//! are ready, and stops them without leaving anything behind.
+//! are ready, injects faults, and stops them without leaving anything behind.
 //!
 //! ```no_run
 //! let cluster = troupe::Cluster::start("examples/etcd/cluster.toml").unwrap();
@@ -7,35 +7,50 @@
 //! println!("etcd at {} with client cert {}", node.url("client"), node.tls().client_cert.display());
 //! cluster.kill("main-2").unwrap();
 //! cluster.start_node("main-2").unwrap();
-//! // Dropping the cluster stops every node; a failing test keeps its logs.
+//! // Dropping the cluster kills every node; a failing test keeps its logs.
 //! ```
 //!
-//! The engine is built in two stages: `troupe_spec` parses and validates the spec; [`plan`]
-//! resolves it (ports, templates, binaries) into a plan; the engine then issues certificates
-//! ([`pki`]), spawns and supervises processes ([`supervisor`]) and waits on probes ([`probe`]).
+//! From async code, [`AsyncCluster`] has the same methods as futures
+//! (`Cluster::builder(spec).start_async().await`).
+//!
+//! `docs/architecture.md` shows how a spec flows through the modules: `troupe_spec` parses and
+//! validates it; [`plan`] resolves it (ports, templates, binaries); the engine provisions the
+//! run and hands each node to a node runtime, targets to `select`, faults to [`net`], and
+//! reports through the descriptor and [`report`].
 
 mod builder;
 mod cluster;
+mod command;
 pub mod control;
+mod deadline;
+mod descriptor;
 mod engine;
 pub mod envvars;
 pub mod error;
+mod group;
+mod http;
 mod keeper;
+mod lifecycle;
 pub mod net;
+mod node;
 pub mod pki;
 pub mod plan;
 pub mod ports;
-pub mod probe;
+mod probe;
 pub mod report;
-pub mod roles;
+mod resolved;
+mod roles;
+mod runtime;
 pub mod scenario;
+mod select;
 pub mod state;
-pub mod supervisor;
-pub mod sys;
+mod sys;
 pub mod template;
 
 pub use builder::{ClusterDef, SpecBuilder};
-pub use cluster::{Cluster, ClusterBuilder, Node};
+pub use cluster::{AsyncCluster, Cluster, ClusterBuilder, Node};
 pub use engine::Interrupt;
 pub use error::{Error, StartFailure, StartReason};
+pub use probe::{client_config, log_tail};
+pub use roles::unix_ms;
 pub use troupe_spec::{Descriptor, NodeDescriptor, NodeState, NodeTls, Spec};

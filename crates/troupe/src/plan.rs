@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 use troupe_spec::{InvalidSpec, NodeTls, ProbeKind, Spanned, Spec, SpecError, StartMode, StopSpec};
 
+use crate::http::Url;
+use crate::resolved::{Probe, ProbeCheck, RoleProbe, RoleRule, RoleSource};
 use crate::template::{TemplateError, Templates};
 
 /// Everything needed to run one spec.
@@ -70,96 +71,14 @@ pub struct NodePlan {
     pub started: Vec<Probe>,
     pub ready: Vec<Probe>,
     /// Tells whether this node leads its cluster.
-    pub role: Option<crate::roles::RoleProbe>,
+    pub role: Option<RoleProbe>,
     pub stop: StopSpec,
-}
-
-/// A concrete probe for one node.
-#[derive(Debug, Clone)]
-pub struct Probe {
-    pub check: ProbeCheck,
-    pub timeout: Duration,
-    pub interval: Duration,
-    pub description: String,
-}
-
-#[derive(Debug, Clone)]
-pub enum ProbeCheck {
-    Tcp {
-        host: String,
-        port: u16,
-    },
-    Http {
-        url: Url,
-        status: u16,
-        body: Option<regex::Regex>,
-    },
-    Log {
-        regex: regex::Regex,
-    },
-    Command {
-        program: PathBuf,
-        args: Vec<String>,
-    },
-}
-
-/// A parsed `http://` or `https://` URL.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Url {
-    pub https: bool,
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-
-impl Url {
-    pub fn parse(text: &str) -> Result<Url, String> {
-        let (https, rest) = if let Some(r) = text.strip_prefix("https://") {
-            (true, r)
-        } else if let Some(r) = text.strip_prefix("http://") {
-            (false, r)
-        } else {
-            return Err(format!("`{text}` is not an http:// or https:// URL"));
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, p) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("bad IPv6 host in `{text}`"))?;
-            (h.to_string(), p.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (authority.to_string(), None),
-            }
-        };
-        let port = match port {
-            Some(p) => p
-                .parse()
-                .map_err(|_| format!("bad port `{p}` in `{text}`"))?,
-            None if https => 443,
-            None => 80,
-        };
-        if host.is_empty() {
-            return Err(format!("`{text}` has no host"));
-        }
-        Ok(Url {
-            https,
-            host,
-            port,
-            path: path.to_string(),
-        })
-    }
 }
 
 /// Where a node's ports come from while planning.
 pub type PortMap = BTreeMap<String, BTreeMap<String, u16>>;
 
-/// Link proxies: from node → to node → port name → the proxy's port on 127.0.0.1.
-pub type LinkMap = BTreeMap<String, BTreeMap<String, BTreeMap<String, u16>>>;
+pub use crate::net::links::LinkMap;
 
 /// Placeholder link ports for every directed pair of a proxies cluster (for `check`).
 pub fn placeholder_links(spec: &Spec) -> LinkMap {
@@ -536,8 +455,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn role(&mut self, r: &troupe_spec::RoleSpec, ctx: &Json) -> Option<crate::roles::RoleProbe> {
-        use crate::roles::{RoleProbe, RoleRule, RoleSource};
+    fn role(&mut self, r: &troupe_spec::RoleSpec, ctx: &Json) -> Option<RoleProbe> {
         use troupe_spec::{RoleRuleSpec, RoleSourceSpec};
         let source = match &r.source {
             RoleSourceSpec::Http { url, post } => {
@@ -764,19 +682,6 @@ pub fn install_hint(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_urls() {
-        let u = Url::parse("https://127.0.0.1:2379/health").unwrap();
-        assert_eq!(
-            (u.https, u.host.as_str(), u.port, u.path.as_str()),
-            (true, "127.0.0.1", 2379, "/health")
-        );
-        let u = Url::parse("http://[::1]:80").unwrap();
-        assert_eq!((u.host.as_str(), u.path.as_str()), ("::1", "/"));
-        assert!(Url::parse("ftp://x").is_err());
-        assert!(Url::parse("http://h:notaport/").is_err());
-    }
 
     #[test]
     fn install_hints_name_the_debian_package() {

@@ -11,49 +11,15 @@
 //! when the probe first sees a different leader; its resolution is the probe interval.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use regex::Regex;
 use rustls::ClientConfig;
 use tokio::sync::watch;
 use troupe_spec::{ClusterStatus, Failover, LeaderChange};
 
-use crate::plan::Url;
-use crate::probe;
-
-/// A node's resolved role probe.
-#[derive(Debug, Clone)]
-pub struct RoleProbe {
-    pub source: RoleSource,
-    /// JSON pointer into the answer; without it the whole answer is matched.
-    pub pointer: Option<String>,
-    pub rule: RoleRule,
-    pub interval: Duration,
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub enum RoleSource {
-    /// GET, or POST with this body.
-    Http {
-        url: Url,
-        post: Option<String>,
-    },
-    Command {
-        program: PathBuf,
-        args: Vec<String>,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub enum RoleRule {
-    /// The node leads when the (pointed) answer matches.
-    Matches(Regex),
-    /// The node leads when the value at `pointer` equals the value at this pointer.
-    Equals(String),
-}
+use crate::resolved::{RoleProbe, RoleRule, RoleSource};
 
 /// Whether an answer says "leader".
 pub fn is_leader(answer: &str, pointer: Option<&str>, rule: &RoleRule) -> Result<bool, String> {
@@ -95,33 +61,82 @@ pub async fn ask(
     p: &RoleProbe,
     tls: Option<&Arc<ClientConfig>>,
     env: &[(String, String)],
-    dir: &PathBuf,
+    dir: &Path,
 ) -> Result<bool, String> {
     let answer = match &p.source {
         RoleSource::Http { url, post } => {
-            let (code, body) = probe::http_request(url, post.as_deref(), tls).await?;
+            let (code, body) = crate::http::request(url, post.as_deref(), tls).await?;
             if !(200..300).contains(&code) {
                 return Err(format!("HTTP {code}"));
             }
             body
         }
         RoleSource::Command { program, args } => {
-            let out = tokio::process::Command::new(program)
-                .args(args)
-                .envs(env.iter().map(|(k, v)| (k, v)))
-                .current_dir(dir)
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .output()
+            let cmd = crate::command::Cmd {
+                program: program.clone(),
+                args: args.clone(),
+                env: env.to_vec(),
+                dir: dir.to_path_buf(),
+            };
+            let out = crate::command::run(&cmd, std::future::pending())
                 .await
-                .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-            if !out.status.success() {
-                return Err(crate::sys::describe_exit(&out.status));
+                .map_err(|e| match e {
+                    crate::command::CmdError::Spawn(e) => {
+                        format!("cannot run {}: {e}", program.display())
+                    }
+                    crate::command::CmdError::Cut { .. } => "cut off".to_string(),
+                })?;
+            if !out.exit.success() {
+                return Err(out.exit.to_string());
             }
-            String::from_utf8_lossy(&out.stdout).into_owned()
+            out.stdout_text()
         }
     };
     is_leader(&answer, p.pointer.as_deref(), &p.rule)
+}
+
+/// Asks every running node of a cluster its role every `interval`, all at once so that one
+/// slow or paused node does not delay the others, until the run closes.
+pub(crate) async fn watch(
+    nodes: Vec<Arc<crate::node::Node>>,
+    live: Arc<ClusterLive>,
+    mut closing: watch::Receiver<bool>,
+) {
+    let interval = nodes
+        .iter()
+        .find_map(|n| n.plan.role.as_ref().map(|r| r.interval))
+        .unwrap_or(Duration::from_millis(20));
+    loop {
+        let mut set = tokio::task::JoinSet::new();
+        for n in &nodes {
+            let (Some(st), Some(role)) = (n.status(), n.plan.role.clone()) else {
+                continue;
+            };
+            if !st.running() || st.state == troupe_spec::NodeState::Paused {
+                continue;
+            }
+            let n = n.clone();
+            set.spawn(async move {
+                let answer = tokio::time::timeout(
+                    role.timeout,
+                    ask(&role, n.tls.as_ref(), &n.plan.env, &n.plan.dir),
+                )
+                .await;
+                (n.plan.name.clone(), answer.ok().and_then(Result::ok))
+            });
+        }
+        let mut answers = BTreeMap::new();
+        while let Some(Ok((name, answer))) = set.join_next().await {
+            if let Some(leads) = answer {
+                answers.insert(name, leads);
+            }
+        }
+        live.observe(answers);
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = crate::lifecycle::closed(&mut closing) => break,
+        }
+    }
 }
 
 pub fn unix_ms() -> u64 {
@@ -266,7 +281,7 @@ mod tests {
         assert!(is_leader(leader, Some("/leader"), &rule).unwrap());
         assert!(!is_leader(follower, Some("/leader"), &rule).unwrap());
         assert!(is_leader("x", Some("/leader"), &rule).is_err());
-        let re = RoleRule::Matches(Regex::new("^n-2$").unwrap());
+        let re = RoleRule::Matches(regex::Regex::new("^n-2$").unwrap());
         assert!(is_leader(r#"{"meta":{"leader":"n-2"}}"#, Some("/meta/leader"), &re).unwrap());
     }
 

@@ -78,21 +78,23 @@ impl StateDir {
 
     /// Writes `name` atomically: readers see the old or the new file, never half of one.
     pub fn write_atomic(&self, name: &str, contents: &[u8]) -> Result<PathBuf, Error> {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let dest = self.path.join(name);
-        // A temp file per write: concurrent writers (nodes becoming ready together) must not
-        // rename each other's file away.
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = self
-            .path
-            .join(format!(".{name}.{}.{n}.tmp", std::process::id()));
-        let mut f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
-        f.write_all(contents)
-            .map_err(|e| io_err("write", &tmp, e))?;
-        f.sync_all().map_err(|e| io_err("sync", &tmp, e))?;
-        fs::rename(&tmp, &dest).map_err(|e| io_err("rename", &tmp, e))?;
-        Ok(dest)
+        write_atomic(&self.path, name, contents)
     }
+}
+
+/// Writes `dir/name` atomically (a synced temporary file renamed over it).
+pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<PathBuf, Error> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dest = dir.join(name);
+    // A temp file per write: concurrent writers must not rename each other's file away.
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+    let mut f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+    f.write_all(contents)
+        .map_err(|e| io_err("write", &tmp, e))?;
+    f.sync_all().map_err(|e| io_err("sync", &tmp, e))?;
+    fs::rename(&tmp, &dest).map_err(|e| io_err("rename", &tmp, e))?;
+    Ok(dest)
 }
 
 /// Whether a live troupe holds the state directory's lock.
@@ -144,6 +146,54 @@ pub fn private_dir(path: &Path) -> Result<(), Error> {
     fs::create_dir_all(path).map_err(|e| io_err("create directory", path, e))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
         .map_err(|e| io_err("set permissions of", path, e))
+}
+
+/// Hands a node's directory to the user it runs as, and checks that the user can reach it:
+/// every directory above must let others through (x), or the node fails with EACCES.
+pub(crate) fn give_to_user(
+    dir: &std::path::Path,
+    name: &str,
+    uid: u32,
+    gid: u32,
+) -> Result<(), Error> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    fn chown_all(p: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> {
+        std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
+        if p.is_dir() {
+            for e in std::fs::read_dir(p)? {
+                chown_all(&e?.path(), uid, gid)?;
+            }
+        }
+        Ok(())
+    }
+    chown_all(dir, uid, gid).map_err(|e| io_err("give to its user", dir, e))?;
+    for up in dir.ancestors().skip(1) {
+        let Ok(m) = up.metadata() else { continue };
+        if m.uid() == uid {
+            continue;
+        }
+        let mode = m.permissions().mode();
+        let others_x = mode & 0o001 != 0 || (m.gid() == gid && mode & 0o010 != 0);
+        if !others_x {
+            // The state dir itself may open up to traversal; anything above it is the user's choice.
+            let is_state_dir = up.join(".troupe-state").exists();
+            if is_state_dir || up.ends_with("nodes") {
+                std::fs::set_permissions(up, std::fs::Permissions::from_mode(mode | 0o711))
+                    .map_err(|e| io_err("open for traversal", up, e))?;
+                continue;
+            }
+            return Err(Error::Environment {
+                message: format!(
+                    "nodes run as `{name}`, but `{name}` cannot reach {}: {} is mode {:o}",
+                    dir.display(),
+                    up.display(),
+                    mode & 0o777
+                ),
+                help: Some("put the state directory somewhere every user can traverse, e.g. --state-dir /tmp/NAME".into()),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,11 +2,8 @@
 //! reaping a whole group by process group id (never `waitpid(-1)`, which would steal tokio's
 //! children).
 
-use std::time::{Duration, Instant};
-
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
 /// Makes this process adopt orphaned descendants, so a killed node's grandchildren can be
@@ -27,18 +24,26 @@ pub fn signal_group(pgid: u32, signal: Signal) {
     }
 }
 
-/// Whether any member of the group is alive (zombies do not count).
-pub fn group_alive(pgid: u32) -> bool {
+/// One process of a group, as `/proc` shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Member {
+    pub pid: u32,
+    pub ppid: u32,
+    pub zombie: bool,
+}
+
+/// Every process whose process group is `pgid`, zombies included.
+pub fn group_members(pgid: u32) -> Vec<Member> {
+    let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return killpg(Pid::from_raw(pgid as i32), None).is_ok();
+        return out;
     };
     for entry in dir.flatten() {
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
         // pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
@@ -47,49 +52,24 @@ pub fn group_alive(pgid: u32) -> bool {
         };
         let mut fields = rest.split_whitespace();
         let state = fields.next().unwrap_or("");
-        let _ppid = fields.next();
+        let ppid: u32 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
         let pgrp: u32 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-        if pgrp == pgid && state != "Z" && state != "X" {
-            return true;
+        if pgrp == pgid {
+            out.push(Member {
+                pid,
+                ppid,
+                zombie: state == "Z" || state == "X",
+            });
         }
     }
-    false
-}
-
-/// Kills what is left of a group and reaps the members that became our children, until no
-/// live member remains or `limit` passes. Call only after the group leader has been reaped by
-/// its owner, so that this never takes another waiter's exit status.
-pub fn kill_and_reap_group(pgid: u32, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        signal_group(pgid, Signal::SIGKILL);
-        reap_group(pgid);
-        if !group_alive(pgid) {
-            reap_group(pgid);
-            return true;
-        }
-        if Instant::now() >= deadline {
-            tracing::warn!("process group {pgid} still has live members after SIGKILL");
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn reap_group(pgid: u32) {
-    loop {
-        match waitid(
-            Id::PGid(Pid::from_raw(pgid as i32)),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
-        ) {
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(_) => continue,
-        }
-    }
+    out
 }
 
 /// Runs in the child between fork and exec: its own process group is set by the caller; here
 /// the child dies with its parent thread, and starts with no signal blocked.
+///
+/// Only async-signal-safe calls and no allocation: the parent is multi-threaded, and another
+/// thread may have held the allocator's lock at the moment of the fork.
 pub fn child_setup(
     parent: u32,
     user: Option<(u32, u32)>,
@@ -111,10 +91,9 @@ pub fn child_setup(
     }
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
     // The parent may have died between fork and prctl: then nobody would kill us later.
+    // No allocation here (we are between fork and exec): an OS error code is a plain integer.
     if nix::unistd::getppid().as_raw() as u32 != parent {
-        return Err(std::io::Error::other(
-            "troupe exited while starting this node",
-        ));
+        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
     }
     nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
@@ -123,21 +102,6 @@ pub fn child_setup(
     )
     .map_err(std::io::Error::from)?;
     Ok(())
-}
-
-/// The exit status in words: `exit code 1`, `killed by SIGKILL`.
-pub fn describe_exit(status: &std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(code) = status.code() {
-        format!("exit code {code}")
-    } else if let Some(sig) = status.signal() {
-        match Signal::try_from(sig) {
-            Ok(s) => format!("killed by {s}"),
-            Err(_) => format!("killed by signal {sig}"),
-        }
-    } else {
-        "unknown exit status".into()
-    }
 }
 
 /// A process's start time in clock ticks after boot (`/proc/<pid>/stat` field 22). Together

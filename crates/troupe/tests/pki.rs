@@ -11,8 +11,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use troupe::client_config;
 use troupe::pki::write_cluster_certs;
-use troupe::probe::client_config;
 use troupe_spec::KeyType;
 
 fn server_config(dir: &Path, ca: &Path, stem: &str) -> Arc<ServerConfig> {

@@ -274,3 +274,82 @@ fn a_cluster_can_run_its_nodes_as_another_user_who_owns_their_directory() {
         nobody.uid.as_raw()
     );
 }
+
+/// The regression: dropping a cluster stopped every node gracefully (SIGTERM, hand-overs,
+/// about 2 s for etcd) in every test. Now it kills at once; `stop()` is the graceful way.
+#[test]
+fn dropping_a_cluster_kills_at_once_and_stop_is_graceful() {
+    let text = r#"
+[clusters.sh]
+nodes = 2
+binary = "sh"
+args = ["-c", "trap 'echo got TERM; exit 0' TERM; echo up; while :; do sleep 0.05; done"]
+
+[[clusters.sh.ready]]
+log = "^up$"
+timeout = "10s"
+
+[clusters.sh.stop]
+grace = "30s"
+"#;
+    let cluster = Cluster::from_toml("drop.toml", text)
+        .keep_state_dir(true)
+        .start()
+        .unwrap();
+    let nodes = cluster.nodes();
+    let pids: Vec<u32> = nodes.iter().filter_map(|n| n.pid()).collect();
+    let logs: Vec<std::path::PathBuf> = nodes.iter().map(|n| n.log().to_path_buf()).collect();
+    let dir = cluster.state_dir().to_path_buf();
+    drop(cluster);
+    for (pid, log) in pids.iter().zip(&logs) {
+        assert!(!common::alive(*pid), "node {pid} is gone when drop returns");
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            !text.contains("got TERM"),
+            "killed, not asked to stop: {text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+
+    let cluster = Cluster::from_toml("stop.toml", text)
+        .keep_state_dir(true)
+        .start()
+        .unwrap();
+    let logs: Vec<std::path::PathBuf> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.log().to_path_buf())
+        .collect();
+    let dir = cluster.state_dir().to_path_buf();
+    cluster.stop();
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(text.contains("got TERM"), "stop() is graceful: {text}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn an_async_cluster_is_driven_from_a_tokio_test() {
+    let text = r#"
+[clusters.sh]
+nodes = 2
+binary = "sleep"
+args = ["1000"]
+"#;
+    let cluster = Cluster::from_toml("async.toml", text)
+        .start_async()
+        .await
+        .unwrap();
+    let killed = cluster.kill("sh-1").await.unwrap();
+    assert_eq!(killed, ["sh-1"]);
+    assert_eq!(cluster.node("sh-1").unwrap().state(), NodeState::Killed);
+    cluster.start_node("sh-1").await.unwrap();
+    cluster
+        .wait_ready(None, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let pid = cluster.node("sh-1").unwrap().pid().unwrap();
+    drop(cluster);
+    assert!(!common::alive(pid));
+}

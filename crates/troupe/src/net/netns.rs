@@ -16,10 +16,10 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::json;
 
+use super::{NetworkBackend, Rule};
 use crate::error::Error;
 
 /// One node's place on the run's network.
@@ -34,7 +34,6 @@ pub struct NodeNet {
 /// A run's bridge, namespaces and fault table.
 #[derive(Debug)]
 pub struct NetNs {
-    pub id: String,
     pub subnet: u8,
     bridge: String,
     table: String,
@@ -44,25 +43,6 @@ pub struct NetNs {
     /// Whether the kernel has the netem qdisc, probed on first use.
     netem: std::sync::OnceLock<bool>,
     _lock: File,
-}
-
-/// A packet-level rule, derived from a fault.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Rule {
-    /// Drop packets from any node of `from` to any node of `to`.
-    Drop { from: Vec<String>, to: Vec<String> },
-    /// Drop packets between these nodes and the host, both ways.
-    HostDrop { nodes: Vec<String> },
-    /// Reset connections from `from` to `to` (link proxies only).
-    Reset { from: Vec<String>, to: Vec<String> },
-    /// netem on the nodes' interfaces (their outgoing traffic).
-    Degrade {
-        nodes: Vec<String>,
-        delay: Duration,
-        jitter: Duration,
-        loss_pct: f64,
-        rate: Option<String>,
-    },
 }
 
 const JOURNAL: &str = "network.journal";
@@ -195,7 +175,6 @@ impl NetNs {
             return Ok(NetNs {
                 bridge: format!("trb{id}"),
                 table: format!("troupe_{id}"),
-                id,
                 subnet,
                 journal: state_dir.join(JOURNAL),
                 nodes,
@@ -233,6 +212,7 @@ impl NetNs {
         run(&["ip", "link", "add", &self.bridge, "type", "bridge"])?;
         run(&["ip", "addr", "add", &host, "dev", &self.bridge])?;
         run(&["ip", "link", "set", &self.bridge, "up"])?;
+        self.allow_forwarding()?;
         for n in self.nodes.values() {
             journal_append(
                 &self.journal,
@@ -286,6 +266,35 @@ impl NetNs {
         Ok(())
     }
 
+    /// Lets traffic between nodes cross the bridge where the host's firewall would drop it.
+    /// With `br_netfilter` loaded, bridged packets also pass iptables' FORWARD chain, whose
+    /// policy Docker sets to DROP: nodes could not reach each other at all. troupe inserts
+    /// one ACCEPT rule for its own bridge (journaled first, removed with the network) in every
+    /// iptables that drops by default; its fault rules live in its own nftables table, which
+    /// sees packets before this chain.
+    fn allow_forwarding(&self) -> Result<(), Error> {
+        let hooked = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
+            .is_ok_and(|v| v.trim() == "1");
+        if !hooked {
+            return Ok(());
+        }
+        for tool in ["iptables-nft", "iptables-legacy"] {
+            let drops = Command::new(tool)
+                .args(["-S", "FORWARD"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("-P FORWARD DROP"));
+            if !drops {
+                continue;
+            }
+            journal_append(
+                &self.journal,
+                json!({"op": "create", "kind": "forward", "tool": tool, "bridge": self.bridge, "at_ms": crate::roles::unix_ms()}),
+            )?;
+            run(&forward_rule(tool, "-I", &self.bridge))?;
+        }
+        Ok(())
+    }
+
     fn ips(&self, nodes: &[String]) -> String {
         let ips: Vec<String> = nodes
             .iter()
@@ -296,7 +305,7 @@ impl NetNs {
 
     /// Makes the active rules exactly `rules`: one atomic nftables transaction for filters,
     /// and netem queues set or removed per node.
-    pub fn apply(&self, rules: &[(u32, Rule)]) -> Result<(), Error> {
+    fn apply_own(&self, rules: &[(u32, Rule)]) -> Result<(), Error> {
         let mut links = Vec::new();
         let mut to_host = Vec::new();
         let mut from_host = Vec::new();
@@ -322,22 +331,16 @@ impl NetNs {
                     ));
                 }
                 Rule::Reset { .. } => {}
-                Rule::Degrade {
-                    nodes,
-                    delay,
-                    jitter,
-                    loss_pct,
-                    rate,
-                } => {
-                    let mut netem = format!("delay {}us", delay.as_micros());
-                    if !jitter.is_zero() {
-                        netem.push_str(&format!(" {}us", jitter.as_micros()));
+                Rule::Degrade { nodes, params } => {
+                    let mut netem = format!("delay {}us", params.delay.as_micros());
+                    if !params.jitter.is_zero() {
+                        netem.push_str(&format!(" {}us", params.jitter.as_micros()));
                     }
-                    if *loss_pct > 0.0 {
-                        netem.push_str(&format!(" loss {loss_pct}%"));
+                    if params.loss > 0.0 {
+                        netem.push_str(&format!(" loss {}%", params.loss * 100.0));
                     }
-                    if let Some(r) = rate {
-                        netem.push_str(&format!(" rate {r}"));
+                    if let Some(r) = params.rate {
+                        netem.push_str(&format!(" rate {}bit", r.max(1).saturating_mul(8)));
                     }
                     for n in nodes {
                         degraded.insert(n.clone(), netem.clone());
@@ -411,11 +414,6 @@ impl NetNs {
         })
     }
 
-    /// Journals a fault (before it is applied) or its healing.
-    pub fn journal(&self, entry: serde_json::Value) -> Result<(), Error> {
-        journal_append(&self.journal, entry)
-    }
-
     /// Removes everything this run created. Idempotent.
     pub fn destroy(&self) {
         if self
@@ -427,10 +425,88 @@ impl NetNs {
     }
 }
 
+impl NetworkBackend for NetNs {
+    fn name(&self) -> &'static str {
+        "namespaces"
+    }
+
+    fn has(&self, node: &str) -> bool {
+        self.nodes.contains_key(node)
+    }
+
+    fn check(&self, rules: &[Rule]) -> Result<(), Error> {
+        for r in rules {
+            let mine = r.nodes().find(|n| self.has(n));
+            match (r, mine) {
+                (Rule::Reset { .. }, Some(n)) => {
+                    return Err(Error::Refused {
+                        message: format!(
+                            "node `{n}` is in a network namespace, where troupe does not reset connections"
+                        ),
+                        help: Some(
+                            "use `network = \"proxies\"` to reset links, or cut/isolate here"
+                                .into(),
+                        ),
+                    });
+                }
+                (Rule::Degrade { .. }, Some(_)) => self.check_degrade()?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, rules: &[(u32, Rule)]) -> Result<(), Error> {
+        let keep =
+            |ns: &[String]| -> Vec<String> { ns.iter().filter(|n| self.has(n)).cloned().collect() };
+        let mut own = Vec::new();
+        for (id, r) in rules {
+            let r = match r {
+                Rule::Drop { from, to } => Rule::Drop {
+                    from: keep(from),
+                    to: keep(to),
+                },
+                Rule::HostDrop { nodes } => Rule::HostDrop { nodes: keep(nodes) },
+                // Refused for namespace nodes by `check`; nothing to do here.
+                Rule::Reset { .. } => continue,
+                Rule::Degrade { nodes, params } => Rule::Degrade {
+                    nodes: keep(nodes),
+                    params: params.clone(),
+                },
+            };
+            own.push((*id, r));
+        }
+        self.apply_own(&own)
+    }
+
+    fn destroy(&self) {
+        NetNs::destroy(self);
+    }
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
         self.destroy();
     }
+}
+
+/// The iptables command that inserts (`-I`) or deletes (`-D`) troupe's ACCEPT rule for a bridge.
+fn forward_rule<'a>(tool: &'a str, action: &'a str, bridge: &'a str) -> Vec<&'a str> {
+    vec![
+        tool,
+        action,
+        "FORWARD",
+        "-i",
+        bridge,
+        "-o",
+        bridge,
+        "-m",
+        "comment",
+        "--comment",
+        "troupe",
+        "-j",
+        "ACCEPT",
+    ]
 }
 
 fn address_in_use(ip: Ipv4Addr) -> bool {
@@ -451,6 +527,7 @@ pub fn cleanup(journal: &Path) -> usize {
     let mut veths = Vec::new();
     let mut bridges = Vec::new();
     let mut tables = Vec::new();
+    let mut forwards: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
         let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -464,7 +541,13 @@ pub fn cleanup(journal: &Path) -> usize {
                 bridges.extend(e["name"].as_str().map(str::to_string));
                 tables.extend(e["table"].as_str().map(str::to_string));
             }
+            (Some("create"), Some("forward")) => {
+                if let (Some(t), Some(b)) = (e["tool"].as_str(), e["bridge"].as_str()) {
+                    forwards.push((t.to_string(), b.to_string()));
+                }
+            }
             (Some("destroyed"), _) => {
+                forwards.clear();
                 netns.clear();
                 veths.clear();
                 bridges.clear();
@@ -474,6 +557,16 @@ pub fn cleanup(journal: &Path) -> usize {
         }
     }
     let mut removed = 0;
+    for (tool, bridge) in &forwards {
+        let args = forward_rule(tool, "-D", bridge);
+        if Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            removed += 1;
+        }
+    }
     for t in &tables {
         if Command::new("nft")
             .args(["delete", "table", "bridge", t])
@@ -506,7 +599,7 @@ pub fn cleanup(journal: &Path) -> usize {
             removed += 1;
         }
     }
-    if !netns.is_empty() || !bridges.is_empty() {
+    if !netns.is_empty() || !bridges.is_empty() || !forwards.is_empty() {
         let _ = journal_append(
             journal,
             json!({"op": "destroyed", "at_ms": crate::roles::unix_ms()}),

@@ -149,6 +149,9 @@ pub struct Degrade {
     /// link before its delay starts, and the proxy holds only about the link's bandwidth-delay
     /// product, so the sender is slowed down too. `Some(0)` counts as 1 byte/s.
     pub rate: Option<u64>,
+    /// Seeds the randomness of jitter and loss, so a run can be repeated; `None` draws a
+    /// fresh seed. Each direction of each connection starts from this seed.
+    pub seed: Option<u64>,
 }
 
 /// The faults of both directions of a link.
@@ -687,6 +690,8 @@ struct Held {
     spare: Option<Vec<u8>>,
     timer: Option<Timer>,
     rng: Rng,
+    /// The seed `rng` was last started from.
+    seeded: Option<u64>,
     /// When the modelled link has finished sending what it was given (rate limit).
     link_free: Option<Instant>,
     /// Due time of the newest chunk: no chunk overtakes another.
@@ -704,6 +709,12 @@ struct Chunk {
 impl Held {
     /// Queues bytes that arrived at `arrival`, due when `degrade` says.
     fn push(&mut self, data: Vec<u8>, arrival: Instant, degrade: &Degrade) {
+        if let Some(seed) = degrade.seed
+            && self.seeded != Some(seed)
+        {
+            self.rng = Rng::seeded(seed);
+            self.seeded = Some(seed);
+        }
         let n = data.len();
         let mut sent = arrival;
         if let Some(rate) = degrade.rate {
@@ -1014,6 +1025,14 @@ impl Default for Rng {
 }
 
 impl Rng {
+    fn seeded(seed: u64) -> Rng {
+        // Spread the seed's bits (splitmix64) so that small seeds start well; never zero.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
@@ -1189,6 +1208,7 @@ mod tests {
             jitter: Duration::from_millis(1),
             loss: 0.0001,
             rate: None,
+            seed: Some(1),
         }));
         echo_unchanged(&proxy, 4 << 20).await;
     }

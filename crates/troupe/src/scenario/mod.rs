@@ -1,0 +1,486 @@
+//! Runs a scenario: its steps in order against real clusters, each with its deadline, then
+//! its `finally` steps, whatever happened. Every outcome goes to one stream of events (for live
+//! progress) and into one [`Report`] (for the summary, JSON and JUnit).
+//!
+//! The run loop is here; each kind of step is in `steps`, and commands and their output in
+//! `output`. Commands run through the one command runner ([`crate::command`]) in their own
+//! process groups, so a step that times out takes its whole command with it. Waiting steps
+//! (`until`, `converge`, `wait`) poll a condition until their deadline; a failure says what
+//! was last seen.
+
+mod output;
+mod steps;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+use troupe_spec::scenario::{Scenario, Step};
+use troupe_spec::{Descriptor, NodeState, format_duration};
+
+use crate::cluster::Cluster;
+use crate::engine::Interrupt;
+use crate::report::{Report, StepReport, Verdict};
+use crate::template::Templates;
+
+/// Options of one run.
+pub struct RunOptions {
+    /// Where the clusters' state directories go; default: a new temporary directory.
+    pub run_dir: Option<PathBuf>,
+    /// Keep the run directory after a passing run too.
+    pub keep: bool,
+    pub interrupt: Interrupt,
+    /// Make this process a child subreaper while clusters run (see
+    /// [`crate::ClusterBuilder::subreaper`]).
+    pub subreaper: bool,
+}
+
+/// What happens during a run, as it happens.
+pub enum Event<'a> {
+    StepStarted {
+        depth: usize,
+        name: &'a str,
+    },
+    StepEnded {
+        depth: usize,
+        report: &'a StepReport,
+    },
+    /// Something worth a line: a cluster going down, a step still running.
+    Note(&'a str),
+}
+
+/// Runs a scenario to its verdict. Never panics on a failing system: failures are steps.
+pub fn run(scenario: &Scenario, opts: RunOptions, on_event: &(dyn Fn(&Event) + Sync)) -> Report {
+    let started = Instant::now();
+    let (run_dir, temporary) = match &opts.run_dir {
+        Some(d) => (d.clone(), false),
+        None => {
+            let d = tempfile::Builder::new()
+                .prefix(&format!("troupe-run-{}-", scenario.name))
+                .tempdir()
+                .map(|d| d.keep())
+                .unwrap_or_else(|_| {
+                    std::env::temp_dir().join(format!("troupe-run-{}", scenario.name))
+                });
+            (d, true)
+        }
+    };
+    let _ = std::fs::create_dir_all(&run_dir);
+    // Traversable (not listable) so that nodes running as another user reach their state dirs.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o711));
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("troupe-run")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let mut step = StepReport::skipped("start the scenario's runtime");
+            step.verdict = Verdict::Failed;
+            step.error = Some(format!("cannot start a runtime: {e}"));
+            return Report {
+                name: scenario.name.clone(),
+                verdict: Verdict::Failed,
+                duration: started.elapsed(),
+                steps: vec![step],
+                finally: vec![],
+                metrics: vec![],
+                state_dir: None,
+                interrupted: false,
+                faults: vec![],
+            };
+        }
+    };
+    let runner = Runner {
+        rt,
+        dir: scenario.source.dir().to_path_buf(),
+        run_dir: run_dir.clone(),
+        clusters: Mutex::new(Vec::new()),
+        vars: Mutex::new(BTreeMap::new()),
+        ended: Mutex::new(HashMap::new()),
+        metrics: Mutex::new(Vec::new()),
+        faults: Mutex::new(Vec::new()),
+        interrupt: opts.interrupt.clone(),
+        subreaper: opts.subreaper,
+        deadline: scenario
+            .timeout
+            .map(|t| crate::deadline::std_from(started, t)),
+        templates: Templates::new(),
+        on_event,
+    };
+    let ctx = Ctx::default();
+    let steps = runner.run_steps(&scenario.steps, &ctx, 0);
+    let finally = runner.run_steps_all(&scenario.finally, &ctx, 0);
+    runner.down_all();
+    let mut metrics = runner.metrics.lock().expect("metrics").clone();
+    let faults = runner.faults.lock().expect("faults").clone();
+    let ended = runner.ended.lock().expect("ended").clone();
+    for m in &scenario.measures {
+        if let (Some(a), Some(b)) = (ended.get(&m.from), ended.get(&m.to)) {
+            metrics.push((
+                m.name.clone(),
+                b.saturating_duration_since(*a).as_secs_f64() * 1000.0,
+            ));
+        }
+    }
+    let failed = steps
+        .iter()
+        .chain(&finally)
+        .any(|s| s.verdict == Verdict::Failed);
+    let interrupted = opts.interrupt.level() > 0;
+    let verdict = if failed || interrupted {
+        Verdict::Failed
+    } else {
+        Verdict::Passed
+    };
+    let keep = opts.keep || verdict != Verdict::Passed || !temporary;
+    if !keep {
+        let _ = std::fs::remove_dir_all(&run_dir);
+    }
+    Report {
+        name: scenario.name.clone(),
+        verdict,
+        duration: started.elapsed(),
+        steps,
+        finally,
+        metrics,
+        state_dir: keep.then_some(run_dir),
+        interrupted,
+        faults,
+    }
+}
+
+/// Per-step template context beyond the global variables.
+#[derive(Default, Clone)]
+struct Ctx {
+    node: Option<Json>,
+    locals: BTreeMap<String, String>,
+}
+
+struct Runner<'a> {
+    /// Runs commands (and their output readers) for every step thread.
+    rt: tokio::runtime::Runtime,
+    dir: PathBuf,
+    run_dir: PathBuf,
+    /// Clusters brought up, by spec path.
+    clusters: Mutex<Vec<(PathBuf, Arc<Cluster>)>>,
+    vars: Mutex<BTreeMap<String, String>>,
+    ended: Mutex<HashMap<String, Instant>>,
+    metrics: Mutex<Vec<(String, f64)>>,
+    /// Faults of clusters already down: spec name, record.
+    faults: Mutex<Vec<(String, troupe_spec::FaultRecord)>>,
+    interrupt: Interrupt,
+    subreaper: bool,
+    deadline: Option<Instant>,
+    templates: Templates,
+    on_event: &'a (dyn Fn(&Event) + Sync),
+}
+
+type StepResult = Result<Option<String>, Failure>;
+
+/// Why a step failed, and which nodes' logs explain it.
+struct Failure {
+    message: String,
+    nodes: Vec<String>,
+}
+
+fn fail<T>(message: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure {
+        message: message.into(),
+        nodes: vec![],
+    })
+}
+
+impl Runner<'_> {
+    fn clusters(&self) -> Vec<Arc<Cluster>> {
+        self.clusters
+            .lock()
+            .expect("clusters")
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    fn descriptors(&self) -> Vec<Descriptor> {
+        self.clusters().iter().map(|c| c.descriptor()).collect()
+    }
+
+    /// `TROUPE_*` of every cluster, then captured variables.
+    fn env(&self, ctx: &Ctx) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .descriptors()
+            .iter()
+            .flat_map(crate::envvars::vars)
+            .collect();
+        // The troupe running the scenario comes first on PATH, so steps can call `troupe`.
+        if let Ok(exe) = std::env::current_exe() {
+            let path = std::env::var("PATH").unwrap_or_default();
+            if let Some(dir) = exe.parent() {
+                env.push(("PATH".into(), format!("{}:{path}", dir.display())));
+            }
+            env.push(("TROUPE_BIN".into(), exe.display().to_string()));
+        }
+        env.extend(self.vars.lock().expect("vars").clone());
+        env.extend(ctx.locals.clone());
+        if let Some(n) = &ctx.node {
+            env.push((
+                "TROUPE_NODE".into(),
+                n["name"].as_str().unwrap_or("").to_string(),
+            ));
+        }
+        env
+    }
+
+    fn render(&self, text: &str, ctx: &Ctx) -> Result<String, Failure> {
+        let env = self.env(ctx);
+        let mut vars: BTreeMap<String, String> = self.vars.lock().expect("vars").clone();
+        vars.extend(ctx.locals.clone());
+        let mut c = json!({
+            "env": env.into_iter().collect::<BTreeMap<_, _>>(),
+            "vars": vars,
+        });
+        if let Some(n) = &ctx.node {
+            c["node"] = n.clone();
+        }
+        self.templates.render(text, &c).map_err(|e| Failure {
+            message: format!(
+                "template error in `{text}`: {}{}",
+                e.message,
+                e.help.map(|h| format!(" ({h})")).unwrap_or_default()
+            ),
+            nodes: vec![],
+        })
+    }
+
+    /// Steps in order; after a failure (or an interrupt) the rest are skipped.
+    fn run_steps(&self, steps: &[Step], ctx: &Ctx, depth: usize) -> Vec<StepReport> {
+        let mut out = Vec::new();
+        let mut failed = false;
+        for s in steps {
+            if failed || self.interrupt.level() > 0 || self.past_deadline() {
+                out.push(StepReport::skipped(
+                    &self.render(&s.name, ctx).unwrap_or_else(|_| s.name.clone()),
+                ));
+                continue;
+            }
+            let r = self.run_step(s, ctx, depth);
+            failed = r.verdict == Verdict::Failed;
+            out.push(r);
+        }
+        out
+    }
+
+    /// `finally` steps: every one runs, whatever the others did.
+    fn run_steps_all(&self, steps: &[Step], ctx: &Ctx, depth: usize) -> Vec<StepReport> {
+        steps.iter().map(|s| self.run_step(s, ctx, depth)).collect()
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn run_step(&self, step: &Step, ctx: &Ctx, depth: usize) -> StepReport {
+        let name = self
+            .render(&step.name, ctx)
+            .unwrap_or_else(|_| step.name.clone());
+        (self.on_event)(&Event::StepStarted { depth, name: &name });
+        let started = Instant::now();
+        let mut deadline = crate::deadline::std_from(started, step.timeout);
+        if let Some(d) = self.deadline {
+            deadline = deadline.min(d);
+        }
+        let mut children = Vec::new();
+        let result = self.act(step, ctx, depth, deadline, &mut children);
+        let duration = started.elapsed();
+        let child_failed = children.iter().any(|c| c.verdict == Verdict::Failed);
+        // Measures only span steps that passed: a failed step's end says nothing.
+        if result.is_ok() && !child_failed {
+            self.ended
+                .lock()
+                .expect("ended")
+                .insert(name.clone(), Instant::now());
+        }
+        let (verdict, error, detail, logs) = match result {
+            Ok(detail) if !child_failed => (Verdict::Passed, None, detail, vec![]),
+            Ok(_) => (
+                Verdict::Failed,
+                Some("a nested step failed".to_string()),
+                None,
+                vec![],
+            ),
+            Err(f) => {
+                let logs = self.log_tails(&f.nodes);
+                (Verdict::Failed, Some(f.message), None, logs)
+            }
+        };
+        let report = StepReport {
+            name,
+            verdict,
+            duration,
+            error,
+            detail,
+            logs,
+            children,
+        };
+        (self.on_event)(&Event::StepEnded {
+            depth,
+            report: &report,
+        });
+        report
+    }
+
+    fn capture(&self, name: &Option<String>, value: &str) {
+        if let Some(n) = name {
+            self.vars
+                .lock()
+                .expect("vars")
+                .insert(n.clone(), value.trim().to_string());
+        }
+    }
+
+    fn up(&self, specs: &[String], ctx: &Ctx) -> StepResult {
+        let mut started = Vec::new();
+        for spec in specs {
+            let spec = self.render(spec, ctx)?;
+            let path = self.dir.join(&spec);
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "spec".into());
+            let mut state = self.run_dir.join(&stem);
+            let mut i = 2;
+            while state.exists() {
+                state = self.run_dir.join(format!("{stem}-{i}"));
+                i += 1;
+            }
+            let cluster = Cluster::builder(&path)
+                .state_dir(&state)
+                .interrupt(self.interrupt.clone())
+                .subreaper(self.subreaper)
+                .start()
+                .map_err(|e| Failure {
+                    message: format!("{spec} did not come up: {e}"),
+                    nodes: match &e {
+                        crate::Error::Start(f) => vec![f.node.clone()],
+                        _ => vec![],
+                    },
+                })?;
+            // Steps may drive the cluster with `troupe status`, `troupe kill`, ... too.
+            if let Err(e) = cluster.serve_control() {
+                (self.on_event)(&Event::Note(&format!(
+                    "no control socket for `{}`: {e}",
+                    cluster.name()
+                )));
+            }
+            started.push(format!(
+                "{} ({} nodes)",
+                cluster.name(),
+                cluster.nodes().len()
+            ));
+            self.clusters
+                .lock()
+                .expect("clusters")
+                .push((path, Arc::new(cluster)));
+        }
+        Ok(Some(format!("up: {}", started.join(", "))))
+    }
+
+    /// Stops every cluster, recording its formation and failover times and its faults first.
+    fn down_all(&self) {
+        let clusters: Vec<(PathBuf, Arc<Cluster>)> =
+            std::mem::take(&mut *self.clusters.lock().expect("clusters"));
+        for (_, c) in clusters.into_iter().rev() {
+            for name in c.cluster_names() {
+                let Some(s) = c.cluster_status(&name) else {
+                    continue;
+                };
+                let mut m = self.metrics.lock().expect("metrics");
+                let label = format!("{}/{name}", c.name());
+                if let Some(f) = s.formation_ms {
+                    m.push((format!("{label} formation"), f));
+                }
+                for (i, f) in s.failovers.iter().enumerate() {
+                    if let (Some(ms), Some(to)) = (f.ms, &f.to) {
+                        m.push((
+                            format!(
+                                "{label} failover {} ({} {} -> {to})",
+                                i + 1,
+                                f.cause,
+                                f.from
+                            ),
+                            ms,
+                        ));
+                    }
+                }
+            }
+            self.faults.lock().expect("faults").extend(
+                c.descriptor()
+                    .faults
+                    .into_iter()
+                    .map(|f| (c.name().to_string(), f)),
+            );
+            (self.on_event)(&Event::Note(&format!("stopping `{}`", c.name())));
+            match Arc::try_unwrap(c) {
+                Ok(c) => c.stop(),
+                Err(shared) => drop(shared), // the last holder stops it
+            }
+        }
+    }
+
+    /// Node names for a target, from whichever cluster knows it.
+    fn select(&self, target: &str) -> Result<Vec<String>, Failure> {
+        let clusters = self.clusters();
+        if clusters.is_empty() {
+            return fail(format!(
+                "`{target}`: no cluster is up (add an `up` step first)"
+            ));
+        }
+        let mut first_error = None;
+        for c in &clusters {
+            match c.select(target) {
+                Ok(n) => return Ok(n),
+                Err(e) => {
+                    first_error.get_or_insert(e.to_string());
+                }
+            }
+        }
+        fail(first_error.unwrap_or_default())
+    }
+
+    fn cluster_of(&self, node: &str) -> Option<Arc<Cluster>> {
+        self.clusters().into_iter().find(|c| c.node(node).is_ok())
+    }
+
+    /// Last lines of the logs of `nodes`; if none named, of nodes that exited unexpectedly.
+    fn log_tails(&self, nodes: &[String]) -> Vec<(String, Vec<String>)> {
+        let descriptors = self.descriptors();
+        let all: Vec<_> = descriptors.iter().flat_map(|d| d.nodes.iter()).collect();
+        let chosen: Vec<_> = if nodes.is_empty() {
+            all.iter()
+                .filter(|n| n.state == NodeState::Exited)
+                .copied()
+                .collect()
+        } else {
+            all.iter()
+                .filter(|n| nodes.contains(&n.name))
+                .copied()
+                .collect()
+        };
+        chosen
+            .into_iter()
+            .take(6)
+            .map(|n| (n.name.clone(), crate::probe::log_tail(&n.log, 10)))
+            .collect()
+    }
+}
+
+/// `1.25s`, for reporters.
+pub fn human(d: Duration) -> String {
+    format_duration(d)
+}

@@ -219,14 +219,16 @@ impl Shared {
         h.spawn(fut).await.unwrap_or(Err(Error::ShutDown))
     }
 
-    /// Closes the run: every node stopped (gracefully) or killed, the network removed.
+    /// Closes the run: every node stopped (gracefully) or killed, the network removed. A kill
+    /// (what dropping does) skips the descriptor's synced write: the nodes are gone, and a
+    /// stale descriptor names only processes that `down --force` proves dead.
     async fn shut(engine: Arc<Engine>, interrupt: Interrupt, kill: bool) {
         if kill {
             engine.kill_all().await;
         } else {
             engine.stop_all(&interrupt).await;
+            engine.persist_quietly().await;
         }
-        engine.persist_quietly().await;
         let e = engine.clone();
         let _ = tokio::task::spawn_blocking(move || e.destroy_network()).await;
     }

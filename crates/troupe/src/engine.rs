@@ -622,7 +622,7 @@ impl Engine {
         self.faults.destroy();
     }
 
-    /// Keeps every cluster's leader current until the run closes.
+    /// Keeps every cluster's leader current until every node is gone.
     pub fn spawn_role_watchers(self: &Arc<Self>) {
         for (cluster, live) in &self.live {
             if !live.has_role_probe {
@@ -632,7 +632,7 @@ impl Engine {
             tokio::spawn(crate::roles::watch(
                 nodes,
                 live.clone(),
-                self.run.subscribe(),
+                self.run.subscribe_stopped(),
             ));
         }
     }

@@ -20,25 +20,44 @@ use crate::runtime::Ctl;
 /// How long a graceful stop of a cluster waits to learn which node leads.
 const LEADER_WAIT: Duration = Duration::from_millis(300);
 
-/// Running, then closing for good.
-pub(crate) struct RunState(watch::Sender<bool>);
+/// Running, then closing for good; `stopped` once every node is gone (role watchers keep
+/// watching until then: a graceful stop goes leader first and needs to see the next leader).
+pub(crate) struct RunState {
+    closing: watch::Sender<bool>,
+    stopped: watch::Sender<bool>,
+}
 
 impl RunState {
     pub fn new() -> RunState {
-        RunState(watch::channel(false).0)
+        RunState {
+            closing: watch::channel(false).0,
+            stopped: watch::channel(false).0,
+        }
     }
 
     pub fn closing(&self) -> bool {
-        *self.0.borrow()
+        *self.closing.borrow()
     }
 
     /// From now on no node starts. Returns whether this call closed it.
     pub fn close(&self) -> bool {
-        !self.0.send_replace(true)
+        !self.closing.send_replace(true)
     }
 
+    /// Every node is gone.
+    pub fn stopped(&self) {
+        self.close();
+        self.stopped.send_replace(true);
+    }
+
+    /// Turns `true` when the run starts closing.
     pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.0.subscribe()
+        self.closing.subscribe()
+    }
+
+    /// Turns `true` once every node is gone.
+    pub fn subscribe_stopped(&self) -> watch::Receiver<bool> {
+        self.stopped.subscribe()
     }
 }
 
@@ -157,6 +176,7 @@ impl Engine {
             let refs: Vec<&Node> = nodes.iter().map(Arc::as_ref).collect();
             self.stop_set(&cluster.name, &refs, interrupt).await;
         }
+        self.run.stopped();
     }
 
     /// Closes the run and SIGKILLs every node at once, without waiting for operations under
@@ -177,6 +197,7 @@ impl Engine {
             let _guard = n.op.lock().await;
             n.gone().await;
         }
+        self.run.stopped();
     }
 
     /// Stops several nodes gracefully: per cluster, leader first when it has a role probe.

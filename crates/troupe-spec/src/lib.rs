@@ -27,6 +27,7 @@ mod diag;
 mod duration;
 pub mod exit;
 pub mod fault;
+pub mod history;
 mod load;
 mod model;
 pub mod scenario;

@@ -236,18 +236,30 @@ impl Shared {
     fn first_stop(&self) -> bool {
         !self.stopped.swap(true, Ordering::SeqCst)
     }
+
+    /// The shutdown to run, the first time only.
+    fn shut_once(
+        &self,
+        kill: bool,
+    ) -> Option<impl Future<Output = Result<(), Error>> + Send + 'static> {
+        self.first_stop().then(|| {
+            let (e, i) = (self.engine.clone(), self.interrupt.clone());
+            async move {
+                Shared::shut(e, i, kill).await;
+                Ok(())
+            }
+        })
+    }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
         let rt = self.rt.lock().expect("runtime").take();
         if let Some(rt) = rt {
-            if self.first_stop() {
-                let (e, i) = (self.engine.clone(), self.interrupt.clone());
+            if let Some(f) = self.shut_once(true) {
                 let (tx, rx) = std::sync::mpsc::channel();
                 rt.spawn(async move {
-                    Shared::shut(e, i, true).await;
-                    let _ = tx.send(());
+                    let _ = tx.send(f.await);
                 });
                 let _ = rx.recv();
             }
@@ -530,25 +542,15 @@ impl Cluster {
 
     /// Stops every node gracefully, dependents first, and waits until all are gone.
     pub fn stop(self) {
-        let s = self.shared();
-        if s.first_stop() {
-            let (e, i) = (s.engine.clone(), s.interrupt.clone());
-            let _ = s.block(async move {
-                Shared::shut(e, i, false).await;
-                Ok(())
-            });
+        if let Some(f) = self.shared().shut_once(false) {
+            let _ = self.shared().block(f);
         }
     }
 
     /// SIGKILLs every node at once and waits until they are gone (what dropping does).
     pub fn kill_all(self) {
-        let s = self.shared();
-        if s.first_stop() {
-            let (e, i) = (s.engine.clone(), s.interrupt.clone());
-            let _ = s.block(async move {
-                Shared::shut(e, i, true).await;
-                Ok(())
-            });
+        if let Some(f) = self.shared().shut_once(true) {
+            let _ = self.shared().block(f);
         }
     }
 
@@ -603,14 +605,16 @@ impl AsyncCluster {
     }
 
     pub fn node(&self, name: &str) -> Result<Node, Error> {
-        self.shared.engine.node(name)?;
-        self.nodes()
-            .into_iter()
-            .find(|n| n.0.name == name)
-            .ok_or_else(|| Error::UnknownNode {
-                name: name.into(),
-                known: String::new(),
-            })
+        match self.nodes().into_iter().find(|n| n.0.name == name) {
+            Some(n) => Ok(n),
+            // Names what exists.
+            None => Err(self
+                .shared
+                .engine
+                .node(name)
+                .err()
+                .unwrap_or(Error::ShutDown)),
+        }
     }
 
     pub fn cluster_nodes(&self, cluster: &str) -> Vec<Node> {
@@ -810,29 +814,15 @@ impl AsyncCluster {
 
     /// Stops every node gracefully, dependents first, and waits until all are gone.
     pub async fn stop(self) {
-        if self.shared.first_stop() {
-            let (e, i) = (self.engine(), self.shared.interrupt.clone());
-            let _ = self
-                .shared
-                .run(async move {
-                    Shared::shut(e, i, false).await;
-                    Ok(())
-                })
-                .await;
+        if let Some(f) = self.shared.shut_once(false) {
+            let _ = self.shared.run(f).await;
         }
     }
 
     /// SIGKILLs every node at once and waits until they are gone (what dropping does).
     pub async fn kill_all(self) {
-        if self.shared.first_stop() {
-            let (e, i) = (self.engine(), self.shared.interrupt.clone());
-            let _ = self
-                .shared
-                .run(async move {
-                    Shared::shut(e, i, true).await;
-                    Ok(())
-                })
-                .await;
+        if let Some(f) = self.shared.shut_once(true) {
+            let _ = self.shared.run(f).await;
         }
     }
 }

@@ -152,13 +152,7 @@ mod tests {
     }
 
     fn alive(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            let st = s
-                .rsplit_once(')')
-                .map(|(_, r)| r.trim_start())
-                .unwrap_or("");
-            !st.starts_with('Z') && !st.starts_with('X')
-        })
+        crate::group::tests::state_of(pid).is_some_and(|s| s != 'Z' && s != 'X')
     }
 
     #[tokio::test]

@@ -1,26 +1,25 @@
 //! Deadlines that never overflow. A timeout comes from a spec, a control request or a command
-//! line; `Instant + timeout` panics when the sum does not fit, so every deadline is made here,
-//! where a timeout too long to represent means "no deadline in practice".
+//! line; `Instant + timeout` panics when the sum does not fit, so every deadline of the engine
+//! is made here, on top of [`troupe_spec::checked_deadline`]: a timeout too long to represent
+//! means "no deadline in practice".
 
 use std::time::{Duration, Instant};
 
-/// Far enough to never come, near enough to be added to any `Instant`.
-const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
+use troupe_spec::checked_deadline;
 
 /// `now + d` on tokio's clock, saturating far in the future.
 pub fn after(d: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(d).unwrap_or_else(|| now + FAR.min(d))
+    tokio::time::Instant::from_std(std_after(d))
 }
 
 /// `now + d` on the standard clock, saturating far in the future.
 pub fn std_after(d: Duration) -> Instant {
-    std_from(Instant::now(), d)
+    checked_deadline(Instant::now(), d)
 }
 
 /// `start + d`, saturating far in the future.
 pub fn std_from(start: Instant, d: Duration) -> Instant {
-    start.checked_add(d).unwrap_or_else(|| start + FAR.min(d))
+    checked_deadline(start, d)
 }
 
 #[cfg(test)]

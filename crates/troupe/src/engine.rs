@@ -339,15 +339,12 @@ impl Engine {
     }
 
     fn live_of(&self, cluster: &str) -> Result<&Arc<ClusterLive>, Error> {
-        self.live.get(cluster).ok_or_else(|| {
-            let _ = self.topology().parse(cluster);
-            Error::Target {
-                message: format!("no cluster named `{cluster}`"),
-                help: Some(format!(
-                    "clusters: {}",
-                    self.live.keys().cloned().collect::<Vec<_>>().join(", ")
-                )),
-            }
+        self.live.get(cluster).ok_or_else(|| Error::Target {
+            message: format!("no cluster named `{cluster}`"),
+            help: Some(format!(
+                "clusters: {}",
+                self.live.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
         })
     }
 
@@ -446,25 +443,27 @@ impl Engine {
     }
 
     async fn stop_node_as(&self, name: &str, cause: &str) -> Result<(), Error> {
-        let n = self.node(name)?;
-        let _op = n.op.lock().await;
-        if n.running() {
-            self.live[&n.plan.cluster].acting_on(name, cause);
-            if let Some(h) = n.send(n.stop_request()) {
-                h.exited().await;
-            }
-        }
-        self.persist_quietly().await;
-        Ok(())
+        self.end_node(name, false, cause).await
     }
 
     /// SIGKILLs one node and waits until it is gone.
     pub async fn kill_node(&self, name: &str) -> Result<(), Error> {
+        self.end_node(name, true, "kill").await
+    }
+
+    /// Stops (or kills) a running node and waits until it is gone; `cause` names what ended
+    /// its leadership, if it led.
+    async fn end_node(&self, name: &str, kill: bool, cause: &str) -> Result<(), Error> {
         let n = self.node(name)?;
         let _op = n.op.lock().await;
         if n.running() {
-            self.live[&n.plan.cluster].acting_on(name, "kill");
-            if let Some(h) = n.send(crate::runtime::Ctl::Kill) {
+            self.live[&n.plan.cluster].acting_on(name, cause);
+            let ctl = if kill {
+                crate::runtime::Ctl::Kill
+            } else {
+                n.stop_request()
+            };
+            if let Some(h) = n.send(ctl) {
                 h.exited().await;
             }
         }

@@ -39,9 +39,9 @@ impl RunState {
         *self.closing.borrow()
     }
 
-    /// From now on no node starts. Returns whether this call closed it.
-    pub fn close(&self) -> bool {
-        !self.closing.send_replace(true)
+    /// From now on no node starts.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Every node is gone.

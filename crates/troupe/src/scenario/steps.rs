@@ -322,9 +322,8 @@ impl Runner<'_> {
             .collect()
     }
 
-    /// Acts on every selected node at once (a group stop goes leader first), like the command
-    /// line does: a quorum system started one node at a time would never become ready.
-    fn op(&self, op: NodeOp, targets: &[String], ctx: &Ctx, deadline: Instant) -> StepResult {
+    /// The nodes of every target (rendered first), in order, each once.
+    fn select_all(&self, targets: &[String], ctx: &Ctx) -> Result<Vec<String>, Failure> {
         let mut nodes: Vec<String> = Vec::new();
         for t in targets {
             let t = self.render(t, ctx)?;
@@ -334,6 +333,13 @@ impl Runner<'_> {
                 }
             }
         }
+        Ok(nodes)
+    }
+
+    /// Acts on every selected node at once (a group stop goes leader first), like the command
+    /// line does: a quorum system started one node at a time would never become ready.
+    fn op(&self, op: NodeOp, targets: &[String], ctx: &Ctx, deadline: Instant) -> StepResult {
+        let nodes = self.select_all(targets, ctx)?;
         // One call per cluster object, with its nodes as targets, in a thread each.
         let mut by_cluster: Vec<(Arc<Cluster>, Vec<String>)> = Vec::new();
         for n in &nodes {
@@ -482,14 +488,7 @@ impl Runner<'_> {
                 );
             }
         } else {
-            for t in on {
-                let t = self.render(t, ctx)?;
-                for n in self.select(&t)? {
-                    if !nodes.contains(&n) {
-                        nodes.push(n);
-                    }
-                }
-            }
+            nodes.extend(self.select_all(on, ctx)?);
         }
         if nodes.is_empty() {
             return fail("no node to converge on");

@@ -226,6 +226,13 @@ enum Until {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    if !matches!(cli.command, Command::Up(_) | Command::Run(_)) {
+        // `troupe status | head` must end quietly when its reader goes away, as `ls | head`
+        // does, not panic on a broken pipe. Not for `up` and `run`: they own sockets and
+        // nodes, and must never die of a client that hung up.
+        // SAFETY: setting a signal's disposition to its default is always sound.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let code = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Check { spec } => check(&spec),

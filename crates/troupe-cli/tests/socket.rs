@@ -295,3 +295,36 @@ fn a_thousand_concurrent_requests_and_down_leave_nothing_behind() {
         assert!(!troupe::state::is_live(&run.state));
     }
 }
+
+/// The regression: `troupe status | head -1` panicked with "failed printing to stdout: Broken
+/// pipe". A command whose reader went away ends quietly, as `ls | head` does.
+#[test]
+fn a_reader_that_goes_away_ends_a_command_quietly() {
+    let run = Run::up();
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe fills the array with two new descriptors, owned below.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both are new and owned here; the read end is closed at once.
+    let (read, write) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read);
+    let out = run
+        .troupe()
+        .arg("status")
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}",
+        out.status
+    );
+}

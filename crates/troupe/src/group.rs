@@ -167,13 +167,13 @@ impl GroupLeader {
 }
 
 impl Drop for GroupLeader {
-    /// The owner went away without finishing: kill the group and reap the leader, which
-    /// SIGKILL makes quick.
+    /// The owner went away without finishing (a probe attempt cut off by its timeout): kill
+    /// the group, reap what of it became ours, and the leader, which SIGKILL makes quick.
     fn drop(&mut self) {
         if self.reaped {
             return;
         }
-        sys::signal_group(self.pid, Signal::SIGKILL);
+        kill_and_reap_group(self.pid, Duration::from_millis(200));
         let deadline = Instant::now() + Duration::from_millis(200);
         let pid = Pid::from_raw(self.pid as i32);
         loop {
@@ -233,11 +233,12 @@ fn kill_and_reap_group(pgid: u32, limit: Duration) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::process::CommandExt;
 
-    fn state_of(pid: u32) -> Option<char> {
+    /// A process's state letter from `/proc` (`R`, `S`, `Z`...), `None` once it is reaped.
+    pub(crate) fn state_of(pid: u32) -> Option<char> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         stat.rsplit_once(')')?.1.trim_start().chars().next()
     }

@@ -311,24 +311,21 @@ impl Client {
 
     /// Sends one request and waits up to `limit` for its answer.
     pub fn request(&mut self, req: &Request, limit: Duration) -> Result<Response, ClientError> {
-        let io = |source| ClientError::Io {
-            state_dir: self.state_dir.clone(),
-            source,
-        };
         let mut line = serde_json::to_string(req).expect("request serialises");
         line.push('\n');
         let s = self.stream.get_mut();
-        s.set_read_timeout(Some(limit)).map_err(io)?;
-        s.write_all(line.as_bytes()).map_err(io)?;
+        if let Err(e) = s
+            .set_read_timeout(Some(limit))
+            .and_then(|()| s.write_all(line.as_bytes()))
+        {
+            return Err(self.lost(e));
+        }
         let mut answer = String::new();
         match self.stream.read_line(&mut answer) {
-            Ok(0) => Err(ClientError::Io {
-                state_dir: self.state_dir.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "troupe closed the connection",
-                ),
-            }),
+            Ok(0) => Err(self.lost(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "troupe closed the connection",
+            ))),
             Ok(_) => serde_json::from_str(&answer).map_err(|e| ClientError::Io {
                 state_dir: self.state_dir.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
@@ -344,10 +341,72 @@ impl Client {
                     waited: limit,
                 })
             }
-            Err(e) => Err(ClientError::Io {
-                state_dir: self.state_dir.clone(),
-                source: e,
-            }),
+            Err(e) => Err(self.lost(e)),
         }
+    }
+
+    /// The connection broke before an answer. A supervisor that died (killed, crashed)
+    /// tears down its socket and its lock in the same exit, so a client can catch it half
+    /// way: the socket accepted, then reset. Waiting briefly for the lock tells a dead run
+    /// (reported like any run that is not there) from a live one that dropped us.
+    fn lost(&self, source: std::io::Error) -> ClientError {
+        let deadline = crate::deadline::std_after(LOST_GRACE);
+        loop {
+            if !crate::state::is_live(&self.state_dir) {
+                return ClientError::NotRunning {
+                    state_dir: self.state_dir.clone(),
+                };
+            }
+            if std::time::Instant::now() >= deadline {
+                return ClientError::Io {
+                    state_dir: self.state_dir.clone(),
+                    source,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// How long a client whose connection broke waits to see whether the supervisor died.
+const LOST_GRACE: Duration = Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A state directory whose socket accepts one connection and drops it unanswered,
+    /// the way a supervisor killed mid-exit does.
+    fn dropping_socket(dir: &Path) -> std::thread::JoinHandle<()> {
+        std::fs::write(dir.join(".troupe-state"), "").unwrap();
+        let listener = UnixListener::bind(dir.join(SOCKET)).unwrap();
+        std::thread::spawn(move || drop(listener.accept().unwrap()))
+    }
+
+    #[test]
+    fn a_connection_reset_by_a_dead_supervisor_reads_as_no_troupe_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = dropping_socket(dir.path());
+        let mut client = Client::connect(dir.path()).unwrap();
+        let err = client
+            .request(&Request::Status, Duration::from_secs(5))
+            .unwrap_err();
+        server.join().unwrap();
+        assert!(matches!(err, ClientError::NotRunning { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_live_supervisor_that_drops_the_connection_is_reported_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = std::fs::File::create(dir.path().join("lock")).unwrap();
+        lock.lock().unwrap();
+        let server = dropping_socket(dir.path());
+        let mut client = Client::connect(dir.path()).unwrap();
+        let err = client
+            .request(&Request::Status, Duration::from_secs(5))
+            .unwrap_err();
+        server.join().unwrap();
+        assert!(matches!(err, ClientError::Io { .. }), "{err:?}");
     }
 }

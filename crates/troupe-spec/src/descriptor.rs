@@ -68,6 +68,25 @@ pub struct NodeDescriptor {
     /// to that peer's port.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub links: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every state the node went through in this run, oldest first: spawned (`starting`),
+    /// `ready`, `paused`, back to `ready`, and how it ended (`stopped`, `killed`, `exited`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<NodeEvent>,
+}
+
+/// A node entering a state.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct NodeEvent {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    pub state: NodeState,
+}
+
+impl NodeEvent {
+    pub fn new(at_ms: u64, state: NodeState) -> NodeEvent {
+        NodeEvent { at_ms, state }
+    }
 }
 
 /// A network fault and when it was in force.

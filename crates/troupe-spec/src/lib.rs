@@ -31,10 +31,11 @@ pub mod history;
 mod load;
 mod model;
 pub mod scenario;
+pub mod workload;
 
 pub use descriptor::{
-    ClusterStatus, Descriptor, Failover, FaultRecord, LeaderChange, NodeDescriptor, NodeState,
-    NodeTls,
+    ClusterStatus, Descriptor, Failover, FaultRecord, LeaderChange, NodeDescriptor, NodeEvent,
+    NodeState, NodeTls,
 };
 pub use diag::{InvalidSpec, SpecError, SpecSource, suggest};
 pub use duration::{MAX_DURATION, checked_deadline, format_duration, parse_duration};

@@ -114,6 +114,14 @@ pub enum StepKind {
     /// Undo the fault with this id (`heal = 2`: faults are numbered from 1 in the order they
     /// were injected), or every fault (`heal = true`, `id` absent).
     Heal { id: Option<u32> },
+    /// Concurrent clients recording a history while the following steps run; see
+    /// [`crate::workload`].
+    Workload(Box<crate::workload::WorkloadSpec>),
+    /// Wait for the named workload (or every one) to end, then check its history with its
+    /// model's checker.
+    Verify { workload: Option<String> },
+    /// End the named workload (or every one) now.
+    EndWorkload { workload: Option<String> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +273,10 @@ struct RawStep {
     rate: Option<Spanned<String>>,
     /// `true`, or a fault id; checked in [`heal`].
     heal: Option<Spanned<toml::Value>>,
+    workload: Option<Spanned<crate::workload::RawWorkload>>,
+    /// `true` (every workload) or a workload step's name.
+    verify: Option<Spanned<toml::Value>>,
+    end_workload: Option<Spanned<toml::Value>>,
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -315,6 +327,7 @@ impl Scenario {
         }
         let steps = steps(&mut v, raw.step);
         let finally = steps_of(&mut v, raw.finally);
+        check_workloads(&mut v, &[&steps, &finally]);
         let mut measures = Vec::new();
         for m in raw.measure {
             let m = m.into_inner();
@@ -445,13 +458,16 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
                 .as_ref()
                 .is_some_and(|h| !matches!(h.get_ref(), toml::Value::Boolean(false))),
         ),
+        ("workload", r.workload.is_some()),
+        ("verify", r.verify.is_some()),
+        ("end_workload", r.end_workload.is_some()),
     ];
     let set: Vec<&str> = leaf_kinds
         .iter()
         .filter(|(_, s)| *s)
         .map(|(n, _)| *n)
         .collect();
-    let kinds_help = "a step is one of: up, down, kill/stop/start/restart/pause/resume, sh, exec, wait, until, converge, sleep, partition/isolate/cut/degrade/heal, or for_each/repeat/parallel with nested [[step.steps]]";
+    let kinds_help = "a step is one of: up, down, kill/stop/start/restart/pause/resume, sh, exec, wait, until, converge, sleep, partition/isolate/cut/degrade/heal, workload/verify/end_workload, or for_each/repeat/parallel with nested [[step.steps]]";
     if ops.len() > 1 {
         v.err(
             span.clone(),
@@ -618,6 +634,17 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         && !matches!(h.get_ref(), toml::Value::Boolean(false))
     {
         StepKind::Heal { id: heal(v, h)? }
+    } else if let Some(w) = r.workload {
+        let at = w.span();
+        StepKind::Workload(Box::new(w.into_inner().check(v, at)?))
+    } else if let Some(x) = &r.verify {
+        StepKind::Verify {
+            workload: workload_ref(v, x, "verify")?,
+        }
+    } else if let Some(x) = &r.end_workload {
+        StepKind::EndWorkload {
+            workload: workload_ref(v, x, "end_workload")?,
+        }
     } else if let Some(up) = r.up {
         StepKind::Up(up.into_inner().0)
     } else if r.down.as_ref().is_some_and(|d| *d.get_ref()) {
@@ -825,6 +852,92 @@ fn heal(v: &mut Validator<'_>, h: &Spanned<toml::Value>) -> Option<Option<u32>> 
                 HINT,
             );
             None
+        }
+    }
+}
+
+/// `verify = true` / `end_workload = true` (every workload) or a workload step's name; whether
+/// the name exists is checked once every step is read ([`check_workloads`]).
+fn workload_ref(
+    v: &mut Validator<'_>,
+    x: &Spanned<toml::Value>,
+    key: &str,
+) -> Option<Option<String>> {
+    match x.get_ref() {
+        toml::Value::Boolean(true) => Some(None),
+        toml::Value::String(s) => Some(Some(s.clone())),
+        other => {
+            v.err(
+                x.span(),
+                format!("expected true or a workload step's name, found {}", describe(other)),
+                format!("write {key} = true for every workload, or {key} = \"NAME\" with the name of a step that has a [step.workload] table"),
+            );
+            None
+        }
+    }
+}
+
+/// Every workload step, however deeply nested.
+fn workloads(steps: &[Step]) -> Vec<&Step> {
+    let mut out = Vec::new();
+    for s in steps {
+        match &s.kind {
+            StepKind::Workload(_) => out.push(s),
+            StepKind::ForEach { steps, .. }
+            | StepKind::Repeat { steps, .. }
+            | StepKind::Parallel { steps } => out.extend(workloads(steps)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `verify` and `end_workload` name workload steps that exist, and workloads write distinct
+/// history files.
+fn check_workloads(v: &mut Validator<'_>, all: &[&[Step]]) {
+    let found: Vec<&Step> = all.iter().flat_map(|s| workloads(s)).collect();
+    let mut files: Vec<(&str, &str)> = Vec::new();
+    for w in &found {
+        if let StepKind::Workload(spec) = &w.kind {
+            if let Some((_, other)) = files.iter().find(|(f, _)| *f == spec.history) {
+                v.err(
+                    w.span.clone(),
+                    format!(
+                        "workloads `{other}` and `{}` both write {}",
+                        w.name, spec.history
+                    ),
+                    "give one of them its own file, e.g. history = \"history-2.jsonl\"",
+                );
+            }
+            files.push((spec.history.as_str(), w.name.as_str()));
+        }
+    }
+    fn refs<'a>(steps: &'a [Step], out: &mut Vec<(&'a Step, &'a str)>) {
+        for s in steps {
+            match &s.kind {
+                StepKind::Verify { workload: Some(n) }
+                | StepKind::EndWorkload { workload: Some(n) } => out.push((s, n)),
+                StepKind::ForEach { steps, .. }
+                | StepKind::Repeat { steps, .. }
+                | StepKind::Parallel { steps } => refs(steps, out),
+                _ => {}
+            }
+        }
+    }
+    let mut named = Vec::new();
+    for steps in all {
+        refs(steps, &mut named);
+    }
+    for (step, name) in named {
+        if !found.iter().any(|w| w.name == name) {
+            let hint = crate::suggest(name, found.iter().map(|w| w.name.as_str()))
+                .map(|s| format!("did you mean `{s}`? "))
+                .unwrap_or_default();
+            v.err(
+                step.span.clone(),
+                format!("step `{}` names `{name}`, which is not a workload step", step.name),
+                format!("{hint}name a step that has a [step.workload] table, or write true for every workload"),
+            );
         }
     }
 }
@@ -1139,5 +1252,101 @@ heal = false
             }
         }
         assert!(loaded > 0, "no scenario under {}", examples.display());
+    }
+
+    #[test]
+    fn workloads_parse_with_defaults_and_options() {
+        let kinds = step_kinds(
+            r#"[[step]]
+name = "clients"
+[step.workload]
+model = "register"
+client = "etcd"
+processes = 10
+duration = "20s"
+rate = 500
+mix = { read = 60, write = 30, cas = 10 }
+targets = "etcd"
+seed = 7
+serializable = true
+[[step]]
+name = "stdio"
+[step.workload]
+model = "set"
+client = "stdio"
+command = ["python3", "c.py", "{{ node.urls.client }}"]
+ops = 100
+history = "set.jsonl"
+[[step]]
+name = "end"
+end_workload = "stdio"
+[[step]]
+name = "check"
+verify = true
+"#,
+        );
+        let StepKind::Workload(w) = &kinds[0] else {
+            panic!("{:?}", kinds[0])
+        };
+        assert_eq!(
+            (w.model, w.processes, w.seed),
+            (crate::workload::Model::Register, 10, Some(7))
+        );
+        assert_eq!(w.duration, Some(Duration::from_secs(20)));
+        assert_eq!(w.rate, Some(500.0));
+        assert_eq!(w.mix.iter().map(|(_, x)| *x).sum::<u32>(), 100);
+        assert!(matches!(
+            w.client,
+            crate::workload::ClientSpec::Etcd {
+                serializable: true,
+                ..
+            }
+        ));
+        let StepKind::Workload(set) = &kinds[1] else {
+            panic!()
+        };
+        assert_eq!(
+            (set.keys, set.ops, set.history.as_str()),
+            (1, Some(100), "set.jsonl")
+        );
+        assert!(matches!(&kinds[2], StepKind::EndWorkload { workload: Some(n) } if n == "stdio"));
+        assert!(matches!(&kinds[3], StepKind::Verify { workload: None }));
+    }
+
+    #[test]
+    fn workload_mistakes_are_named_where_they_are() {
+        let e = Scenario::from_str(
+            "s.toml",
+            r#"[[step]]
+name = "clients"
+[step.workload]
+model = "register"
+client = "etdc"
+[[step]]
+name = "bad mix"
+[step.workload]
+model = "kv"
+client = "memory"
+mix = { get = 50, red = 50 }
+processes = 0
+serializable = true
+[[step]]
+name = "same file"
+[step.workload]
+model = "set"
+client = "memory"
+[[step]]
+name = "no command"
+[step.workload]
+model = "set"
+client = "stdio"
+history = "s.jsonl"
+[[step]]
+name = "check"
+verify = "client"
+"#,
+        )
+        .unwrap_err();
+        insta::assert_snapshot!(format!("{e:?}"));
     }
 }

@@ -341,11 +341,53 @@ impl Cluster {
         &self.inner
     }
 
+    /// Starts a workload on this cluster's nodes: concurrent clients recording a history
+    /// while you inject faults; see [`crate::workload`]. End it with
+    /// [`Workload::finish`](crate::workload::Workload::finish) and check the history:
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use troupe::workload::{ClientSpec, Model, WorkloadSpec};
+    ///
+    /// let cluster = troupe::Cluster::start("examples/etcd/cluster.toml")?;
+    /// let w = cluster.workload(
+    ///     WorkloadSpec::new(Model::Register, ClientSpec::etcd()).processes(10),
+    /// )?;
+    /// cluster.kill("main:leader")?;
+    /// cluster.start_node("main")?;
+    /// let history = w.finish()?;
+    /// let budget = troupe::verify::Budget::new(Duration::from_secs(30), 10_000_000);
+    /// assert_eq!(history.check(budget).unwrap().valid(), Some(true));
+    /// # Ok::<(), troupe::Error>(())
+    /// ```
+    ///
+    /// A workload runs on threads of its own and blocks in `finish`: from async code, call it
+    /// inside `spawn_blocking`.
+    pub fn workload(
+        &self,
+        spec: crate::workload::WorkloadSpec,
+    ) -> Result<crate::workload::Workload, Error> {
+        self.workload_with(spec, crate::workload::WorkloadOptions::default())
+    }
+
+    /// [`Cluster::workload`] with options: a time origin, where the history is written.
+    pub fn workload_with(
+        &self,
+        spec: crate::workload::WorkloadSpec,
+        opts: crate::workload::WorkloadOptions,
+    ) -> Result<crate::workload::Workload, Error> {
+        crate::workload::Workload::start(
+            spec,
+            crate::workload::resolver(vec![self.inner.engine()]),
+            opts,
+        )
+    }
+
     fn shared(&self) -> &Shared {
         &self.inner.shared
     }
 
-    fn engine(&self) -> Arc<Engine> {
+    pub(crate) fn engine(&self) -> Arc<Engine> {
         self.inner.shared.engine.clone()
     }
 

@@ -17,6 +17,7 @@ impl Engine {
             .map(|n| {
                 let status = n.status();
                 let mut d = node_descriptor(&n.plan, status.as_ref());
+                d.events = n.events();
                 if let Some(links) = &self.links {
                     d.links = links.addrs_of(&n.plan.name);
                 }

@@ -93,6 +93,10 @@ pub enum Error {
     #[error("the cluster is shut down")]
     ShutDown,
 
+    /// A workload could not start or run (see [`crate::workload`]).
+    #[error("{0}")]
+    Workload(String),
+
     #[error("interrupted before the cluster was ready")]
     Interrupted,
 }

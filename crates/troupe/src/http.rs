@@ -120,6 +120,144 @@ pub async fn request(
     }
 }
 
+/// A kept-alive HTTP/1.1 connection, for workloads: many requests, one at a time, over one
+/// socket (with TLS when the URL is https). The connection is driven by a task that ends when
+/// this is dropped. Unlike [`request`], a restarted server is noticed only when a request on
+/// the old socket fails; workloads then open a new connection.
+pub struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    /// A request on it failed: its state is unknown, open a new one.
+    failed: bool,
+    host: HeaderValue,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+impl Connection {
+    /// Connects to `url`'s host and port. An error here means no request was sent.
+    pub async fn open(url: &Url, tls: Option<&Arc<ClientConfig>>) -> Result<Connection, String> {
+        let host = HeaderValue::try_from(host_header(&url.host, url.port))
+            .map_err(|e| format!("bad host `{}`: {e}", url.host))?;
+        let tcp = TcpStream::connect((url.host.as_str(), url.port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let builder = hyper::client::conn::http1::Builder::new();
+        if url.https {
+            let config = tls.ok_or("https needs TLS")?.clone();
+            let name =
+                ServerName::try_from(url.host.clone()).map_err(|e| format!("server name: {e}"))?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            let (sender, conn) = builder
+                .handshake::<_, Full<Bytes>>(TokioIo::new(CloseNotifyOptional(stream)))
+                .await
+                .map_err(|e| format!("http: {}", describe(&e)))?;
+            let driver = tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(Connection {
+                sender,
+                failed: false,
+                host,
+                driver,
+            })
+        } else {
+            let (sender, conn) = builder
+                .handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
+                .await
+                .map_err(|e| format!("http: {}", describe(&e)))?;
+            let driver = tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(Connection {
+                sender,
+                failed: false,
+                host,
+                driver,
+            })
+        }
+    }
+
+    /// Whether a request failed on it or the server closed it: open a new one.
+    pub fn is_broken(&self) -> bool {
+        self.failed || self.sender.is_closed()
+    }
+
+    /// Sends one request and reads the whole response. An error may come after the request
+    /// reached the server: the caller cannot tell whether it took effect.
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, String), String> {
+        // Cancelled halfway (a timeout), the exchange leaves the connection in an unknown
+        // state: it counts as failed until the answer is read in full.
+        self.failed = true;
+        let answer = self.exchange(method, path, body, headers).await;
+        self.failed = answer.is_err();
+        answer
+    }
+
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, String), String> {
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|e| format!("bad method `{method}`: {e}"))?;
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.host.clone())
+            .header(USER_AGENT, "troupe")
+            .header(ACCEPT, "*/*");
+        if body.is_some() {
+            builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let request = builder
+            .body(Full::new(Bytes::copy_from_slice(
+                body.unwrap_or_default().as_bytes(),
+            )))
+            .map_err(|e| format!("bad request for path `{path}`: {e}"))?;
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection: {}", describe(&e)))?;
+        let response =
+            self.sender.send_request(request).await.map_err(|e| {
+                tls_error(&e).unwrap_or_else(|| format!("request: {}", describe(&e)))
+            })?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    too_large()
+                } else {
+                    format!("response body: {}", describe(&*e))
+                }
+            })?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
 /// The request, with the headers the hand-written client always sent. `Content-Length` of a
 /// POST is added by hyper.
 fn build_request(url: &Url, post: Option<&str>) -> Result<Request<Full<Bytes>>, String> {

@@ -46,6 +46,7 @@ mod select;
 pub mod state;
 mod sys;
 pub mod template;
+pub mod workload;
 
 pub use builder::{ClusterDef, SpecBuilder};
 pub use cluster::{AsyncCluster, Cluster, ClusterBuilder, Node};
@@ -53,4 +54,8 @@ pub use engine::Interrupt;
 pub use error::{Error, StartFailure, StartReason};
 pub use probe::{client_config, log_tail};
 pub use roles::unix_ms;
+pub use troupe_spec::history;
 pub use troupe_spec::{Descriptor, NodeDescriptor, NodeState, NodeTls, Spec};
+/// The checkers: [`verify::linearizable`], [`verify::set`], [`verify::stats`] (the
+/// `troupe-verify` crate).
+pub use troupe_verify as verify;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rustls::ClientConfig;
-use troupe_spec::NodeState;
+use troupe_spec::{NodeEvent, NodeState};
 
 use crate::error::{Error, StartFailure, StartReason};
 use crate::lifecycle::RunState;
@@ -26,6 +26,8 @@ pub(crate) struct Node {
     pub tls: Option<Arc<ClientConfig>>,
     handle: Mutex<Option<NodeHandle>>,
     pub op: tokio::sync::Mutex<()>,
+    /// Every state it entered, for reports' timelines.
+    events: Arc<Mutex<Vec<NodeEvent>>>,
 }
 
 impl Node {
@@ -35,6 +37,7 @@ impl Node {
             tls,
             handle: Mutex::new(None),
             op: tokio::sync::Mutex::new(()),
+            events: Arc::default(),
         }
     }
 
@@ -48,6 +51,44 @@ impl Node {
 
     pub fn status(&self) -> Option<Status> {
         self.current().map(|h| h.status())
+    }
+
+    /// The states it went through, oldest first.
+    pub fn events(&self) -> Vec<NodeEvent> {
+        self.events.lock().expect("node events").clone()
+    }
+
+    /// Records each state of `handle`'s program until it ends, in the background.
+    fn record_events(&self, handle: &NodeHandle) {
+        let events = self.events.clone();
+        let mut rx = handle.subscribe();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let (state, running) = {
+                    let st = rx.borrow_and_update();
+                    (st.state, st.running())
+                };
+                if last != Some(state) {
+                    last = Some(state);
+                    events
+                        .lock()
+                        .expect("node events")
+                        .push(NodeEvent::new(crate::unix_ms(), state));
+                }
+                if !running || rx.changed().await.is_err() {
+                    // The sender is gone with the program: record how it ended.
+                    let end = rx.borrow().state;
+                    if last != Some(end) {
+                        events
+                            .lock()
+                            .expect("node events")
+                            .push(NodeEvent::new(crate::unix_ms(), end));
+                    }
+                    return;
+                }
+            }
+        });
     }
 
     /// Whether its program runs (paused counts as running).
@@ -65,6 +106,7 @@ impl Node {
             .await
             .map_err(|e| self.failure(StartReason::Spawn(e)))?;
         tracing::debug!(node = %self.plan.name, pid = handle.status().pid, runtime = runtime.name(), "spawned");
+        self.record_events(&handle);
         let closed = {
             let mut slot = self.handle.lock().expect("node handle");
             *slot = Some(handle.clone());

@@ -188,3 +188,48 @@ fn pausing_the_leader_elects_another_and_selectors_follow_the_roles() {
     );
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "1");
 }
+
+/// The etcd client of workloads, over mTLS, through a leader kill and restart: every call is
+/// recorded, the history is linearizable, and calls during the election fail or are unknown
+/// instead of hanging.
+#[test]
+fn an_etcd_register_workload_through_a_leader_kill_is_linearizable() {
+    use troupe::workload::{ClientSpec, Model, WorkloadSpec};
+    let cluster =
+        Cluster::start(common::example("etcd/cluster.toml")).expect("etcd cluster starts");
+    for model in [Model::Register, Model::Kv] {
+        let spec = WorkloadSpec::new(model, ClientSpec::etcd())
+            .processes(6)
+            .keys(3)
+            .timeout(Duration::from_secs(1))
+            .duration(Duration::from_secs(4))
+            .seed(1);
+        let w = cluster.workload(spec).unwrap();
+        let old = cluster.kill("main:leader").unwrap();
+        cluster.start_node(&old[0]).unwrap();
+        cluster
+            .wait_ready(None, Duration::from_secs(30))
+            .expect("the old leader rejoins");
+        let history = w.wait().unwrap();
+        let ok = history
+            .ops
+            .iter()
+            .filter(|o| o.kind == troupe::history::OpType::Ok)
+            .count();
+        let errors: Vec<_> = history
+            .ops
+            .iter()
+            .filter_map(|o| o.error.clone())
+            .take(5)
+            .collect();
+        assert!(
+            ok > 50,
+            "{model}: only {ok} of {} calls succeeded in {:?}; errors: {errors:?}",
+            history.calls(),
+            history.elapsed
+        );
+        let budget = troupe::verify::Budget::new(Duration::from_secs(60), 50_000_000);
+        let verdict = history.check(budget).unwrap();
+        assert_eq!(verdict.valid(), Some(true), "{model}: {verdict}");
+    }
+}

@@ -14,7 +14,7 @@ separated list) overrides it. `--via nats-2` connects to that node alone
 (TROUPE_NATS_2_CLIENT_URL) and never reconnects, neither to it nor to the other servers it
 learns of: every request and publish goes in through that node.
 
-    js.py [--via NODE] create-stream NAME [--replicas 3] [--on NODE] [--subjects 'orders.>']
+    js.py [--via NODE] create-stream NAME [--replicas 3] [--on NODE] [--subjects 'orders.>'] [--allow-direct]
     js.py [--via NODE] publish N [--size 512] [--prefix p1] [--rate PER_S]
     js.py [--via NODE] try-publish N [--prefix lost] [--ack-wait 2]
                                         publish N at once, print how many were acked; exit 0
@@ -129,6 +129,7 @@ async def create_stream(a):
             num_replicas=a.replicas,
             storage=StorageType.FILE,
             placement=placement,
+            allow_direct=a.allow_direct,
         ),
         deadline,
     )
@@ -388,6 +389,7 @@ def main():
     c.add_argument("--replicas", type=int, default=3)
     c.add_argument("--subjects", default="orders.>")
     c.add_argument("--on", metavar="NODE", help="place the stream on this node (a 1-replica stream)")
+    c.add_argument("--allow-direct", action="store_true", help="let every replica answer direct gets from its own copy")
 
     for name in ("publish", "try-publish"):
         c = sub.add_parser(name)

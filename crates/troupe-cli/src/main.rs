@@ -6,6 +6,7 @@ mod ctl;
 mod run;
 mod signal;
 mod up;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,11 +31,13 @@ const EXAMPLES: &str = "Examples:
   troupe status; troupe kill main:leader; troupe wait leader; troupe down
   troupe check examples/etcd/cluster.toml       validate a spec without starting anything
   troupe run examples/etcd-kv/scenario.toml --junit report.xml   a scenario, with a verdict
+  troupe run examples/etcd-linearizable/scenario.toml --html report.html   workload, faults, checker
+  troupe verify history.jsonl --model register --html report.html
   troupe certs --out certs --cluster a --cluster b
 
 Exit codes: 0 ok, 1 failure, 2 invalid command line or spec (nothing started),
 3 the cluster did not come up (everything stopped again), 4 state directory in use,
-5 no troupe is running in the state directory, 130 interrupted.";
+5 no troupe is running in the state directory, 6 verify could not decide, 130 interrupted.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -51,6 +54,13 @@ enum Command {
     /// 130 when interrupted. On failure every node's logs and data are kept and the path is
     /// printed. See docs/scenarios.md for the format.
     Run(run::RunArgs),
+    /// Check a recorded history: linearizable (register, kv) or no lost elements (set).
+    ///
+    /// Reads troupe's history.jsonl (or Jepsen's text with --format jepsen), prints the verdict
+    /// and, for an anomaly, the key, the calls that cannot be ordered and the longest valid
+    /// order found. Exit 0 valid, 1 invalid, 2 unreadable history, 6 unknown (the time or
+    /// state budget ran out first).
+    Verify(verify::VerifyArgs),
     /// Validate a spec (syntax, keys, templates, binaries) without starting anything.
     Check {
         /// The spec file.
@@ -237,6 +247,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Check { spec } => check(&spec),
         Command::Run(args) => run::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Status { run, json } => ctl::status(&run, json),
         Command::Env { run, json } => ctl::env(&run, json),

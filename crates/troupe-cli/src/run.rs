@@ -19,6 +19,11 @@ pub struct RunArgs {
     /// Write a JUnit XML report here (one test case per top-level step).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Write the self-contained HTML report here: every client's calls on a timeline with the
+    /// nodes' states, faults, leader changes and steps, the verdict and the anomaly (one file
+    /// per workload: FILE for the first, FILE-STEP.html for the others).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Write a JSON report here (steps, verdicts, durations, metrics).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -82,6 +87,9 @@ pub fn run(args: RunArgs) -> i32 {
             eprintln!("error: cannot write {}: {e}", path.display());
         }
     }
+    if let Some(path) = &args.html {
+        write_html(path, &report);
+    }
     if let Some(path) = &args.junit
         && let Err(e) = std::fs::write(path, report.to_junit())
     {
@@ -93,6 +101,40 @@ pub fn run(args: RunArgs) -> i32 {
         exit::OK
     } else {
         exit::FAILURE
+    }
+}
+
+fn write_html(path: &std::path::Path, report: &Report) {
+    let pages = match report.html_pages() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot render the HTML report: {e}");
+            return;
+        }
+    };
+    for (i, (step, page)) in pages.iter().enumerate() {
+        let file = if i == 0 {
+            path.to_path_buf()
+        } else {
+            let slug: String = step
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            let stem = path
+                .file_stem()
+                .map_or_else(|| "report".into(), |s| s.to_string_lossy().into_owned());
+            path.with_file_name(format!("{stem}-{slug}.html"))
+        };
+        match std::fs::write(&file, page) {
+            Ok(()) => println!("report: {}", file.display()),
+            Err(e) => eprintln!("error: cannot write {}: {e}", file.display()),
+        }
     }
 }
 

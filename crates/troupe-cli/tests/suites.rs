@@ -15,9 +15,12 @@ fn run(scenario: &Path) -> (i32, serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let junit = dir.path().join("report.xml");
+    let html = dir.path().join("report.html");
     let out = std::process::Command::new(cargo_bin("troupe"))
         .arg("run")
         .arg(scenario)
+        .arg("--html")
+        .arg(&html)
         .arg("--json")
         .arg(&json)
         .arg("--junit")
@@ -34,6 +37,9 @@ fn run(scenario: &Path) -> (i32, serde_json::Value, String) {
         .unwrap_or_else(|_| panic!("no JSON report for {}:\n{console}", scenario.display()));
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("<testsuite "), "JUnit report written");
+    let page =
+        std::fs::read_to_string(&html).unwrap_or_else(|_| panic!("no HTML report:\n{console}"));
+    assert!(page.starts_with("<!DOCTYPE html>"), "HTML report written");
     if let Some(kept) = report["state_dir"].as_str() {
         // A failing run keeps its logs; the test has read what it needs.
         let _ = std::fs::remove_dir_all(kept);
@@ -114,4 +120,30 @@ fn etcd_partition_suite_passes_and_its_broken_variant_fails_where_expected() {
 #[test]
 fn nats_partition_suite_passes_and_its_broken_variant_fails_where_expected() {
     suite("nats-partition");
+}
+
+/// The workload suite: ten etcd clients through a leader kill and an isolation are judged
+/// linearizable; with serializable reads the checker finds a stale read and names it.
+#[test]
+fn etcd_linearizable_workload_is_judged_and_stale_reads_are_named() {
+    let dir = examples().join("etcd-linearizable");
+    let (code, report, console) = run(&dir.join("scenario.toml"));
+    assert_eq!(code, 0, "scenario.toml should pass:\n{console}");
+    let w = &report["workloads"][0];
+    assert_eq!(w["verdict"], "valid", "{w}");
+    assert!(w["calls"].as_u64().unwrap() > 1_000, "{w}");
+
+    let (code, report, console) = run(&dir.join("broken.toml"));
+    assert_eq!(code, 1, "broken.toml should fail:\n{console}");
+    assert_eq!(
+        report["failed_step"],
+        "what the clients saw is linearizable"
+    );
+    let w = &report["workloads"][0];
+    assert_eq!(w["verdict"], "invalid", "{w}");
+    let why = w["explanation"].as_str().unwrap();
+    assert!(
+        why.starts_with("not linearizable: key ") && why.contains(": read(\"k"),
+        "the explanation names the impossible read: {why}"
+    );
 }

@@ -13,5 +13,8 @@ pub const START_FAILED: i32 = 3;
 pub const STATE_CONFLICT: i32 = 4;
 /// No live troupe runs in the state directory (it ended or crashed).
 pub const NOT_RUNNING: i32 = 5;
+/// `troupe verify` could not decide within its budget (time, states or memory): the history
+/// is neither proven valid nor invalid.
+pub const UNKNOWN: i32 = 6;
 /// troupe was interrupted (Ctrl-C or SIGTERM) before the cluster was ready.
 pub const INTERRUPTED: i32 = 130;

@@ -14,7 +14,11 @@
 //!   verdict [`Verdict::Unknown`], never a hang.
 //! - [`set()`]: adds and a final read; which acknowledged adds were lost, which values came from
 //!   nowhere, which were read twice, and which uncertain adds landed anyway.
-//! - [`stats()`]: throughput, latency percentiles and availability inside and outside fault windows.
+//! - [`stats()`]: throughput, latency percentiles and availability inside and outside fault
+//!   windows, overall and over time.
+//!
+//! [`html::render`] draws a history, its verdict and the run around it (nodes, faults, leaders,
+//! steps) as one self-contained HTML page, with the operations of an anomaly highlighted.
 //!
 //! Verdicts are data (`serde::Serialize`) for reports, and their `Display` reads as a sentence.
 //!
@@ -40,6 +44,7 @@
 
 mod error;
 mod hash;
+pub mod html;
 mod linearizable;
 mod model;
 mod pair;
@@ -51,5 +56,5 @@ pub use error::CheckError;
 pub use linearizable::{Budget, OpRef, Verdict, Violation, linearizable};
 pub use model::{Model, UnknownModel};
 pub use pair::{Call, Outcome, pair};
-pub use set::{Duplicate, SetReport, SetVerdict, set};
-pub use stats::{Availability, FaultWindow, Group, Latency, Stats, stats};
+pub use set::{Duplicate, ReadLoss, SetReport, SetVerdict, set};
+pub use stats::{Availability, Bucket, FaultWindow, Group, Latency, MAX_BUCKETS, Stats, stats};

@@ -134,7 +134,7 @@ impl OpRef {
 }
 
 /// `process 3: write("k1", 7) → ok`, `process 0: get("5") → "x 0 1 y"`, `... → info`.
-fn describe(ops: &[Op], call: &Call) -> String {
+pub(crate) fn describe(ops: &[Op], call: &Call) -> String {
     let Some(invoke) = ops.get(call.invoke) else {
         return String::new();
     };

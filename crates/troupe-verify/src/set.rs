@@ -8,6 +8,10 @@
 //! Values are compared as JSON (`1` and `"1"` differ). An acknowledged add counts as lost only if
 //! it returned before the final read was called; one that overlaps the read may or may not be
 //! in it.
+//!
+//! Every other successful read is held to the same rule: it must hold every add acknowledged
+//! before it was called. A workload that reads the set through each node at the end (each
+//! node's own copy) so finds a copy that lost what the others kept, and names the node.
 
 use std::fmt;
 
@@ -66,6 +70,20 @@ pub struct SetReport {
     pub duplicated: Vec<Duplicate>,
     /// Added in doubt (`info`) and present in the read: they did happen.
     pub recovered: Vec<Value>,
+    /// Reads other than the final one that miss acknowledged adds (their values are in `lost`
+    /// too).
+    pub other_reads: Vec<ReadLoss>,
+}
+
+/// A read, other than the final one, that misses adds acknowledged before it began.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ReadLoss {
+    /// History index of the read's completion.
+    pub read: usize,
+    /// The node that served it, if the history says.
+    pub node: Option<String>,
+    pub lost: Vec<Value>,
 }
 
 #[derive(Default)]
@@ -73,6 +91,8 @@ struct Adds {
     value: Value,
     ok: bool,
     ok_before_read: bool,
+    /// When its first acknowledgement returned.
+    ok_at: Option<u64>,
     info: bool,
 }
 
@@ -121,6 +141,9 @@ pub fn set(ops: &[Op]) -> Result<SetReport, CheckError> {
         match call.outcome {
             Outcome::Ok => {
                 entry.ok = true;
+                if let Some(t) = call.return_time {
+                    entry.ok_at = Some(entry.ok_at.map_or(t, |a| a.min(t)));
+                }
                 if call.return_time.is_some_and(|t| t < read_call_time) {
                     entry.ok_before_read = true;
                 }
@@ -143,6 +166,7 @@ pub fn set(ops: &[Op]) -> Result<SetReport, CheckError> {
         failed_but_read: Vec::new(),
         duplicated: Vec::new(),
         recovered: Vec::new(),
+        other_reads: Vec::new(),
     };
     let Some(read) = read else {
         report.verdict = SetVerdict::Unknown {
@@ -200,6 +224,43 @@ pub fn set(ops: &[Op]) -> Result<SetReport, CheckError> {
                 count,
             });
         }
+    }
+    // Every other successful read: what was acknowledged before it began must be in it.
+    for other in calls.iter().filter(|c| {
+        c.outcome == Outcome::Ok
+            && c.complete != read.complete
+            && ops.get(c.invoke).is_some_and(|op| op.f == "read")
+    }) {
+        let Some(done) = other.complete.and_then(|i| ops.get(i)) else {
+            continue;
+        };
+        let Value::Array(elements) = &done.value else {
+            continue;
+        };
+        let present: std::collections::HashSet<String> =
+            elements.iter().map(Value::to_string).collect();
+        let lost: Vec<Value> = order
+            .iter()
+            .filter_map(|c| adds.get(c).map(|a| (c, a)))
+            .filter(|(c, a)| a.ok_at.is_some_and(|t| t < other.call_time) && !present.contains(*c))
+            .map(|(_, a)| a.value.clone())
+            .collect();
+        if lost.is_empty() {
+            continue;
+        }
+        for v in &lost {
+            if !report.lost.contains(v) {
+                report.lost.push(v.clone());
+            }
+        }
+        report.other_reads.push(ReadLoss {
+            read: other.complete.unwrap_or(other.invoke),
+            node: done
+                .node
+                .clone()
+                .or_else(|| ops.get(other.invoke).and_then(|o| o.node.clone())),
+            lost,
+        });
     }
     if !(report.lost.is_empty()
         && report.unexpected.is_empty()
@@ -271,6 +332,19 @@ impl fmt::Display for SetReport {
                     format!("{n} value{} read more than once", plural(n)),
                     &dups,
                 );
+                for r in &self.other_reads {
+                    let by = r
+                        .node
+                        .as_ref()
+                        .map(|n| format!(" (through {n})"))
+                        .unwrap_or_default();
+                    parts.push(format!(
+                        "the read at op {}{by} misses {} of them ({})",
+                        r.read,
+                        r.lost.len(),
+                        list(&r.lost)
+                    ));
+                }
                 if let Some(first) = parts.first_mut() {
                     first.insert_str(0, "invalid: ");
                 }
@@ -355,5 +429,37 @@ mod tests {
             r.to_string(),
             "valid: the final read holds all 1 acknowledged add; 1 of 1 add in doubt landed (2)"
         );
+    }
+
+    #[test]
+    fn a_node_whose_copy_lost_acknowledged_adds_is_named() {
+        let mut ops = Vec::new();
+        add(&mut ops, 0, 1, OpType::Ok);
+        add(&mut ops, 1, 2, OpType::Ok);
+        // Each node's copy read at the end: nats-2's lacks 2; nats-1's, the last, has both.
+        read(&mut ops, 2, json!([1]));
+        ops[5].node = Some("nats-2".into());
+        read(&mut ops, 3, json!([1, 2]));
+        let r = set(&ops).unwrap();
+        assert_eq!(r.verdict, SetVerdict::Invalid);
+        assert_eq!(r.lost, vec![json!(2)]);
+        assert_eq!(r.other_reads.len(), 1);
+        assert_eq!(r.other_reads[0].node.as_deref(), Some("nats-2"));
+        let text = r.to_string();
+        assert!(
+            text.contains("1 acknowledged add lost")
+                && text.contains("(through nats-2)")
+                && text.contains("misses 1 of them (2)"),
+            "{text}"
+        );
+        // An add acknowledged after a read began may be missing from it.
+        let mut ops = vec![
+            Op::new(0, OpType::Invoke, "add", 0).with_value(7),
+            Op::new(1, OpType::Invoke, "read", 1),
+            Op::new(0, OpType::Ok, "add", 2).with_value(7),
+            Op::new(1, OpType::Ok, "read", 3).with_value(json!([])),
+        ];
+        read(&mut ops, 2, json!([7]));
+        assert_eq!(set(&ops).unwrap().verdict, SetVerdict::Valid);
     }
 }

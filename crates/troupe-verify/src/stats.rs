@@ -9,6 +9,10 @@
 //! Latency counts completed calls (`ok` and `fail`); an `info` call has no return time.
 //! Throughput is acknowledged calls per second over the span of the history. Availability is
 //! `ok` over all calls (`ok`, `fail`, `info`): a timeout is a failure to serve.
+//!
+//! The same numbers over time ([`Stats::series`]) cut the span into at most [`MAX_BUCKETS`]
+//! equal buckets of whole milliseconds, few enough to plot and coarse enough that each holds
+//! calls, so a fault shows as a dip in throughput and a spike in latency where it happened.
 
 use std::collections::BTreeMap;
 
@@ -81,6 +85,31 @@ pub struct Availability {
     pub share: Option<f64>,
 }
 
+/// One slice of the history's span in [`Stats::series`]: the calls invoked in
+/// `[start, start + width)`, and how long the completed ones took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Bucket {
+    /// History time (ns) the bucket begins at.
+    pub start: u64,
+    /// Its width (ns), a whole number of milliseconds; the same for every bucket of a series.
+    pub width: u64,
+    /// Calls invoked in the bucket that ended `ok`.
+    pub ok: usize,
+    /// Calls invoked in the bucket that ended `fail`.
+    pub fail: usize,
+    /// Calls invoked in the bucket that ended `info`, or never ended.
+    pub info: usize,
+    /// Median latency (ns, nearest rank) of the `ok` and `fail` calls invoked in the bucket;
+    /// `None` if there are none.
+    pub p50: Option<u64>,
+    /// 99th percentile latency (ns), like `p50`.
+    pub p99: Option<u64>,
+}
+
+/// The most buckets a [`Stats::series`] has.
+pub const MAX_BUCKETS: u64 = 120;
+
 /// The statistics of a history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
@@ -97,11 +126,20 @@ pub struct Stats {
     pub windows: Vec<Availability>,
     /// Calls invoked in no window.
     pub outside: Availability,
+    /// The span cut into at most [`MAX_BUCKETS`] equal buckets, each at least 1 ms wide;
+    /// every call is counted in the bucket of its invocation (the last bucket includes the
+    /// end of the span). Empty for an empty history.
+    pub series: Vec<Bucket>,
 }
 
 /// Computes the statistics of `ops`, with availability inside each of `faults` and outside.
 pub fn stats(ops: &[Op], faults: &[FaultWindow]) -> Result<Stats, CheckError> {
     let calls = pair(ops)?;
+    Ok(of_calls(ops, &calls, faults))
+}
+
+/// [`stats`] of calls already paired from `ops`.
+pub(crate) fn of_calls(ops: &[Op], calls: &[Call], faults: &[FaultWindow]) -> Stats {
     let first = ops.iter().map(|op| op.time).min().unwrap_or(0);
     let last = ops.iter().map(|op| op.time).max().unwrap_or(0);
     let span = last.saturating_sub(first);
@@ -109,7 +147,7 @@ pub fn stats(ops: &[Op], faults: &[FaultWindow]) -> Result<Stats, CheckError> {
     let all: Vec<&Call> = calls.iter().collect();
     let mut by_f: BTreeMap<String, Vec<&Call>> = BTreeMap::new();
     let mut by_node: BTreeMap<String, Vec<&Call>> = BTreeMap::new();
-    for call in &calls {
+    for call in calls {
         let invoke = ops.get(call.invoke);
         if let Some(op) = invoke {
             by_f.entry(op.f.clone()).or_default().push(call);
@@ -142,7 +180,7 @@ pub fn stats(ops: &[Op], faults: &[FaultWindow]) -> Result<Stats, CheckError> {
         }),
     );
 
-    Ok(Stats {
+    Stats {
         span,
         all: group(&all, span),
         by_f: by_f
@@ -155,7 +193,63 @@ pub fn stats(ops: &[Op], faults: &[FaultWindow]) -> Result<Stats, CheckError> {
             .collect(),
         windows,
         outside,
-    })
+        series: series(calls, first, span),
+    }
+}
+
+/// Nanoseconds in a millisecond, the unit bucket widths are rounded up to.
+const MS: u64 = 1_000_000;
+
+fn series(calls: &[Call], first: u64, span: u64) -> Vec<Bucket> {
+    if calls.is_empty() {
+        return Vec::new();
+    }
+    let width = span
+        .div_ceil(MAX_BUCKETS)
+        .div_ceil(MS)
+        .max(1)
+        .saturating_mul(MS);
+    let count = span.div_ceil(width).max(1);
+    let mut buckets: Vec<(Bucket, Vec<u64>)> = (0..count)
+        .map(|i| {
+            let bucket = Bucket {
+                start: first.saturating_add(i.saturating_mul(width)),
+                width,
+                ok: 0,
+                fail: 0,
+                info: 0,
+                p50: None,
+                p99: None,
+            };
+            (bucket, Vec::new())
+        })
+        .collect();
+    for call in calls {
+        let offset = call.call_time.saturating_sub(first) / width;
+        let index = usize::try_from(offset.min(count - 1)).unwrap_or(usize::MAX);
+        let Some((bucket, latencies)) = buckets.get_mut(index) else {
+            continue;
+        };
+        let counter = match call.outcome {
+            Outcome::Ok => &mut bucket.ok,
+            Outcome::Fail => &mut bucket.fail,
+            Outcome::Info => &mut bucket.info,
+        };
+        *counter = counter.saturating_add(1);
+        if let Some(ret) = call.return_time {
+            latencies.push(ret.saturating_sub(call.call_time));
+        }
+    }
+    buckets
+        .into_iter()
+        .map(|(mut bucket, mut latencies)| {
+            latencies.sort_unstable();
+            let l = latency(&latencies);
+            bucket.p50 = l.map(|l| l.p50);
+            bucket.p99 = l.map(|l| l.p99);
+            bucket
+        })
+        .collect()
 }
 
 fn availability<'a>(
@@ -258,5 +352,62 @@ mod tests {
         assert_eq!(s.by_node["n1"].ok, 1);
         assert_eq!(s.windows[0].share, Some(0.0));
         assert_eq!((s.outside.calls, s.outside.share), (2, Some(1.0)));
+    }
+
+    #[test]
+    fn series_cuts_the_span_into_whole_millisecond_buckets() {
+        const MS: u64 = 1_000_000;
+        let op = |p: u64, kind: OpType, t: u64| Op::new(p, kind, "write", t);
+        let ops = [
+            op(0, OpType::Invoke, 5 * MS),
+            op(0, OpType::Ok, 5 * MS + 1_000),
+            op(1, OpType::Invoke, 6 * MS),
+            op(1, OpType::Fail, 6 * MS + 3_000),
+            op(2, OpType::Invoke, 8 * MS - 1),
+            op(2, OpType::Info, 9 * MS),
+            op(3, OpType::Invoke, 8 * MS),
+            // The last event: the span is 360 ms, so buckets are 3 ms wide and there are 120.
+            op(3, OpType::Ok, 365 * MS),
+            // Invoked at the very end: counted in the last bucket, not a 121st.
+            op(4, OpType::Invoke, 365 * MS),
+        ];
+        let s = stats(&ops, &[]).unwrap();
+        assert_eq!(s.span, 360 * MS);
+        assert_eq!(s.series.len(), 120);
+        let bucket = |start, ok, fail, info, p50, p99| Bucket {
+            start,
+            width: 3 * MS,
+            ok,
+            fail,
+            info,
+            p50,
+            p99,
+        };
+        assert_eq!(
+            s.series[0],
+            bucket(5 * MS, 1, 1, 1, Some(1_000), Some(3_000))
+        );
+        assert_eq!(
+            s.series[1],
+            bucket(8 * MS, 1, 0, 0, Some(357 * MS), Some(357 * MS))
+        );
+        assert_eq!(s.series[2], bucket(11 * MS, 0, 0, 0, None, None));
+        assert_eq!(s.series[119], bucket(362 * MS, 0, 0, 1, None, None));
+        let counted: usize = s.series.iter().map(|b| b.ok + b.fail + b.info).sum();
+        assert_eq!(counted, s.all.calls);
+
+        // A span shorter than a millisecond is one bucket of 1 ms; no history, no buckets.
+        let s = stats(&ops[..2], &[]).unwrap();
+        assert_eq!(
+            s.series,
+            [bucket(5 * MS, 1, 0, 0, Some(1_000), Some(1_000))].map(|b| Bucket { width: MS, ..b })
+        );
+        assert_eq!(stats(&[], &[]).unwrap().series, []);
+        let json = serde_json::to_value(&stats(&ops[..2], &[]).unwrap().series).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([{"start": 5 * MS, "width": MS, "ok": 1, "fail": 0, "info": 0,
+                                "p50": 1_000, "p99": 1_000}])
+        );
     }
 }

@@ -90,6 +90,55 @@ pub struct Report {
     pub interrupted: bool,
     /// Network faults injected during the run (spec name, record with start and end).
     pub faults: Vec<(String, troupe_spec::FaultRecord)>,
+    /// Every workload the run started: its history, and its verdict if a step checked it.
+    pub workloads: Vec<WorkloadOutcome>,
+    /// When things happened, for timelines.
+    pub timeline: RunTimeline,
+}
+
+/// A workload's history and verdict.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkloadOutcome {
+    /// The name of the step that started it.
+    pub step: String,
+    pub history: std::sync::Arc<crate::workload::History>,
+    /// `None` if no `verify` step checked it.
+    pub judgement: Option<crate::workload::Judgement>,
+    pub checked_in: Option<Duration>,
+}
+
+impl WorkloadOutcome {
+    fn json(&self) -> serde_json::Value {
+        let h = &self.history;
+        json!({
+            "step": self.step,
+            "model": h.model.as_str(),
+            "seed": h.seed,
+            "calls": h.calls(),
+            "history": h.path,
+            "verdict": self.judgement.as_ref().map(|j| match j.valid() {
+                Some(true) => "valid",
+                Some(false) => "invalid",
+                None => "unknown",
+            }),
+            "explanation": self.judgement.as_ref().map(ToString::to_string),
+            "check": self.judgement.as_ref().map(crate::workload::Judgement::to_json),
+            "checked_in_ms": self.checked_in.map(ms),
+        })
+    }
+}
+
+/// The run's clock and what happened on it: top-level steps, and the clusters' last
+/// descriptors (node states, leader changes and faults, in Unix milliseconds).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RunTimeline {
+    /// Unix milliseconds at the run's time zero (the time zero of workload histories).
+    pub origin_unix_ms: u64,
+    /// Top-level steps: name, start and end in ns since time zero, passed.
+    pub steps: Vec<(String, u64, u64, bool)>,
+    pub descriptors: Vec<troupe_spec::Descriptor>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -123,7 +172,68 @@ impl Report {
                 "started_at_ms": f.started_at_ms,
                 "healed_at_ms": f.healed_at_ms,
             })).collect::<Vec<_>>(),
+            "workloads": self.workloads.iter().map(WorkloadOutcome::json).collect::<Vec<_>>(),
         })
+    }
+
+    /// The self-contained HTML report: one page per workload (step name, page), or one page
+    /// of the run alone if it started none.
+    pub fn html_pages(&self) -> Result<Vec<(String, String)>, String> {
+        use crate::verify::html::{self, LeaderMark, NodeLane, NodeSpan, StepMark, Timeline};
+        let t = &self.timeline;
+        let ns = |unix_ms: u64| {
+            unix_ms
+                .saturating_sub(t.origin_unix_ms)
+                .saturating_mul(1_000_000)
+        };
+        let end = self.duration.as_nanos() as u64;
+        let mut base = Timeline::new(&self.name);
+        for d in &t.descriptors {
+            for n in &d.nodes {
+                let mut lane = NodeLane::new(&n.name);
+                for (i, e) in n.events.iter().enumerate() {
+                    let until = n.events.get(i + 1).map(|next| ns(next.at_ms));
+                    lane = lane.with_span(NodeSpan::new(ns(e.at_ms), until, e.state.to_string()));
+                }
+                base = base.with_node(lane);
+            }
+            for c in &d.clusters {
+                for change in &c.leader_changes {
+                    base = base.with_leader(LeaderMark::new(
+                        ns(change.at_ms),
+                        &c.name,
+                        change.leader.clone(),
+                    ));
+                }
+            }
+        }
+        for (_, f) in &self.faults {
+            let healed = f.healed_at_ms.map_or(end, ns);
+            base = base.with_fault((ns(f.started_at_ms), healed, f.description.clone()));
+        }
+        for (name, start, stop, passed) in &t.steps {
+            base = base.with_step(StepMark::new(name, *start, *stop, *passed));
+        }
+        if self.workloads.is_empty() {
+            let page =
+                html::render(&[], html::Judgement::None, &base).map_err(|e| e.to_string())?;
+            return Ok(vec![(String::new(), page)]);
+        }
+        let mut pages = Vec::new();
+        for w in &self.workloads {
+            let timeline = base.clone().with_seed(w.history.seed);
+            let judgement = match &w.judgement {
+                Some(crate::workload::Judgement::Linearizable(v)) => {
+                    html::Judgement::Linearizable(v)
+                }
+                Some(crate::workload::Judgement::Set(r)) => html::Judgement::Set(r),
+                None => html::Judgement::None,
+            };
+            let page = html::render(&w.history.ops, judgement, &timeline)
+                .map_err(|e| format!("the history of `{}`: {e}", w.step))?;
+            pages.push((w.step.clone(), page));
+        }
+        Ok(pages)
     }
 
     /// One test suite; one test case per top-level step (and finally step).
@@ -215,6 +325,8 @@ mod tests {
             state_dir: None,
             interrupted: false,
             faults: vec![],
+            workloads: vec![],
+            timeline: RunTimeline::default(),
         };
         let x = r.to_junit();
         assert!(x.contains("failures=\"1\" skipped=\"1\""), "{x}");

@@ -10,6 +10,7 @@
 
 mod output;
 mod steps;
+mod workloads;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -54,6 +55,7 @@ pub enum Event<'a> {
 /// Runs a scenario to its verdict. Never panics on a failing system: failures are steps.
 pub fn run(scenario: &Scenario, opts: RunOptions, on_event: &(dyn Fn(&Event) + Sync)) -> Report {
     let started = Instant::now();
+    let origin_unix_ms = crate::unix_ms();
     let (run_dir, temporary) = match &opts.run_dir {
         Some(d) => (d.clone(), false),
         None => {
@@ -94,11 +96,17 @@ pub fn run(scenario: &Scenario, opts: RunOptions, on_event: &(dyn Fn(&Event) + S
                 state_dir: None,
                 interrupted: false,
                 faults: vec![],
+                workloads: vec![],
+                timeline: crate::report::RunTimeline::default(),
             };
         }
     };
     let runner = Runner {
         rt,
+        origin: started,
+        workloads: Mutex::new(Vec::new()),
+        marks: Mutex::new(Vec::new()),
+        descriptors: Mutex::new(Vec::new()),
         dir: scenario.source.dir().to_path_buf(),
         run_dir: run_dir.clone(),
         clusters: Mutex::new(Vec::new()),
@@ -117,6 +125,7 @@ pub fn run(scenario: &Scenario, opts: RunOptions, on_event: &(dyn Fn(&Event) + S
     let ctx = Ctx::default();
     let steps = runner.run_steps(&scenario.steps, &ctx, 0);
     let finally = runner.run_steps_all(&scenario.finally, &ctx, 0);
+    let workloads = runner.finish_workloads();
     runner.down_all();
     let mut metrics = runner.metrics.lock().expect("metrics").clone();
     let faults = runner.faults.lock().expect("faults").clone();
@@ -153,6 +162,12 @@ pub fn run(scenario: &Scenario, opts: RunOptions, on_event: &(dyn Fn(&Event) + S
         state_dir: keep.then_some(run_dir),
         interrupted,
         faults,
+        workloads,
+        timeline: crate::report::RunTimeline {
+            origin_unix_ms,
+            steps: runner.marks.lock().expect("marks").clone(),
+            descriptors: runner.descriptors.lock().expect("descriptors").clone(),
+        },
     }
 }
 
@@ -166,6 +181,13 @@ struct Ctx {
 struct Runner<'a> {
     /// Runs commands (and their output readers) for every step thread.
     rt: tokio::runtime::Runtime,
+    /// Time zero of the run, of its workloads' histories and of its timeline.
+    origin: Instant,
+    workloads: Mutex<Vec<workloads::Started>>,
+    /// Top-level steps: name, start, end (ns since `origin`), passed.
+    marks: Mutex<Vec<(String, u64, u64, bool)>>,
+    /// Each cluster's descriptor as it went down.
+    descriptors: Mutex<Vec<Descriptor>>,
     dir: PathBuf,
     run_dir: PathBuf,
     /// Clusters brought up, by spec path.
@@ -319,6 +341,15 @@ impl Runner<'_> {
                 (Verdict::Failed, Some(f.message), None, logs)
             }
         };
+        if depth == 0 {
+            let ns = |t: Instant| t.saturating_duration_since(self.origin).as_nanos() as u64;
+            self.marks.lock().expect("marks").push((
+                name.clone(),
+                ns(started),
+                ns(Instant::now()),
+                verdict == Verdict::Passed,
+            ));
+        }
         let report = StepReport {
             name,
             verdict,
@@ -419,6 +450,10 @@ impl Runner<'_> {
                     }
                 }
             }
+            self.descriptors
+                .lock()
+                .expect("descriptors")
+                .push(c.descriptor());
             self.faults.lock().expect("faults").extend(
                 c.descriptor()
                     .faults

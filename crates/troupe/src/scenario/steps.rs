@@ -237,6 +237,9 @@ impl Runner<'_> {
                 }
                 Ok(None)
             }
+            StepKind::Workload(spec) => self.start_workload(&step.name, spec, ctx),
+            StepKind::EndWorkload { workload } => self.end_workload(workload, deadline),
+            StepKind::Verify { workload } => self.verify(workload, deadline),
             _ => fail("this troupe does not know that kind of step"),
         }
     }

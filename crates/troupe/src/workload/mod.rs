@@ -102,7 +102,7 @@ fn targets_of(engine: &crate::engine::Engine, names: &[String]) -> Vec<Target> {
 }
 
 /// Where a workload records, and what its clients see besides their node.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct WorkloadOptions {
     /// Time zero of the history (default: when the workload starts). A scenario passes its own
@@ -116,16 +116,6 @@ pub struct WorkloadOptions {
     pub env: Vec<(String, String)>,
 }
 
-impl Default for WorkloadOptions {
-    fn default() -> Self {
-        WorkloadOptions {
-            origin: None,
-            run_dir: None,
-            dir: None,
-            env: Vec::new(),
-        }
-    }
-}
 
 impl WorkloadOptions {
     pub fn origin(mut self, origin: Instant) -> Self {
@@ -618,8 +608,9 @@ async fn call(c: &mut dyn Client, inv: &Invocation, timeout: Duration) -> Comple
     }
 }
 
-/// A set workload's last word: every element, read once the adds are over, retried (each try
-/// recorded) until one succeeds or `final_read` runs out.
+/// A set workload's last word: every element, read through each target node (so from each
+/// node's own copy, where the system serves reads locally), each retried (each try recorded)
+/// until it succeeds or `final_read` runs out.
 async fn final_read(shared: &Shared) -> Vec<Op> {
     let spec = &shared.spec;
     let deadline = tokio::time::Instant::now() + spec.final_read;
@@ -629,42 +620,45 @@ async fn final_read(shared: &Shared) -> Vec<Op> {
         value: Value::Null,
     };
     let mut ops = Vec::new();
-    let mut attempt = 0usize;
-    while tokio::time::Instant::now() < deadline {
-        let process = shared.next_process.fetch_add(1, Ordering::Relaxed);
-        let nodes = (shared.resolve)(spec.targets.clone())
+    let mut nodes = Vec::new();
+    while nodes.is_empty() && tokio::time::Instant::now() < deadline {
+        nodes = (shared.resolve)(spec.targets.clone())
             .await
             .unwrap_or_default();
         if nodes.is_empty() {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
         }
-        let t = nodes[attempt % nodes.len()].clone();
-        attempt += 1;
-        ops.push(op(OpType::Invoke, process, &inv, shared.now(), &t.name));
-        let done = match tokio::time::timeout(
-            spec.timeout,
-            client::connect(spec, &shared.ctx, &t, process),
-        )
-        .await
-        {
-            Ok(Ok(mut c)) => call(c.as_mut(), &inv, spec.timeout).await,
-            Ok(Err(e)) => Completion::Fail(e),
-            Err(_) => Completion::Fail("connecting timed out".into()),
-        };
-        let (kind, value, error) = match done {
-            Completion::Ok(v) => (OpType::Ok, v, None),
-            // A read changes nothing: a failed or unanswered one is simply not a read.
-            Completion::Fail(e) | Completion::Info(e) => (OpType::Fail, Value::Null, Some(e)),
-        };
-        let mut complete = op(kind, process, &inv, shared.now(), &t.name);
-        complete.value = value;
-        complete.error = error;
-        ops.push(complete);
-        if kind == OpType::Ok {
-            break;
+    }
+    for t in &nodes {
+        while tokio::time::Instant::now() < deadline {
+            let process = shared.next_process.fetch_add(1, Ordering::Relaxed);
+            ops.push(op(OpType::Invoke, process, &inv, shared.now(), &t.name));
+            // Reading everything may take much longer than one operation: it gets what is left.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let done = match tokio::time::timeout(
+                spec.timeout,
+                client::connect(spec, &shared.ctx, t, process),
+            )
+            .await
+            {
+                Ok(Ok(mut c)) => call(c.as_mut(), &inv, left.max(spec.timeout)).await,
+                Ok(Err(e)) => Completion::Fail(e),
+                Err(_) => Completion::Fail("connecting timed out".into()),
+            };
+            let (kind, value, error) = match done {
+                Completion::Ok(v) => (OpType::Ok, v, None),
+                // A read changes nothing: a failed or unanswered one is simply not a read.
+                Completion::Fail(e) | Completion::Info(e) => (OpType::Fail, Value::Null, Some(e)),
+            };
+            let mut complete = op(kind, process, &inv, shared.now(), &t.name);
+            complete.value = value;
+            complete.error = error;
+            ops.push(complete);
+            if kind == OpType::Ok {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     ops
 }

@@ -251,3 +251,90 @@ fn a_client_program_that_hangs_or_dies_is_recorded_as_info_and_replaced() {
     assert!(h.ops[3].error.as_deref().unwrap().contains("timed out"));
     assert!(h.ops[7].error.as_deref().unwrap().contains("exited"));
 }
+
+/// A JSON-over-HTTP key-value store in Python, run as the cluster's nodes: each node is its own
+/// store, and the HTTP template client talks to one of them (every process to the same node,
+/// so the history is of one store).
+const HTTP_STORE: &str = r#"
+import json, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+data, lock = {}, threading.Lock()
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def reply(self, status, body=None):
+        text = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(text)))
+        self.end_headers()
+        self.wfile.write(text)
+    def do_GET(self):
+        key = self.path.rsplit("/", 1)[1]
+        with lock:
+            if key in data: self.reply(200, {"node": {"value": data[key]}})
+            else: self.reply(404, {"error": "no such key"})
+    def do_PUT(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with lock: data[self.path.rsplit("/", 1)[1]] = body["value"]
+        self.reply(204)
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        key = self.path.rsplit("/", 1)[1]
+        with lock:
+            if data.get(key) != body["expect"]: return self.reply(409, {"error": "compare failed"})
+            data[key] = body["value"]
+        self.reply(200, {})
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+#[test]
+fn the_http_template_client_drives_a_json_store_and_its_history_is_linearizable() {
+    use troupe::workload::{HttpClientSpec, HttpOp};
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("store.py");
+    std::fs::write(&script, HTTP_STORE).unwrap();
+    let spec = format!(
+        r#"
+[clusters.kv]
+nodes = 2
+binary = "python3"
+ports = ["api"]
+args = ["{script}", "{{{{ node.ports.api }}}}"]
+[[clusters.kv.ready]]
+http = "{{{{ node.urls.api }}}}/kv/probe"
+status = 404
+timeout = "10s"
+"#,
+        script = script.display()
+    );
+    let cluster = Cluster::from_toml("http.toml", spec)
+        .start()
+        .expect("python stores start");
+    let mut read = HttpOp::new("GET", "{{ node.urls.api }}/kv/{{ op.key }}");
+    read.value = Some("/node/value".into());
+    read.absent = vec![404];
+    let mut write = HttpOp::new("PUT", "{{ node.urls.api }}/kv/{{ op.key }}");
+    write.body = Some(r#"{"value": {{ op.value }}}"#.into());
+    let mut cas = HttpOp::new("POST", "{{ node.urls.api }}/cas/{{ op.key }}");
+    cas.body = Some(r#"{"expect": {{ op.expected }}, "value": {{ op.new }}}"#.into());
+    cas.fail = vec![409];
+    let mut http = HttpClientSpec::default();
+    http.ops.insert("read".into(), read);
+    http.ops.insert("write".into(), write);
+    http.ops.insert("cas".into(), cas);
+    let spec = WorkloadSpec::new(Model::Register, ClientSpec::Http(http))
+        .processes(4)
+        .keys(2)
+        .ops(600)
+        .targets("kv-1");
+    let h = cluster.workload(spec).unwrap().wait().unwrap();
+    let count = |kind: OpType| h.ops.iter().filter(|o| o.kind == kind).count();
+    assert_eq!(
+        (count(OpType::Ok) + count(OpType::Fail), count(OpType::Info)),
+        (600, 0)
+    );
+    // Some compare-and-sets found another value: definite failures, from status 409.
+    assert!(h.ops.iter().any(|o| o.kind == OpType::Fail && o.f == "cas"));
+    assert!(h.ops.iter().all(|o| o.node.as_deref() == Some("kv-1")));
+    let verdict = h.check(budget()).unwrap();
+    assert_eq!(verdict.valid(), Some(true), "{verdict}");
+}

@@ -116,7 +116,6 @@ pub struct WorkloadOptions {
     pub env: Vec<(String, String)>,
 }
 
-
 impl WorkloadOptions {
     pub fn origin(mut self, origin: Instant) -> Self {
         self.origin = Some(origin);

@@ -82,6 +82,12 @@ fn ask(w: &Where, req: Request, limit: Duration) -> Result<Response, i32> {
     let r = client.request(&req, limit).map_err(client_error)?;
     if r.ok {
         Ok(r)
+    } else if r.invalid {
+        eprintln!(
+            "error: {}",
+            r.error.unwrap_or_else(|| "invalid request".into())
+        );
+        Err(exit::INVALID_INPUT)
     } else {
         Err(fail(r.error.unwrap_or_else(|| "failed".into())))
     }

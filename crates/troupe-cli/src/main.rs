@@ -1,6 +1,15 @@
 //! `troupe`: bring up real clusters from a TOML spec, issue certificates, and (later) drive
 //! and check them. Argument parsing and rendering only; the work is in the `troupe` crate.
 
+/// `println!` for commands that must outlive their reader (`up`, `run`): a closed stdout (as in
+/// `troupe run s.toml | head`) loses the rest of the output, not the run and its cleanup.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod certs;
 mod ctl;
 mod run;
@@ -61,9 +70,13 @@ enum Command {
     /// order found. Exit 0 valid, 1 invalid, 2 unreadable history, 6 unknown (the time or
     /// state budget ran out first).
     Verify(verify::VerifyArgs),
-    /// Validate a spec (syntax, keys, templates, binaries) without starting anything.
+    /// Validate a spec or a scenario without starting anything.
+    ///
+    /// A spec: syntax, keys, templates, binaries, ports. A scenario: its syntax, every spec it
+    /// brings up, and every step against the clusters that will be up when it runs (targets,
+    /// selectors, `on`, `cluster`, templates, captured variables). Exit 0 valid, 2 not.
     Check {
-        /// The spec file.
+        /// The spec or scenario file.
         spec: PathBuf,
     },
     /// Issue a CA and per-cluster server and client certificates into a directory.
@@ -359,6 +372,26 @@ fn init_logging() {
 }
 
 fn check(spec: &std::path::Path) -> i32 {
+    if is_scenario(spec) {
+        return match troupe::scenario::load(spec) {
+            Ok(s) => {
+                let n = s.steps.len();
+                println!(
+                    "{}: ok (scenario `{}`, {n} step{})",
+                    spec.display(),
+                    s.name,
+                    if n == 1 { "" } else { "s" }
+                );
+                exit::OK
+            }
+            Err(problems) => {
+                for p in problems {
+                    report_invalid(p);
+                }
+                exit::INVALID_INPUT
+            }
+        };
+    }
     let parsed = match troupe_spec::Spec::from_path(spec) {
         Ok(s) => s,
         Err(e) => return report(troupe::Error::Spec(e)),
@@ -377,10 +410,18 @@ fn check(spec: &std::path::Path) -> i32 {
     exit::OK
 }
 
+/// Whether a TOML file is a scenario (it has `[[step]]` tables) rather than a spec.
+fn is_scenario(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("step") || t.contains_key("finally"))
+}
+
 /// The documented exit code of an engine error.
 pub fn code_of(e: &troupe::Error) -> i32 {
     match e {
-        troupe::Error::Spec(_) => exit::INVALID_INPUT,
+        troupe::Error::Spec(_) | troupe::Error::StateDirInvalid { .. } => exit::INVALID_INPUT,
         troupe::Error::Start(_) => exit::START_FAILED,
         troupe::Error::StateDirBusy { .. } | troupe::Error::StateDirForeign { .. } => {
             exit::STATE_CONFLICT
@@ -393,8 +434,20 @@ pub fn code_of(e: &troupe::Error) -> i32 {
 /// Prints an error with its snippet and hint, and returns its exit code.
 pub fn report(e: troupe::Error) -> i32 {
     let code = code_of(&e);
-    eprintln!("{:?}", miette::Report::new(e));
+    match e {
+        troupe::Error::Spec(invalid) => report_invalid(invalid),
+        other => eprintln!("{:?}", miette::Report::new(other)),
+    }
     code
+}
+
+/// A file's problems, each rendered with its place in the file (rather than as "related"
+/// diagnostics, which miette heads with an empty `Error:` line).
+pub fn report_invalid(invalid: troupe_spec::InvalidSpec) {
+    eprintln!("error: {invalid}");
+    for e in invalid.errors {
+        eprintln!("{:?}", miette::Report::new(e));
+    }
 }
 
 pub fn report_io(what: &str, e: std::io::Error) -> i32 {

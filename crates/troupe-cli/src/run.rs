@@ -31,22 +31,30 @@ pub struct RunArgs {
     /// run always keeps it.
     #[arg(long)]
     keep: bool,
-    /// Where the clusters' state directories go [default: a new temporary directory].
+    /// Where the clusters' state directories, histories and failed steps' output go, kept
+    /// after the run [default: a new temporary directory, removed after a passing run].
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
 }
 
 pub fn run(args: RunArgs) -> i32 {
-    let scenario = match Scenario::from_path(&args.scenario) {
+    // Checked whole, with every spec it brings up, before anything starts.
+    let scenario: Scenario = match troupe::scenario::load(&args.scenario) {
         Ok(s) => s,
-        Err(e) => return crate::report(troupe::Error::Spec(e)),
+        Err(problems) => {
+            for p in problems {
+                crate::report_invalid(p);
+            }
+            return exit::INVALID_INPUT;
+        }
     };
     let interrupt = Interrupt::new();
     forward_signals(interrupt.clone());
-    println!(
-        "troupe: running `{}` ({} steps)",
+    let n = scenario.steps.len();
+    out!(
+        "troupe: running `{}` ({n} step{})",
         scenario.name,
-        scenario.steps.len()
+        if n == 1 { "" } else { "s" }
     );
     let current: Arc<Mutex<Option<(String, Instant)>>> = Arc::new(Mutex::new(None));
     let ticker_current = current.clone();
@@ -55,7 +63,7 @@ pub fn run(args: RunArgs) -> i32 {
         loop {
             std::thread::sleep(Duration::from_secs(10));
             if let Some((name, since)) = ticker_current.lock().expect("progress").clone() {
-                println!(
+                out!(
                     "      … {name}: still running after {}",
                     human(since.elapsed())
                 );
@@ -65,13 +73,13 @@ pub fn run(args: RunArgs) -> i32 {
     let on_event = move |e: &Event| match e {
         Event::StepStarted { depth, name } => {
             *current.lock().expect("progress") = Some((name.to_string(), Instant::now()));
-            println!("{}▸ {name}", "  ".repeat(depth + 1));
+            out!("{}▸ {name}", "  ".repeat(depth + 1));
         }
         Event::StepEnded { depth, report } => {
             *current.lock().expect("progress") = None;
             print_result(*depth, report);
         }
-        Event::Note(n) => println!("  · {n}"),
+        Event::Note(n) => out!("  · {n}"),
     };
     let opts = RunOptions {
         run_dir: args.run_dir.clone(),
@@ -132,7 +140,7 @@ fn write_html(path: &std::path::Path, report: &Report) {
             path.with_file_name(format!("{stem}-{slug}.html"))
         };
         match std::fs::write(&file, page) {
-            Ok(()) => println!("report: {}", file.display()),
+            Ok(()) => out!("report: {}", file.display()),
             Err(e) => eprintln!("error: cannot write {}: {e}", file.display()),
         }
     }
@@ -160,22 +168,22 @@ fn print_result(depth: usize, r: &StepReport) {
                 .as_deref()
                 .map(|d| format!("  {d}"))
                 .unwrap_or_default();
-            println!("{pad}✓ {}  {}{detail}", r.name, human(r.duration));
+            out!("{pad}✓ {}  {}{detail}", r.name, human(r.duration));
         }
-        Verdict::Skipped => println!("{pad}- {}  skipped", r.name),
+        Verdict::Skipped => out!("{pad}- {}  skipped", r.name),
         Verdict::Failed => {
-            println!("{pad}✗ {}  {}", r.name, human(r.duration));
+            out!("{pad}✗ {}  {}", r.name, human(r.duration));
             if let Some(e) = &r.error
                 && e != "a nested step failed"
             {
                 for l in e.lines() {
-                    println!("{pad}    {l}");
+                    out!("{pad}    {l}");
                 }
             }
             for (node, lines) in &r.logs {
-                println!("{pad}    last lines of {node}'s log:");
+                out!("{pad}    last lines of {node}'s log:");
                 for l in lines {
-                    println!("{pad}      | {l}");
+                    out!("{pad}      | {l}");
                 }
             }
         }
@@ -183,7 +191,7 @@ fn print_result(depth: usize, r: &StepReport) {
 }
 
 fn summary(r: &Report) {
-    println!();
+    out!();
     let rows: Vec<(&StepReport, &str)> = r
         .steps
         .iter()
@@ -196,9 +204,9 @@ fn summary(r: &Report) {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!("{:<width$}  {:<7}  TIME", "STEP", "VERDICT");
+    out!("{:<width$}  {:<7}  TIME", "STEP", "VERDICT");
     for (s, f) in rows {
-        println!(
+        out!(
             "{:<width$}  {:<7}  {}",
             format!("{}{f}", s.name),
             s.verdict.as_str(),
@@ -206,21 +214,21 @@ fn summary(r: &Report) {
         );
     }
     if !r.metrics.is_empty() {
-        println!();
+        out!();
         let w = r
             .metrics
             .iter()
             .map(|(k, _)| k.chars().count())
             .max()
             .unwrap_or(6);
-        println!("{:<w$}  VALUE", "METRIC");
+        out!("{:<w$}  VALUE", "METRIC");
         for (k, v) in &r.metrics {
-            println!("{k:<w$}  {}", human(Duration::from_secs_f64(v / 1000.0)));
+            out!("{k:<w$}  {}", human(Duration::from_secs_f64(v / 1000.0)));
         }
     }
     if !r.faults.is_empty() {
-        println!();
-        println!("FAULT");
+        out!();
+        out!("FAULT");
         for (spec, f) in &r.faults {
             let held = f
                 .healed_at_ms
@@ -231,19 +239,19 @@ fn summary(r: &Report) {
                     )
                 })
                 .unwrap_or_else(|| "never healed (removed at down)".into());
-            println!("{spec}: {}  ({held})", f.description);
+            out!("{spec}: {}  ({held})", f.description);
         }
     }
-    println!();
+    out!();
     match (r.verdict, r.failed_step()) {
-        (Verdict::Passed, _) => println!("PASSED: {} in {}", r.name, human(r.duration)),
-        (_, Some(s)) => println!(
+        (Verdict::Passed, _) => out!("PASSED: {} in {}", r.name, human(r.duration)),
+        (_, Some(s)) => out!(
             "FAILED: {} at step `{}` after {}",
             r.name,
             s.name,
             human(r.duration)
         ),
-        _ => println!(
+        _ => out!(
             "FAILED: {}{} after {}",
             r.name,
             if r.interrupted { " (interrupted)" } else { "" },
@@ -251,6 +259,6 @@ fn summary(r: &Report) {
         ),
     }
     if let Some(d) = &r.state_dir {
-        println!("logs and data kept in {}", d.display());
+        out!("logs and data kept in {}", d.display());
     }
 }

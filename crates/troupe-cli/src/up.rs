@@ -42,10 +42,15 @@ pub fn run(args: UpArgs) -> i32 {
         .state_dir
         .clone()
         .unwrap_or_else(|| default_state_dir(&args.spec, &spec.name));
+    // Everything knowable is checked before a word about starting: templates, binaries, the
+    // state directory.
+    if let Err(e) = troupe::plan::check(&spec) {
+        return crate::report(troupe::Error::Spec(e));
+    }
+    if let Err(e) = troupe::state::check_path(&state_dir) {
+        return crate::report(e);
+    }
     if args.detach {
-        if let Err(e) = troupe::plan::check(&spec) {
-            return crate::report(troupe::Error::Spec(e));
-        }
         return detach(&args.spec, &state_dir);
     }
     let nodes: u32 = spec.clusters.values().map(|c| c.nodes).sum();
@@ -140,10 +145,10 @@ fn detach(spec: &Path, state_dir: &Path) -> i32 {
             Ok(r) => {
                 if let Some(d) = r.status {
                     print_nodes(&d);
-                    println!();
+                    out!();
                     print_footer(&d, msg["ms"].as_f64());
                 }
-                println!(
+                out!(
                     "supervisor: pid {pid}; `troupe down --state-dir {}` stops it",
                     state_dir.display()
                 );
@@ -228,9 +233,9 @@ async fn supervise(spec: Spec, state_dir: PathBuf, mut ready: Option<std::fs::Fi
         None => {
             let d = cluster.descriptor();
             print_nodes(&d);
-            println!();
+            out!();
             print_footer(&d, Some(took.as_secs_f64() * 1000.0));
-            println!("Press Ctrl-C to stop.");
+            out!("Press Ctrl-C to stop.");
         }
     }
     // A signal that came while the start was finishing has been seen already: stop now.
@@ -332,23 +337,23 @@ pub fn print_nodes(d: &Descriptor) {
                 }
             })
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        out!("{}", line.join("  ").trim_end());
     }
 }
 
 fn print_footer(d: &Descriptor, took_ms: Option<f64>) {
     match took_ms {
-        Some(t) => println!("{} ready in {}", d.name, ms(t)),
-        None => println!("{} ready", d.name),
+        Some(t) => out!("{} ready in {}", d.name, ms(t)),
+        None => out!("{} ready", d.name),
     }
     if let Some(ca) = &d.ca {
-        println!("CA:          {}", ca.display());
+        out!("CA:          {}", ca.display());
     }
-    println!(
+    out!(
         "descriptor:  {}",
         d.state_dir.join("cluster.json").display()
     );
-    println!(
+    out!(
         "logs:        {}/nodes/<node>/node.log",
         d.state_dir.display()
     );

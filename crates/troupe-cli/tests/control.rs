@@ -120,6 +120,19 @@ fn the_control_socket_and_keys_are_private_and_a_second_up_is_refused() {
         .assert()
         .code(4)
         .stderr(predicate::str::contains("in use by a running troupe"));
+    // A target that names nothing is a wrong command line: exit 2, with the did-you-mean.
+    run.troupe()
+        .args(["kill", "main:leadr"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("did you mean `main:leader`?"));
+    run.troupe()
+        .args(["kill", "main-9"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "no node or cluster named `main-9`",
+        ));
     run.troupe().arg("down").assert().success();
     run.troupe()
         .arg("status")

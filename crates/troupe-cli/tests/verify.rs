@@ -251,3 +251,136 @@ verify = true
             "there is no workload to verify: none has started",
         ));
 }
+
+// --- issue 11: a scenario is checked whole before anything starts ---------------------------
+
+fn broken_scenario(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../troupe/tests/broken-scenarios")
+        .join(name)
+}
+
+#[test]
+fn a_broken_scenario_exits_2_at_its_line_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    troupe()
+        .arg("run")
+        .arg(broken_scenario("kill-misspelt-selector.toml"))
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .assert()
+        .code(2)
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::contains("kill-misspelt-selector.toml:6:1"))
+        .stderr(predicate::str::contains("did you mean `main:leader`?"))
+        .stderr(predicate::str::contains("\nError:").not());
+    assert!(
+        !run_dir.exists(),
+        "nothing was started, not even a run directory"
+    );
+    // The spec a scenario brings up is checked too, and its own error shown in full.
+    troupe()
+        .arg("check")
+        .arg(broken_scenario("up-broken-spec.toml"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("specs/bad.toml:4:1"))
+        .stderr(predicate::str::contains("did you mean `binary`?"));
+    troupe()
+        .arg("check")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../examples/etcd-linearizable/scenario.toml"),
+        )
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "ok (scenario `etcd-linearizable`, 12 steps)",
+        ));
+}
+
+#[test]
+fn expect_regexes_are_templates_and_a_failing_step_keeps_its_whole_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "x".repeat(500);
+    let steps = format!(
+        r#"
+[[step]]
+name = "capture"
+sh = "echo hello"
+capture = "X"
+[[step]]
+name = "expect a rendered regex"
+sh = "echo hello"
+expect = {{ stdout = '^{{{{ vars.X }}}}$' }}
+[[step]]
+name = "fail loudly"
+sh = "echo {long} >&2; echo END-OF-IT >&2; exit 3"
+"#
+    );
+    let path = scenario(dir.path(), &steps);
+    let run_dir = dir.path().join("run");
+    let out = troupe()
+        .arg("run")
+        .arg(&path)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("✓ expect a rendered regex"), "{out}");
+    let kept = run_dir.join("output/fail-loudly.log");
+    assert!(
+        out.contains(&format!("full output: {}", kept.display())),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(&kept).unwrap();
+    assert!(text.contains(&long) && text.contains("END-OF-IT"), "{text}");
+}
+
+#[test]
+fn a_state_dir_that_is_a_file_or_a_dangling_link_is_refused_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink("/nonexistent/troupe", &link).unwrap();
+    let spec = dir.path().join("s.toml");
+    std::fs::write(
+        &spec,
+        "[clusters.main]\nnodes = 1\nbinary = \"sleep\"\nargs = [\"100\"]\n",
+    )
+    .unwrap();
+    for (path, why) in [(&file, "it is a file"), (&link, "a symlink to")] {
+        troupe()
+            .arg("up")
+            .arg(&spec)
+            .arg("--state-dir")
+            .arg(path)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("cannot be a state directory"))
+            .stderr(predicate::str::contains(why))
+            .stderr(predicate::str::contains("starting").not());
+    }
+}
+
+#[test]
+fn a_scenario_is_named_after_its_file_wherever_it_is_run_from() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("x.toml"),
+        "[[step]]\nname = \"s\"\nsleep = \"1ms\"\n",
+    )
+    .unwrap();
+    troupe()
+        .current_dir(dir.path())
+        .args(["run", "x.toml"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("running `x` (1 step)"));
+}

@@ -279,6 +279,10 @@ pub struct Response {
     /// What went wrong, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The request itself was wrong (a target that names nothing, a malformed request), as
+    /// opposed to an operation that failed: `troupe` exits 2 for these.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub invalid: bool,
     /// The nodes an operation acted on, after resolving targets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,
@@ -306,6 +310,14 @@ impl Response {
             ok: false,
             error: Some(message.into()),
             ..Response::default()
+        }
+    }
+
+    /// An error in the request itself (see [`Response::invalid`]).
+    pub fn invalid(message: impl Into<String>) -> Response {
+        Response {
+            invalid: true,
+            ..Response::error(message)
         }
     }
 }

@@ -141,9 +141,9 @@ impl fmt::Debug for SpecError {
     }
 }
 
-/// A spec that failed validation, with every problem found. Nothing was started.
+/// A spec (or scenario) that failed validation, with every problem found. Nothing was started.
 #[derive(thiserror::Error, Diagnostic)]
-#[error("{} is not a valid spec: {} problem{}", .file.display(), .errors.len(), if .errors.len() == 1 { "" } else { "s" })]
+#[error("{} has {} problem{}", .file.display(), .errors.len(), if .errors.len() == 1 { "" } else { "s" })]
 pub struct InvalidSpec {
     pub file: PathBuf,
     #[related]

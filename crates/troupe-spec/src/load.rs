@@ -123,13 +123,11 @@ impl Spec {
     /// Reads and validates a spec file.
     pub fn from_path(path: impl AsRef<Path>) -> Result<Spec, InvalidSpec> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            let src = SpecSource::new(path, "");
-            src.error(0..0, format!("cannot read the spec: {e}"))
-                .with_help(
-                    "check the path; specs are TOML files such as examples/etcd/cluster.toml",
-                )
-        })?;
+        let text = read_text(
+            path,
+            "spec",
+            "check the path; specs are TOML files such as examples/etcd/cluster.toml",
+        )?;
         Spec::from_str(path, &text)
     }
 
@@ -158,6 +156,34 @@ impl Spec {
 }
 
 /// Turns serde's messages into ours: the key, what was expected, a suggestion.
+/// A spec or scenario file's text. A byte that is not UTF-8 is located at its line and column.
+pub(crate) fn read_text(path: &Path, what: &str, help: &str) -> Result<String, InvalidSpec> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        SpecSource::new(path, "")
+            .error(0..0, format!("cannot read the {what}: {e}"))
+            .with_help(help.to_string())
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+        let src = SpecSource::new(path, lossy.as_str());
+        let mut err = src
+            .error(
+                at..at + 1,
+                format!("byte {:#04x} is not UTF-8", e.as_bytes()[at]),
+            )
+            .with_label("not UTF-8")
+            .with_help(format!(
+                "a {what} is UTF-8 text; retype this character or save the file as UTF-8"
+            ));
+        err.key = None;
+        InvalidSpec {
+            file: path.to_path_buf(),
+            errors: vec![err],
+        }
+    })
+}
+
 pub(crate) fn toml_error(src: &SpecSource, e: &toml::de::Error) -> SpecError {
     let span = e.span().unwrap_or(0..0);
     let msg = e.message().trim().to_string();

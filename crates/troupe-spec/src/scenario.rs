@@ -284,11 +284,11 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 impl Scenario {
     pub fn from_path(path: impl AsRef<Path>) -> Result<Scenario, InvalidSpec> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            SpecSource::new(path, "")
-                .error(0..0, format!("cannot read the scenario: {e}"))
-                .with_help("check the path; scenarios are TOML files such as examples/etcd-kv/scenario.toml")
-        })?;
+        let text = crate::load::read_text(
+            path,
+            "scenario",
+            "check the path; scenarios are TOML files such as examples/etcd-kv/scenario.toml",
+        )?;
         Scenario::from_str(path, &text)
     }
 
@@ -308,13 +308,13 @@ impl Scenario {
             .map(Spanned::into_inner)
             .or_else(|| {
                 let stem = src.path.file_stem()?.to_string_lossy().into_owned();
-                let dir = src
-                    .path
-                    .parent()?
-                    .file_name()?
-                    .to_string_lossy()
-                    .into_owned();
-                Some(if stem == "scenario" { dir } else { stem })
+                if stem != "scenario" {
+                    return Some(stem);
+                }
+                // `scenario.toml` is named after its directory (made absolute, so that
+                // `troupe run scenario.toml` from inside it gets the same name).
+                let abs = std::path::absolute(&src.path).ok()?;
+                Some(abs.parent()?.file_name()?.to_string_lossy().into_owned())
             })
             .unwrap_or_else(|| "scenario".into());
         let timeout = raw.timeout.as_ref().and_then(|t| v.duration(t));
@@ -511,8 +511,16 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
     let expect = match r.expect.take() {
         Some(e) => {
             let e = e.into_inner();
-            let stdout = e.stdout.as_ref().and_then(|s| v.regex(s));
-            let stderr = e.stderr.as_ref().and_then(|s| v.regex(s));
+            // A regex with a template in it is checked once rendered, when the step runs.
+            let regex = |v: &mut Validator<'_>, s: &Spanned<String>| {
+                if s.get_ref().contains("{{") {
+                    Some(s.get_ref().clone())
+                } else {
+                    v.regex(s)
+                }
+            };
+            let stdout = e.stdout.as_ref().and_then(|s| regex(v, s));
+            let stderr = e.stderr.as_ref().and_then(|s| regex(v, s));
             Expect {
                 status: e.status,
                 stdout,

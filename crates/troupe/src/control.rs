@@ -125,9 +125,9 @@ async fn connection(
             match serde_json::from_slice::<Request>(&line) {
                 Ok(req) => match req.validate() {
                     Ok(()) => handle(&engine, req, &interrupt, &down_tx).await,
-                    Err(e) => Response::error(format!("bad request: {e}")),
+                    Err(e) => Response::invalid(format!("bad request: {e}")),
                 },
-                Err(e) => Response::error(format!("bad request: {e}")),
+                Err(e) => Response::invalid(format!("bad request: {e}")),
             }
         };
         let mut text = serde_json::to_string(&response).expect("response serialises");
@@ -213,7 +213,10 @@ async fn handle(
         if let Some(h) = miette::Diagnostic::help(&e) {
             text.push_str(&format!("\n  (hint: {h})"));
         }
-        Response::error(text)
+        match e {
+            Error::Target { .. } => Response::invalid(text),
+            _ => Response::error(text),
+        }
     })
 }
 

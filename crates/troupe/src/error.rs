@@ -45,6 +45,12 @@ pub enum Error {
     ))]
     StateDirBusy { path: PathBuf, pid: String },
 
+    #[error("{} cannot be a state directory: it {why}", path.display())]
+    #[diagnostic(help(
+        "name a directory (it is created if missing) with --state-dir or TROUPE_STATE_DIR"
+    ))]
+    StateDirInvalid { path: PathBuf, why: &'static str },
+
     #[error("refusing to use {} as a state directory: it is not empty and was not made by troupe", path.display())]
     #[diagnostic(help("choose an empty or new directory with --state-dir"))]
     StateDirForeign { path: PathBuf },

@@ -398,6 +398,16 @@ impl Resolver<'_> {
     fn program(&mut self, name: &str, span: Range<usize>) -> Option<PathBuf> {
         let found = find_program(name, self.spec.source.dir());
         if found.is_none() {
+            if let Some((path, why)) = not_executable(name, self.spec.source.dir()) {
+                let err = self
+                    .spec
+                    .source
+                    .error(span, format!("program `{name}` ({}) {why}", path.display()))
+                    .with_label(why.clone())
+                    .with_help(format!("make it executable (chmod +x {}), or name the program that runs it, e.g. binary = \"sh\" with args = [\"{name}\"]", path.display()));
+                self.push(err);
+                return None;
+            }
             let err = self
                 .spec
                 .source
@@ -639,6 +649,29 @@ pub fn url_host(host: &str) -> String {
 /// Resolves a program like a shell does: a name with a `/` is a path (relative to `base`),
 /// anything else is looked up on `PATH` (and in the sbin directories, where Debian puts some
 /// servers).
+/// A program that exists but cannot be run: its path and why.
+fn not_executable(name: &str, base: &Path) -> Option<(PathBuf, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<PathBuf> = if name.contains('/') {
+        vec![base.join(name)]
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path).map(|d| d.join(name)).collect()
+    };
+    candidates.into_iter().find_map(|p| {
+        let m = p.metadata().ok()?;
+        let why = if m.is_dir() {
+            "is a directory".to_string()
+        } else {
+            format!(
+                "is not executable (mode {:o})",
+                m.permissions().mode() & 0o777
+            )
+        };
+        Some((p, why))
+    })
+}
+
 pub fn find_program(name: &str, base: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {

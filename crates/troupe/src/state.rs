@@ -21,10 +21,29 @@ pub struct StateDir {
     _lock: File,
 }
 
+/// Refuses a state directory path that cannot be one: a file, or a symlink to nowhere.
+pub fn check_path(path: &Path) -> Result<(), Error> {
+    let why = match fs::symlink_metadata(path) {
+        Err(_) => return Ok(()),
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) if m.file_type().is_symlink() => match fs::metadata(path) {
+            Ok(t) if t.is_dir() => return Ok(()),
+            Ok(_) => "is a symlink to something that is not a directory",
+            Err(_) => "is a symlink to nothing (dangling)",
+        },
+        Ok(_) => "is a file, not a directory",
+    };
+    Err(Error::StateDirInvalid {
+        path: path.to_path_buf(),
+        why,
+    })
+}
+
 impl StateDir {
     /// Creates or reuses `path` for a new run: refuses a directory owned by a live run or not
     /// made by troupe, then clears what a previous run left (nodes, certificates, descriptor).
     pub fn acquire(path: &Path) -> Result<StateDir, Error> {
+        check_path(path)?;
         fs::create_dir_all(path).map_err(|e| io_err("create state directory", path, e))?;
         let path = fs::canonicalize(path).map_err(|e| io_err("resolve", path, e))?;
         let marker = path.join(MARKER);

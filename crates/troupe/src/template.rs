@@ -254,6 +254,25 @@ mod tests {
         })
     }
 
+    /// The regression: an error inside `each(...)` carried a position in the inner template,
+    /// which was applied to the outer text and blamed the wrong name (`initi`).
+    #[test]
+    fn an_error_inside_each_names_the_inner_template_not_a_slice_of_the_outer_one() {
+        let t = Templates::new();
+        let text = r#"--initial-cluster={{ cluster.nodes | each('{{ nmae }}={{ urls.peer }}') | join(',') }}"#;
+        let e = t.render(text, &ctx()).unwrap_err();
+        let all = format!("{} {:?} {:?}", e.message, e.help, e.snippet);
+        assert!(all.contains("nmae"), "{all}");
+        assert!(!all.contains("initi"), "{all}");
+        assert!(
+            all.contains("name"),
+            "the help offers the item's names: {all}"
+        );
+        if let Some(r) = &e.range {
+            assert!(text[r.clone()].contains("each"), "{:?}", &text[r.clone()]);
+        }
+    }
+
     #[test]
     fn each_builds_peer_lists_in_one_line() {
         let t = Templates::new();

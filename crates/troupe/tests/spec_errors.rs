@@ -8,7 +8,7 @@ use miette::{GraphicalReportHandler, GraphicalTheme};
 use troupe_spec::{InvalidSpec, Spec};
 
 /// Errors that cannot name a key: the TOML does not parse.
-const WITHOUT_KEY: [&str; 1] = ["toml-syntax-error"];
+const WITHOUT_KEY: [&str; 2] = ["not-utf8", "toml-syntax-error"];
 
 fn load(path: &str) -> Result<Spec, InvalidSpec> {
     let spec = Spec::from_path(path)?;

@@ -8,6 +8,7 @@
 //! (`until`, `converge`, `wait`) poll a condition until their deadline; a failure says what
 //! was last seen.
 
+mod check;
 mod output;
 mod steps;
 mod workloads;
@@ -25,6 +26,8 @@ use crate::cluster::Cluster;
 use crate::engine::Interrupt;
 use crate::report::{Report, StepReport, Verdict};
 use crate::template::Templates;
+
+pub use check::{check, load};
 
 /// Options of one run.
 pub struct RunOptions {
@@ -409,10 +412,11 @@ impl Runner<'_> {
                     cluster.name()
                 )));
             }
+            let n = cluster.nodes().len();
             started.push(format!(
-                "{} ({} nodes)",
+                "{} ({n} node{})",
                 cluster.name(),
-                cluster.nodes().len()
+                if n == 1 { "" } else { "s" }
             ));
             self.clusters
                 .lock()

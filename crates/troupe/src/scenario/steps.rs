@@ -3,7 +3,7 @@
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use troupe_spec::scenario::{NodeOp, Step, StepKind, WaitUntil};
+use troupe_spec::scenario::{Expect, NodeOp, Step, StepKind, WaitUntil};
 
 use super::output::{check, last_line, short};
 use super::{Ctx, Failure, Runner, StepResult, fail};
@@ -32,8 +32,9 @@ impl Runner<'_> {
                 capture,
             } => {
                 let script = self.render(script, ctx)?;
+                let expect = self.render_expect(expect, ctx)?;
                 let out = self.command(&["bash".into(), "-c".into(), script], ctx, deadline)?;
-                check(&out, expect)?;
+                self.checked(&step.name, &out, &expect)?;
                 self.capture(capture, &out.stdout);
                 Ok(None)
             }
@@ -46,8 +47,9 @@ impl Runner<'_> {
                     .iter()
                     .map(|a| self.render(a, ctx))
                     .collect::<Result<_, _>>()?;
+                let expect = self.render_expect(expect, ctx)?;
                 let out = self.command(&argv, ctx, deadline)?;
-                check(&out, expect)?;
+                self.checked(&step.name, &out, &expect)?;
                 self.capture(capture, &out.stdout);
                 Ok(None)
             }
@@ -63,6 +65,7 @@ impl Runner<'_> {
                 capture,
             } => {
                 let script = self.render(script, ctx)?;
+                let expect = &self.render_expect(expect, ctx)?;
                 let mut attempts = 0;
                 loop {
                     attempts += 1;
@@ -242,6 +245,57 @@ impl Runner<'_> {
             StepKind::Verify { workload } => self.verify(workload, deadline),
             _ => fail("this troupe does not know that kind of step"),
         }
+    }
+
+    /// The expectations with their regexes rendered (they are templates too) and compiled.
+    fn render_expect(&self, expect: &Expect, ctx: &Ctx) -> Result<Expect, Failure> {
+        let mut out = expect.clone();
+        for re in [&mut out.stdout, &mut out.stderr].into_iter().flatten() {
+            *re = self.render(re, ctx)?;
+            if let Err(e) = regex::Regex::new(re) {
+                return fail(format!(
+                    "`{re}` (rendered) is not a valid regular expression: {e}"
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`check`], keeping a failing command's whole output in the run directory: the console
+    /// and the reports show its last lines only.
+    fn checked(
+        &self,
+        step: &str,
+        out: &super::output::Output,
+        expect: &Expect,
+    ) -> Result<(), Failure> {
+        check(out, expect).map_err(|mut f| {
+            let slug: String = step
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '-'
+                    }
+                })
+                .take(60)
+                .collect();
+            let dir = self.run_dir.join("output");
+            let path = dir.join(format!("{slug}.log"));
+            let text = format!(
+                "--- stdout ---\n{}\n--- stderr ---\n{}",
+                out.stdout, out.stderr
+            );
+            if std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&path, text))
+                .is_ok()
+            {
+                f.message
+                    .push_str(&format!("\n  full output: {}", path.display()));
+            }
+            f
+        })
     }
 
     /// Applies a rendered fault on the cluster that holds its first target.

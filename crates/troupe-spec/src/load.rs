@@ -770,11 +770,11 @@ impl Validator<'_> {
             }
         };
         let interval = match &r.interval {
-            Some(i) => self.duration(i)?,
+            Some(i) => self.positive(i)?,
             None => std::time::Duration::from_millis(20),
         };
         let timeout = match &r.timeout {
-            Some(t) => self.duration(t)?,
+            Some(t) => self.positive(t)?,
             None => std::time::Duration::from_secs(1),
         };
         Some(RoleSpec {
@@ -871,6 +871,21 @@ impl Validator<'_> {
         }
     }
 
+    /// A duration that must be more than zero: a deadline or an interval of 0 asks for the
+    /// impossible (a step that fails at once, a probe that spins).
+    pub(crate) fn positive(&mut self, d: &Spanned<String>) -> Option<Duration> {
+        let v = self.duration(d)?;
+        if v.is_zero() {
+            self.err(
+                d.span(),
+                format!("`{}` is zero: this must be more than 0", d.get_ref()),
+                "e.g. \"10s\" for a deadline, \"50ms\" for an interval",
+            );
+            return None;
+        }
+        Some(v)
+    }
+
     pub(crate) fn regex(&mut self, r: &Spanned<String>) -> Option<String> {
         match regex::Regex::new(r.get_ref()) {
             Ok(_) => Some(r.get_ref().clone()),
@@ -942,7 +957,7 @@ impl Validator<'_> {
             return None;
         }
         let timeout = match &p.timeout {
-            Some(t) => self.duration(t),
+            Some(t) => self.positive(t),
             None => {
                 self.err(
                     span.clone(),
@@ -953,7 +968,7 @@ impl Validator<'_> {
             }
         };
         let interval = match &p.interval {
-            Some(i) => self.duration(i),
+            Some(i) => self.positive(i),
             None => Some(DEFAULT_INTERVAL),
         };
         if p.http.is_none() {

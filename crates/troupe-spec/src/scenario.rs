@@ -317,7 +317,7 @@ impl Scenario {
                 Some(abs.parent()?.file_name()?.to_string_lossy().into_owned())
             })
             .unwrap_or_else(|| "scenario".into());
-        let timeout = raw.timeout.as_ref().and_then(|t| v.duration(t));
+        let timeout = raw.timeout.as_ref().and_then(|t| v.positive(t));
         if raw.step.is_empty() {
             v.err(
                 0..0,
@@ -417,7 +417,7 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
     };
     check_options(v, &r);
     let timeout = match &r.timeout {
-        Some(t) => v.duration(t)?,
+        Some(t) => v.positive(t)?,
         None => DEFAULT_TIMEOUT,
     };
     let op = |o: &Option<Spanned<OneOrMany>>, op: NodeOp| {
@@ -530,7 +530,7 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         None => Expect::default(),
     };
     let interval = |v: &mut Validator<'_>, default: u64| match &r.interval {
-        Some(i) => v.duration(i),
+        Some(i) => v.positive(i),
         None => Some(Duration::from_millis(default)),
     };
     let capture = r.capture.as_ref().map(|c| c.get_ref().clone());

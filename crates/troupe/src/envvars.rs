@@ -3,7 +3,7 @@
 
 use troupe_spec::Descriptor;
 
-fn var(name: &str) -> String {
+pub(crate) fn var(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {

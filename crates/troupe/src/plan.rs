@@ -108,6 +108,14 @@ pub fn placeholder_links(spec: &Spec) -> LinkMap {
 /// Checks a spec end to end without touching the system: renders every template with
 /// placeholder ports and paths, and resolves every binary.
 pub fn check(spec: &Spec) -> Result<(), InvalidSpec> {
+    let mut errors = Vec::new();
+    check_ports_and_hosts(spec, &mut errors);
+    if !errors.is_empty() {
+        return Err(InvalidSpec {
+            file: spec.source.path.clone(),
+            errors,
+        });
+    }
     let mut ports = PortMap::new();
     let mut hosts = BTreeMap::new();
     let mut next = 10000u16;
@@ -137,6 +145,98 @@ pub fn check(spec: &Spec) -> Result<(), InvalidSpec> {
         "0000",
     )
     .map(|_| ())
+}
+
+/// Knowable start failures, refused as spec errors: more ports than the range holds, and a
+/// `host` that is not an address of this machine (nothing could listen there).
+fn check_ports_and_hosts(spec: &Spec, errors: &mut Vec<troupe_spec::SpecError>) {
+    let text = &spec.source.text;
+    // The span of `key = ...` in the table whose header span starts at `from`.
+    let key_at = |from: usize, key: &str| -> std::ops::Range<usize> {
+        let mut offset = from;
+        for (i, line) in text
+            .get(from..)
+            .unwrap_or("")
+            .split_inclusive('\n')
+            .enumerate()
+        {
+            let t = line.trim_start();
+            if i > 0 && t.starts_with('[') {
+                break;
+            }
+            if let Some(rest) = t.strip_prefix(key)
+                && rest.trim_start().starts_with('=')
+            {
+                let start = offset + line.len() - t.len();
+                return start..start + t.trim_end().len();
+            }
+            offset += line.len();
+        }
+        from..from
+    };
+    let needed: usize = spec
+        .clusters
+        .values()
+        .filter(|c| c.network != troupe_spec::Network::Namespaces)
+        .map(|c| c.nodes as usize * c.ports.len())
+        .sum();
+    let alloc = crate::ports::PortAllocator::new(spec.port_range);
+    let size = usize::from(alloc.high.saturating_sub(alloc.low)) + 1;
+    if needed > size {
+        let at = text.find("[ports]").map_or(0..0, |i| key_at(i, "range"));
+        errors.push(
+            spec.source
+                .error(at, format!(
+                    "the nodes need {needed} ports, but the range {}-{} holds {size}",
+                    alloc.low, alloc.high
+                ))
+                .with_help("widen [ports] range, e.g. range = \"20000-20999\", or remove it to use the default"),
+        );
+    }
+    // `TROUPE_<NAME>_...` must name one cluster or node: `a-b` and `a_b` would share them.
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for c in spec.clusters.values() {
+        let names =
+            std::iter::once(c.name.clone()).chain((1..=c.nodes).map(|i| node_name(&c.name, i)));
+        for name in names {
+            let var = crate::envvars::var(&name);
+            match seen.get(&var) {
+                Some(other) if *other != name => errors.push(
+                    spec.source
+                        .error(c.span.clone(), format!(
+                            "`{name}` and `{other}` share the environment name TROUPE_{var}_*"
+                        ))
+                        .with_help("rename one cluster: names differing only in `-` and `_` (or case) collide in `troupe env`"),
+                ),
+                _ => {
+                    seen.insert(var, name);
+                }
+            }
+        }
+    }
+    for c in spec.clusters.values() {
+        if c.network == troupe_spec::Network::Namespaces || c.host.contains("{{") {
+            continue;
+        }
+        let Ok(ip) = c.host.parse::<std::net::IpAddr>() else {
+            continue;
+        };
+        if !ip.is_loopback()
+            && matches!(
+                std::net::TcpListener::bind((ip, 0)),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable
+            )
+        {
+            errors.push(
+                spec.source
+                    .error(key_at(c.span.start, "host"), format!(
+                        "`{}` is not an address of this machine: no node could listen on it",
+                        c.host
+                    ))
+                    .with_help("use 127.0.0.1 (the default), ::1, or an address `ip addr` lists; for nodes on addresses of their own, use network = \"namespaces\""),
+            );
+        }
+    }
 }
 
 pub fn node_name(cluster: &str, index: u32) -> String {

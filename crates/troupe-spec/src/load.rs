@@ -795,6 +795,12 @@ impl Validator<'_> {
                 format!("`{name}` is not a plain file name"),
                 "files are written into the node's directory: use a name such as \"node.conf\"",
             );
+        } else if matches!(name, "node.log" | "data") {
+            self.err(
+                span.clone(),
+                format!("`{name}` would overwrite troupe's own {} in the node's directory", if name == "data" { "data directory" } else { "log of the node" }),
+                "give the file another name, e.g. \"node.conf\"",
+            );
         }
         let f = raw.into_inner();
         let mode = match &f.mode {

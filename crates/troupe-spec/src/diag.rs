@@ -169,11 +169,21 @@ impl From<SpecError> for InvalidSpec {
     }
 }
 
+/// Words longer than this get no did-you-mean.
+const MAX_SUGGEST_LEN: usize = 64;
+
 /// The closest candidate to `word`, if it is close enough to be a likely typo.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1);
+    let len = word.chars().count();
+    // Nobody misspells a 100-character name: and the distance costs length squared.
+    if len > MAX_SUGGEST_LEN {
+        return None;
+    }
+    let limit = (len / 3).max(1);
     candidates
         .into_iter()
+        // The distance is at least the difference in length.
+        .filter(|c| c.chars().count().abs_diff(len) <= limit)
         .map(|c| (edit_distance(word, c), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
@@ -325,6 +335,13 @@ fn collect_value(value: &DeValue<'_>, path: &str, out: &mut Vec<Entry>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_name_gets_no_suggestion_and_costs_nothing() {
+        // Found by fuzzing: a 30 kB cluster name made the distance table gigabytes.
+        let huge = "a".repeat(30_000);
+        assert_eq!(suggest(&huge, [huge.as_str(), "binary"]), None);
+    }
 
     #[test]
     fn suggests_close_names_only() {

@@ -798,7 +798,14 @@ impl Validator<'_> {
         } else if matches!(name, "node.log" | "data") {
             self.err(
                 span.clone(),
-                format!("`{name}` would overwrite troupe's own {} in the node's directory", if name == "data" { "data directory" } else { "log of the node" }),
+                format!(
+                    "`{name}` would overwrite troupe's own {} in the node's directory",
+                    if name == "data" {
+                        "data directory"
+                    } else {
+                        "log of the node"
+                    }
+                ),
                 "give the file another name, e.g. \"node.conf\"",
             );
         }

@@ -48,6 +48,36 @@ fn each(
         .collect()
 }
 
+/// Instructions one rendering may run.
+const FUEL: u64 = 5_000_000;
+
+/// Largest text `join` builds; Jinja's own would build gigabytes from a few chained joins.
+const MAX_JOINED: usize = 4 << 20;
+
+/// Jinja's `join`, bounded: items (or a string's characters) joined by `sep`.
+fn bounded_join(value: Value, sep: Option<String>) -> Result<String, minijinja::Error> {
+    let sep = sep.unwrap_or_default();
+    let items: Vec<String> = match value.as_str() {
+        Some(s) => s.chars().map(String::from).collect(),
+        None => value
+            .try_iter()?
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .collect(),
+    };
+    let total = items
+        .iter()
+        .map(String::len)
+        .sum::<usize>()
+        .saturating_add(sep.len().saturating_mul(items.len().saturating_sub(1)));
+    if total > MAX_JOINED {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("join would build {total} bytes (at most {MAX_JOINED})"),
+        ));
+    }
+    Ok(items.join(&sep))
+}
+
 impl Templates {
     pub fn new() -> Templates {
         let mut env = Environment::new();
@@ -59,6 +89,10 @@ impl Templates {
                 .expect("valid syntax config"),
         );
         env.add_filter("each", each);
+        env.add_filter("join", bounded_join);
+        // A template is a command line or a config file: a loop of billions of steps is a
+        // mistake (or hostile), and ends with an error instead of a hang.
+        env.set_fuel(Some(FUEL));
         Templates { env }
     }
 
@@ -271,6 +305,29 @@ mod tests {
         if let Some(r) = &e.range {
             assert!(text[r.clone()].contains("each"), "{:?}", &text[r.clone()]);
         }
+    }
+
+    /// Found by fuzzing: chained joins built gigabytes, nested loops ran for ever.
+    #[test]
+    fn runaway_templates_end_with_an_error() {
+        let t = Templates::new();
+        let big = r#"{% set s = "x" * 1000 %}{{ "xxxx"|join(s)|join(s)|join(s) }}"#;
+        assert!(
+            t.render(big, &ctx())
+                .unwrap_err()
+                .message
+                .contains("join would build")
+        );
+        let long = "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}";
+        assert!(t.render(long, &ctx()).is_err());
+        assert_eq!(
+            t.render(
+                r#"{{ ["a", "b"] | join(",") }}{{ "ab" | join("-") }}"#,
+                &ctx()
+            )
+            .unwrap(),
+            "a,ba-b"
+        );
     }
 
     #[test]

@@ -42,6 +42,20 @@ fn each(
     items: Vec<Value>,
     template: String,
 ) -> Result<Vec<String>, minijinja::Error> {
+    // Each item renders with a fuel budget of its own: keep the per-item template to
+    // expressions, and the list to a size a cluster can have.
+    if template.contains("{%") {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            "the template given to `each` takes expressions only ({{ ... }}), not statements ({% ... %})",
+        ));
+    }
+    if items.len() > MAX_EACH {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("`each` over {} items (at most {MAX_EACH})", items.len()),
+        ));
+    }
     items
         .into_iter()
         .map(|item| state.env().render_str(&template, item))
@@ -53,6 +67,38 @@ const FUEL: u64 = 5_000_000;
 
 /// Largest text `join` builds; Jinja's own would build gigabytes from a few chained joins.
 const MAX_JOINED: usize = 4 << 20;
+
+/// Items `each` renders at most.
+const MAX_EACH: usize = 10_000;
+
+/// Jinja's `replace`, bounded like `join`.
+fn bounded_replace(
+    value: String,
+    from: String,
+    to: String,
+    count: Option<usize>,
+) -> Result<String, minijinja::Error> {
+    let hits = if from.is_empty() {
+        value.chars().count() + 1
+    } else {
+        value.matches(from.as_str()).count()
+    };
+    let hits = count.map_or(hits, |c| c.min(hits));
+    let total = value
+        .len()
+        .saturating_add(hits.saturating_mul(to.len()))
+        .saturating_sub(hits.saturating_mul(from.len()));
+    if total > MAX_JOINED {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("replace would build {total} bytes (at most {MAX_JOINED})"),
+        ));
+    }
+    Ok(match count {
+        Some(n) => value.replacen(from.as_str(), &to, n),
+        None => value.replace(from.as_str(), &to),
+    })
+}
 
 /// Jinja's `join`, bounded: items (or a string's characters) joined by `sep`.
 fn bounded_join(value: Value, sep: Option<String>) -> Result<String, minijinja::Error> {
@@ -90,6 +136,7 @@ impl Templates {
         );
         env.add_filter("each", each);
         env.add_filter("join", bounded_join);
+        env.add_filter("replace", bounded_replace);
         // A template is a command line or a config file: a loop of billions of steps is a
         // mistake (or hostile), and ends with an error instead of a hang.
         env.set_fuel(Some(FUEL));
@@ -320,6 +367,26 @@ mod tests {
         );
         let long = "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}";
         assert!(t.render(long, &ctx()).is_err());
+        let each = r#"{{ range(99999)|each("{% for i in range(99999) %}{% endfor %}")|join }}"#;
+        assert!(
+            t.render(each, &ctx())
+                .unwrap_err()
+                .message
+                .contains("expressions only")
+        );
+        let grow =
+            r#"{{ ("x" * 9999999)|replace("x", "xxxxxxxxxx")|replace("x", "xxxxxxxxxx")|length }}"#;
+        assert!(
+            t.render(grow, &ctx())
+                .unwrap_err()
+                .message
+                .contains("replace would build")
+        );
+        assert_eq!(
+            t.render(r#"{{ "a-b-c" | replace("-", "_") }}"#, &ctx())
+                .unwrap(),
+            "a_b_c"
+        );
         assert_eq!(
             t.render(
                 r#"{{ ["a", "b"] | join(",") }}{{ "ab" | join("-") }}"#,

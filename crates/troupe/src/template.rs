@@ -44,6 +44,12 @@ fn each(
 ) -> Result<Vec<String>, minijinja::Error> {
     // Each item renders with a fuel budget of its own: keep the per-item template to
     // expressions, and the list to a size a cluster can have.
+    if template.contains("each(") {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            "`each` inside the template given to `each` is not allowed: one level is enough for a node list",
+        ));
+    }
     if template.contains("{%") {
         return Err(minijinja::Error::new(
             ErrorKind::InvalidOperation,

@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use minijinja::{Environment, ErrorKind, State, UndefinedBehavior, Value};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use serde_json::Value as Json;
 
 use troupe_spec::suggest;
@@ -37,11 +37,35 @@ impl Default for Templates {
     }
 }
 
-fn each(
-    state: &State,
-    items: Vec<Value>,
-    template: String,
-) -> Result<Vec<String>, minijinja::Error> {
+/// The environment `each` renders its items with: the same syntax and filters, but no `each`
+/// (so nesting cannot be written, however spelt) and a small fuel budget per item.
+fn item_env() -> &'static Environment<'static> {
+    static ENV: std::sync::OnceLock<Environment<'static>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = base_env();
+        env.set_fuel(Some(ITEM_FUEL));
+        env
+    })
+}
+
+/// Instructions one item of `each` may run.
+const ITEM_FUEL: u64 = 10_000;
+
+fn base_env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_syntax(
+        minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+            .expect("valid syntax config"),
+    );
+    env.add_filter("join", bounded_join);
+    env.add_filter("replace", bounded_replace);
+    env
+}
+
+fn each(items: Vec<Value>, template: String) -> Result<Vec<String>, minijinja::Error> {
     // Each item renders with a fuel budget of its own: keep the per-item template to
     // expressions, and the list to a size a cluster can have.
     if template.contains("each(") {
@@ -64,12 +88,12 @@ fn each(
     }
     items
         .into_iter()
-        .map(|item| state.env().render_str(&template, item))
+        .map(|item| item_env().render_str(&template, item))
         .collect()
 }
 
 /// Instructions one rendering may run.
-const FUEL: u64 = 5_000_000;
+const FUEL: u64 = 500_000;
 
 /// Largest text `join` builds; Jinja's own would build gigabytes from a few chained joins.
 const MAX_JOINED: usize = 4 << 20;
@@ -132,17 +156,8 @@ fn bounded_join(value: Value, sep: Option<String>) -> Result<String, minijinja::
 
 impl Templates {
     pub fn new() -> Templates {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder()
-                .keep_trailing_newline(true)
-                .build()
-                .expect("valid syntax config"),
-        );
+        let mut env = base_env();
         env.add_filter("each", each);
-        env.add_filter("join", bounded_join);
-        env.add_filter("replace", bounded_replace);
         // A template is a command line or a config file: a loop of billions of steps is a
         // mistake (or hostile), and ends with an error instead of a hang.
         env.set_fuel(Some(FUEL));

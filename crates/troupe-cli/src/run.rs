@@ -124,16 +124,7 @@ fn write_html(path: &std::path::Path, report: &Report) {
         let file = if i == 0 {
             path.to_path_buf()
         } else {
-            let slug: String = step
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() {
-                        c.to_ascii_lowercase()
-                    } else {
-                        '-'
-                    }
-                })
-                .collect();
+            let slug = troupe::report::slug(step);
             let stem = path
                 .file_stem()
                 .map_or_else(|| "report".into(), |s| s.to_string_lossy().into_owned());

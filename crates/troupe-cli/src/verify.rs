@@ -77,10 +77,9 @@ pub fn run(args: VerifyArgs) -> i32 {
     let budget = Budget::new(args.time_limit, args.max_states);
     let judged = match model {
         Model::Set => verify::set(&ops).map(troupe::workload::Judgement::Set),
-        Model::Register => verify::linearizable(&ops, verify::Model::Register, budget)
-            .map(troupe::workload::Judgement::Linearizable),
-        Model::Kv => verify::linearizable(&ops, verify::Model::Kv, budget)
-            .map(troupe::workload::Judgement::Linearizable),
+        model => {
+            verify::linearizable(&ops, model, budget).map(troupe::workload::Judgement::Linearizable)
+        }
     };
     let judged = match judged {
         Ok(j) => j,

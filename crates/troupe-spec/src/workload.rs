@@ -75,7 +75,7 @@ impl fmt::Display for Model {
 
 /// An unknown model name; lists the known ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown model {0:?} (expected register, kv or set)")]
+#[error("parse model {0:?} (expected register, kv or set)")]
 pub struct UnknownModel(pub String);
 
 impl FromStr for Model {

@@ -7,65 +7,17 @@
 //! builds a new string, once per (state, append) pair thanks to a memo. Absent values are the
 //! initial state: `null` for a register, the empty string (written `""` or `null`) for kv.
 
-use std::fmt;
 use std::rc::Rc;
-use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use troupe_spec::history::Op;
 
 use crate::CheckError;
 use crate::hash::FastMap;
 
-/// What a history's operations mean.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Model {
-    /// One JSON value per key: `read` (returns it), `write` (sets it), `cas` with value
-    /// `[expected, new]` (sets `new` if the value is `expected`; an `ok` cas succeeded).
-    Register,
-    /// One string per key: `get` (returns it), `put` (sets it), `append` (concatenates).
-    Kv,
-    /// A set: `add` (value), then a final `read` whose value is every element. Checked by
-    /// [`crate::set()`].
-    Set,
-}
-
-impl Model {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Model::Register => "register",
-            Model::Kv => "kv",
-            Model::Set => "set",
-        }
-    }
-}
-
-impl fmt::Display for Model {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An unknown model name; lists the known ones.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("parse model {0:?} (expected register, kv or set)")]
-pub struct UnknownModel(pub String);
-
-impl FromStr for Model {
-    type Err = UnknownModel;
-
-    fn from_str(s: &str) -> Result<Model, UnknownModel> {
-        match s {
-            "register" => Ok(Model::Register),
-            "kv" => Ok(Model::Kv),
-            "set" => Ok(Model::Set),
-            _ => Err(UnknownModel(s.to_string())),
-        }
-    }
-}
+/// What a history's operations mean: one type with the workloads that record them, so a
+/// workload's model is the checker's.
+pub use troupe_spec::workload::{Model, UnknownModel};
 
 /// An interned model state (or value) of one key.
 pub(crate) type StateId = u32;

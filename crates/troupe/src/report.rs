@@ -296,6 +296,20 @@ impl Report {
     }
 }
 
+/// A step's name as a file name: lowercase letters and digits, `-` for the rest, 60 at most.
+pub fn slug(name: &str) -> String {
+    name.chars()
+        .take(60)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 fn esc(s: &str) -> String {
     s.chars()
         .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())

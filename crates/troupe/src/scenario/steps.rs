@@ -270,17 +270,7 @@ impl Runner<'_> {
         expect: &Expect,
     ) -> Result<(), Failure> {
         check(out, expect).map_err(|mut f| {
-            let slug: String = step
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() {
-                        c.to_ascii_lowercase()
-                    } else {
-                        '-'
-                    }
-                })
-                .take(60)
-                .collect();
+            let slug = crate::report::slug(step);
             let dir = self.run_dir.join("output");
             let path = dir.join(format!("{slug}.log"));
             let text = format!(

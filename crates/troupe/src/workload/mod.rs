@@ -165,12 +165,9 @@ impl History {
     ) -> Result<Judgement, crate::verify::CheckError> {
         match self.model {
             Model::Set => crate::verify::set(&self.ops).map(Judgement::Set),
-            Model::Register => {
-                crate::verify::linearizable(&self.ops, crate::verify::Model::Register, budget)
-                    .map(Judgement::Linearizable)
+            model => {
+                crate::verify::linearizable(&self.ops, model, budget).map(Judgement::Linearizable)
             }
-            Model::Kv => crate::verify::linearizable(&self.ops, crate::verify::Model::Kv, budget)
-                .map(Judgement::Linearizable),
         }
     }
 }

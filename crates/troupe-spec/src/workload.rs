@@ -220,6 +220,11 @@ impl WorkloadSpec {
         }
         check_mix(self.model, &self.mix)?;
         check_file_name(&self.history)?;
+        if let ClientSpec::Stdio { command } = &self.client
+            && command.first().is_none_or(|p| p.trim().is_empty())
+        {
+            return Err("the stdio client's command is empty; name the program to start".into());
+        }
         if let ClientSpec::Http(h) = &self.client {
             for (f, _) in &self.mix {
                 if !h.ops.contains_key(f) {
@@ -669,6 +674,8 @@ mod tests {
         assert!(w.clone().history("../x").check().is_err());
         let http = WorkloadSpec::new(Model::Register, ClientSpec::Http(HttpClientSpec::default()));
         assert!(http.check().unwrap_err().contains("no request for `read`"));
+        let stdio = WorkloadSpec::new(Model::Set, ClientSpec::Stdio { command: vec![] });
+        assert!(stdio.check().unwrap_err().contains("command is empty"));
     }
 
     #[test]

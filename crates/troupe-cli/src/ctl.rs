@@ -127,6 +127,9 @@ pub fn status(w: &Where, json: bool) -> i32 {
             })
             .unwrap_or_default();
         let leader = match (&c.leader, c.has_role_probe) {
+            (Some(_), _) if c.leaders.len() > 1 => {
+                format!("SPLIT BRAIN: {} all claim to lead", c.leaders.join(", "))
+            }
             (Some(l), _) => format!("leader {l}"),
             (None, true) => "no leader".to_string(),
             (None, false) => "no role probe".to_string(),

@@ -49,6 +49,9 @@ pub struct NodeDescriptor {
     pub ports: BTreeMap<String, u16>,
     /// Port name → URL (`https://` when TLS is on).
     pub urls: BTreeMap<String, String>,
+    /// Port name → `host:port` (an IPv6 host in brackets), for clients that take no URL.
+    #[serde(default)]
+    pub addrs: BTreeMap<String, String>,
     pub data_dir: PathBuf,
     /// The node's stdout and stderr.
     pub log: PathBuf,
@@ -132,6 +135,10 @@ pub struct ClusterStatus {
     pub has_role_probe: bool,
     /// The node the role probe says leads, if any.
     pub leader: Option<String>,
+    /// Every node whose latest role answer says it leads. More than one is a split brain (or,
+    /// for a moment, an old leader that has not heard of the new one yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaders: Vec<String>,
     /// From the first node's spawn to the last node's readiness.
     pub formation_ms: Option<f64>,
     /// Every change of leader seen, oldest first.

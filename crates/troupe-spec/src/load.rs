@@ -52,6 +52,8 @@ struct RawCluster {
     ports: Vec<Spanned<String>>,
     #[serde(default)]
     schemes: IndexMap<String, Spanned<String>>,
+    #[serde(default)]
+    fixed_ports: IndexMap<String, Spanned<toml::Value>>,
     host: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     network: Option<Spanned<String>>,
@@ -577,6 +579,48 @@ impl Validator<'_> {
             }
             schemes.insert(port, scheme.into_inner());
         }
+        let mut fixed_ports = BTreeMap::new();
+        for (port, number) in c.fixed_ports {
+            let span = number.span();
+            if !ports.contains(&port) {
+                let hint = match suggest(&port, ports.iter().map(String::as_str)) {
+                    Some(p) => format!("did you mean `{p}`? "),
+                    None => String::new(),
+                };
+                self.err(
+                    span,
+                    format!("`fixed_ports` names port `{port}`, which the cluster does not declare"),
+                    format!(
+                        "{hint}declared ports: [{}]; add it to `ports` too, e.g. `ports = [\"client\", \"{port}\"]`",
+                        ports.join(", ")
+                    ),
+                );
+                continue;
+            }
+            let text = match number.into_inner() {
+                toml::Value::Integer(n) if (1..=65535).contains(&n) => n.to_string(),
+                toml::Value::String(t) if t.contains("{{") => t,
+                toml::Value::String(t) if t.trim().parse::<u16>().is_ok_and(|n| n > 0) => {
+                    t.trim().to_string()
+                }
+                other => {
+                    let help = match other.as_str() {
+                        Some(t) if t.contains("node.") => format!(
+                            "a template goes inside `{{{{ }}}}`: \"{{{{ {} }}}}\"",
+                            t.trim()
+                        ),
+                        _ => "give a number from 1 to 65535 (`admin = 9000`) or a template that renders one per node (`admin = \"{{ 10000 + node.index }}\"`)".to_string(),
+                    };
+                    self.err(
+                        span,
+                        format!("fixed port `{port}` is {other}, not a port number"),
+                        help,
+                    );
+                    continue;
+                }
+            };
+            fixed_ports.insert(port, Spanned::new(span, text));
+        }
         let host_span = c.host.as_ref().map(Spanned::span);
         let host = match c.host {
             Some(h) => {
@@ -634,9 +678,22 @@ impl Validator<'_> {
                 StartMode::Parallel
             }
         };
-        let mut files = IndexMap::new();
+        let mut files: IndexMap<String, FileSpec> = IndexMap::new();
         for (fname, f) in c.files {
+            let span = f.span();
             if let Some(file) = self.file(&fname, f) {
+                // `conf` and `conf/a.conf` cannot both be written: one is the other's directory.
+                let clash = files.keys().find(|k| {
+                    fname.starts_with(&format!("{k}/")) || k.starts_with(&format!("{fname}/"))
+                });
+                if let Some(k) = clash {
+                    self.err(
+                        span,
+                        format!("file `{fname}` and file `{k}` cannot both exist: one would be the other's directory"),
+                        "rename one of them",
+                    );
+                    continue;
+                }
                 files.insert(fname, file);
             }
         }
@@ -661,6 +718,7 @@ impl Validator<'_> {
             files,
             ports,
             schemes,
+            fixed_ports,
             host,
             user: c.user,
             network,
@@ -789,11 +847,29 @@ impl Validator<'_> {
 
     fn file(&mut self, name: &str, raw: Spanned<RawFile>) -> Option<FileSpec> {
         let span = raw.span();
-        if name.contains('/') || name == "." || name == ".." || name.is_empty() {
+        let parts: Vec<&str> = name.split('/').collect();
+        if name.starts_with('/') {
             self.err(
                 span.clone(),
-                format!("`{name}` is not a plain file name"),
-                "files are written into the node's directory: use a name such as \"node.conf\"",
+                format!("`{name}` is an absolute path"),
+                "files are written inside the node's directory: give a path relative to it, \
+                 e.g. \"node.conf\" or \"data/myid\"",
+            );
+        } else if parts.iter().any(|p| matches!(*p, "" | "." | "..")) {
+            self.err(
+                span.clone(),
+                format!("`{name}` is not a path inside the node's directory"),
+                "use names separated by single `/`, without `.`, `..` or empty parts, \
+                 e.g. \"data/myid\" or \"conf/server.conf\"",
+            );
+        } else if matches!(parts[0], "node.log" | "tls") && parts.len() > 1
+            || parts[0] == "tls" && parts.len() == 1
+        {
+            self.err(
+                span.clone(),
+                format!("`{name}` would write into troupe's own `{}`", parts[0]),
+                "troupe writes the node's log to `node.log` and its certificates to `tls/`: \
+                 put the file elsewhere, e.g. \"conf/node.conf\"",
             );
         } else if matches!(name, "node.log" | "data") {
             self.err(

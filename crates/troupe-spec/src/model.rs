@@ -94,6 +94,10 @@ pub struct ClusterSpec {
     /// URL scheme of a port's `node.urls.<port>`, by port name; ports not named here get
     /// `https` when TLS is on, else `http`.
     pub schemes: BTreeMap<String, String>,
+    /// Ports whose number the system fixes or derives itself (`admin = "{{ 10000 + node.index }}"`),
+    /// by port name: a number or a template of `node.index`, `node.name` and `cluster.name`.
+    /// troupe checks each is free and locks it for the run like the ports it allocates.
+    pub fixed_ports: BTreeMap<String, Spanned<String>>,
     pub host: String,
     /// Run the nodes as this user (e.g. `postgres`, which refuses to run as root); the node's
     /// directory is given to it. Needs troupe to run as root.

@@ -265,6 +265,8 @@ impl Drop for Shared {
             }
             rt.shutdown_background();
         }
+        // Tasks still holding the engine die in the background; its ports are free now.
+        self.engine.release_ports();
         let path = self.engine.state.path.clone();
         let remove = self
             .remove_on_drop

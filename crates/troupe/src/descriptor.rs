@@ -90,6 +90,7 @@ fn node_descriptor(plan: &NodePlan, status: Option<&Status>) -> NodeDescriptor {
         "host": plan.host,
         "ports": plan.ports,
         "urls": plan.urls,
+        "addrs": plan.ports.iter().map(|(k, v)| (k.clone(), format!("{}:{v}", crate::plan::url_host(&plan.host)))).collect::<std::collections::BTreeMap<_, _>>(),
         "data_dir": plan.data_dir,
         "log": plan.log,
         "tls": plan.tls,

@@ -30,7 +30,7 @@ use crate::ports::{PortAllocator, PortLease};
 use crate::roles::ClusterLive;
 use crate::runtime::NodeRuntime;
 use crate::runtime::process::ProcessRuntime;
-use crate::select::{ClusterView, Target, Topology};
+use crate::select::{ClusterView, Liveness, Selector, Target, Topology};
 use crate::state::{StateDir, private_dir};
 
 /// Lets another thread interrupt a start or hurry a stop: the first call asks for a graceful
@@ -85,7 +85,9 @@ pub(crate) struct Engine {
     views: Vec<ClusterView>,
     /// Serialises descriptor writes, so the file never goes back in time.
     pub(crate) persisting: tokio::sync::Mutex<()>,
-    _ports: Vec<PortLease>,
+    /// Held until the run ends; released by [`Engine::release_ports`] once every node is gone,
+    /// so that the next run can take them at once.
+    ports: std::sync::Mutex<Vec<PortLease>>,
 }
 
 impl Engine {
@@ -112,6 +114,7 @@ impl Engine {
         } else {
             Some(NetNs::allocate(&state.path, &run_id, &ns_nodes)?)
         };
+        let fixed = plan::fixed_ports(spec)?;
         let mut hosts = BTreeMap::new();
         for c in spec.clusters.values() {
             if let (troupe_spec::Network::Namespaces, Some(net)) = (c.network, &net) {
@@ -120,13 +123,18 @@ impl Engine {
                     if let Some(n) = net.nodes.get(&name) {
                         hosts.insert(name.clone(), n.ip.to_string());
                     }
-                    let fixed = c
+                    // A namespace is a host of its own: its ports need no lock.
+                    let own = fixed.get(&name).cloned().unwrap_or_default();
+                    let mut free = (20000u16..).filter(|n| !own.values().any(|f| f == n));
+                    let map = c
                         .ports
                         .iter()
-                        .zip(20000u16..)
-                        .map(|(p, port)| (p.clone(), port))
+                        .map(|p| match own.get(p) {
+                            Some(n) => (p.clone(), *n),
+                            None => (p.clone(), free.next().unwrap_or(0)),
+                        })
                         .collect();
-                    ports.insert(name, fixed);
+                    ports.insert(name, map);
                 }
                 continue;
             }
@@ -142,14 +150,20 @@ impl Engine {
                 })?
             };
             for i in 1..=c.nodes {
-                let got = allocator.allocate(host, c.ports.len())?;
-                let map: BTreeMap<String, u16> = c
-                    .ports
-                    .iter()
-                    .zip(&got)
-                    .map(|(name, l)| (name.clone(), l.port))
-                    .collect();
-                ports.insert(plan::node_name(&c.name, i), map);
+                let node = plan::node_name(&c.name, i);
+                let own = fixed.get(&node).cloned().unwrap_or_default();
+                let mut map: BTreeMap<String, u16> = BTreeMap::new();
+                for (port, number) in &own {
+                    let lease = allocator.claim(host, *number, &format!("`{port}` of `{node}`"))?;
+                    map.insert(port.clone(), lease.port);
+                    leases.push(lease);
+                }
+                let got = allocator.allocate(host, c.ports.len() - own.len())?;
+                let mut got_ports = got.iter().map(|l| l.port);
+                for port in c.ports.iter().filter(|p| !own.contains_key(*p)) {
+                    map.insert(port.clone(), got_ports.next().unwrap_or(0));
+                }
+                ports.insert(node, map);
                 leases.extend(got);
             }
         }
@@ -216,6 +230,12 @@ impl Engine {
                 );
             }
             for (path, contents, mode) in &node.files {
+                // `data/myid`, `conf/a/b.conf`: parents inside the node's directory, private.
+                if let Some(parent) = path.parent()
+                    && parent != node.dir
+                {
+                    private_dir(parent)?;
+                }
                 write_private(path, contents, *mode)?;
             }
             std::fs::File::create(&node.log).map_err(|e| io_err("create", &node.log, e))?;
@@ -265,7 +285,7 @@ impl Engine {
             links,
             views,
             persisting: tokio::sync::Mutex::new(()),
-            _ports: leases,
+            ports: std::sync::Mutex::new(leases),
         })
     }
 
@@ -320,13 +340,60 @@ impl Engine {
                 use std::hash::BuildHasher;
                 std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now())
             };
-            for n in topo.resolve(t, leader.as_deref(), pick) {
+            let state = |name: &str| self.liveness(name);
+            let nodes = topo.resolve(t, leader.as_deref(), &state, pick);
+            if nodes.is_empty()
+                && let Target::Select { cluster, selector } = t
+                && *selector != Selector::Followers
+                && *selector != Selector::Minority
+            {
+                let states: Vec<String> = self
+                    .cluster_nodes(cluster)
+                    .iter()
+                    .map(|n| {
+                        let s = n.status().map_or(NodeState::Stopped, |s| s.state);
+                        format!("{} {s}", n.name())
+                    })
+                    .collect();
+                return Err(Error::Refused {
+                    message: format!(
+                        "`{cluster}:{}` names no node: {}",
+                        selector.name(),
+                        states.join(", ")
+                    ),
+                    help: Some(format!(
+                        "`random`, `one`, `followers` and `up` choose among nodes that are running and ready, `down` among nodes that are not running; start one first (e.g. `troupe start {cluster}:down`) or name a node"
+                    )),
+                });
+            }
+            for n in nodes {
                 if !out.contains(&n) {
                     out.push(n);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// Gives the run's ports back: call once every node is stopped.
+    pub(crate) fn release_ports(&self) {
+        if let Ok(mut ports) = self.ports.lock() {
+            ports.clear();
+        }
+    }
+
+    /// Whether a node is up (running and ready), down (not running) or neither.
+    fn liveness(&self, name: &str) -> Liveness {
+        let Some(node) = self.nodes.iter().find(|n| n.name() == name) else {
+            return Liveness::Neither;
+        };
+        match node.status().map(|s| s.state) {
+            Some(NodeState::Ready) => Liveness::Up,
+            None | Some(NodeState::Stopped | NodeState::Killed | NodeState::Exited) => {
+                Liveness::Down
+            }
+            Some(_) => Liveness::Neither,
+        }
     }
 
     /// The one cluster with a role probe, if exactly one has.
@@ -364,10 +431,23 @@ impl Engine {
                 help: Some(format!("add a [clusters.{cluster}.role] table to the spec")),
             });
         }
-        let mut rx = live.subscribe();
-        let wanted = |l: &Option<String>| l.as_deref().is_some_and(|l| Some(l) != not);
+        // One leader means one node claims to lead: two claimants are a split brain (or an old
+        // leader that has not heard yet), which a consensus test must not mistake for a leader.
+        let mut rx = live.subscribe_claims();
+        let wanted = |c: &Vec<String>| matches!(c.as_slice(), [l] if Some(l.as_str()) != not);
         match tokio::time::timeout_at(crate::deadline::after(limit), rx.wait_for(wanted)).await {
-            Ok(Ok(l)) => Ok(l.clone().unwrap_or_default()),
+            Ok(Ok(c)) => Ok(c[0].clone()),
+            _ if live.claims().len() > 1 => Err(Error::Timeout {
+                message: format!(
+                    "split brain in cluster `{cluster}`: {} all claim to lead, still after {}",
+                    live.claims().join(", "),
+                    troupe_spec::format_duration(limit)
+                ),
+                help: Some(
+                    "the role probe asks each node; `troupe status` shows every claimant, and the node logs say why each believes it leads"
+                        .into(),
+                ),
+            }),
             _ => Err(Error::Timeout {
                 message: format!(
                     "no {}leader in cluster `{cluster}` after {}",

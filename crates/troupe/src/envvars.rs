@@ -15,6 +15,15 @@ pub(crate) fn var(name: &str) -> String {
         .collect()
 }
 
+/// `host:port`, with an IPv6 host in brackets.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// Every endpoint and certificate path as `TROUPE_*` variables.
 pub fn vars(d: &Descriptor) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> =
@@ -38,12 +47,7 @@ pub fn vars(d: &Descriptor) -> Vec<(String, String)> {
             v.push((format!("{p}_PID"), pid.to_string()));
         }
         for (port, num) in &n.ports {
-            let host = if n.host.contains(':') {
-                format!("[{}]", n.host)
-            } else {
-                n.host.clone()
-            };
-            v.push((format!("{p}_{}", var(port)), format!("{host}:{num}")));
+            v.push((format!("{p}_{}", var(port)), host_port(&n.host, *num)));
             v.push((format!("{p}_{}_PORT", var(port)), num.to_string()));
             if let Some(url) = n.urls.get(port) {
                 v.push((format!("{p}_{}_URL", var(port)), url.clone()));
@@ -75,6 +79,12 @@ pub fn vars(d: &Descriptor) -> Vec<(String, String)> {
                 .filter_map(|n| n.urls.get(port).map(String::as_str))
                 .collect();
             v.push((format!("{p}_{}_URLS", var(port)), urls.join(",")));
+            // Bootstrap lists as Kafka-style clients want them: `host:port,host:port`.
+            let addrs: Vec<String> = nodes
+                .iter()
+                .filter_map(|n| n.ports.get(port).map(|num| host_port(&n.host, *num)))
+                .collect();
+            v.push((format!("{p}_{}_ADDRS", var(port)), addrs.join(",")));
         }
         if let Some(l) = &c.leader {
             v.push((format!("{p}_LEADER"), l.clone()));

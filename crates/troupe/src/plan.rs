@@ -116,20 +116,25 @@ pub fn check(spec: &Spec) -> Result<(), InvalidSpec> {
             errors,
         });
     }
+    let fixed = fixed_ports(spec)?;
     let mut ports = PortMap::new();
     let mut hosts = BTreeMap::new();
     let mut next = 10000u16;
     for c in spec.clusters.values() {
         for i in 1..=c.nodes {
+            let name = node_name(&c.name, i);
             if c.network == troupe_spec::Network::Namespaces {
-                hosts.insert(node_name(&c.name, i), format!("10.213.0.{}", 10 + i));
+                hosts.insert(name.clone(), format!("10.213.0.{}", 10 + i));
             }
             let m = c
                 .ports
                 .iter()
-                .map(|p| {
-                    next += 1;
-                    (p.clone(), next)
+                .map(|p| match fixed.get(&name).and_then(|f| f.get(p)) {
+                    Some(n) => (p.clone(), *n),
+                    None => {
+                        next = next.wrapping_add(1);
+                        (p.clone(), next)
+                    }
                 })
                 .collect();
             ports.insert(node_name(&c.name, i), m);
@@ -178,7 +183,7 @@ fn check_ports_and_hosts(spec: &Spec, errors: &mut Vec<troupe_spec::SpecError>) 
         .clusters
         .values()
         .filter(|c| c.network != troupe_spec::Network::Namespaces)
-        .map(|c| c.nodes as usize * c.ports.len())
+        .map(|c| c.nodes as usize * (c.ports.len() - c.fixed_ports.len()))
         .sum();
     let alloc = crate::ports::PortAllocator::new(spec.port_range);
     let size = usize::from(alloc.high.saturating_sub(alloc.low)) + 1;
@@ -236,6 +241,90 @@ fn check_ports_and_hosts(spec: &Spec, errors: &mut Vec<troupe_spec::SpecError>) 
                     .with_help("use 127.0.0.1 (the default), ::1, or an address `ip addr` lists; for nodes on addresses of their own, use network = \"namespaces\""),
             );
         }
+    }
+}
+
+/// Every node's fixed ports (`fixed_ports`), rendered: node → port name → number. Refuses a
+/// template that does not render a port number, and two nodes on one address given one port.
+pub fn fixed_ports(spec: &Spec) -> Result<PortMap, InvalidSpec> {
+    let templates = Templates::new();
+    let mut errors = Vec::new();
+    let mut out = PortMap::new();
+    // (host, port) → (node, port name), to find two nodes on one address and port.
+    let mut taken: BTreeMap<(String, u16), (String, String)> = BTreeMap::new();
+    let mut reported = std::collections::BTreeSet::new();
+    for c in spec.clusters.values() {
+        for i in 1..=c.nodes {
+            let name = node_name(&c.name, i);
+            let ctx = json!({
+                "node": {"name": name, "index": i, "cluster": c.name},
+                "cluster": {"name": c.name, "size": c.nodes},
+            });
+            for (port, t) in &c.fixed_ports {
+                let text = match templates.render(t.get_ref(), &ctx) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        let mut err = spec
+                            .source
+                            .error(narrow(&spec.source.text, t, &e), e.message)
+                            .with_label("in this fixed port");
+                        err = err.with_help(e.help.unwrap_or_else(|| {
+                            "a fixed port sees `node.index`, `node.name`, `cluster.name` and `cluster.size`".into()
+                        }));
+                        errors.push(err);
+                        continue;
+                    }
+                };
+                let Some(number) = text.trim().parse::<u16>().ok().filter(|n| *n > 0) else {
+                    errors.push(
+                        spec.source
+                            .error(t.span(), format!(
+                                "fixed port `{port}` of `{name}` renders as `{text}`, not a port number"
+                            ))
+                            .with_help("the template must give a number from 1 to 65535, e.g. \"{{ 10000 + node.index }}\""),
+                    );
+                    continue;
+                };
+                let host = if c.network == troupe_spec::Network::Namespaces {
+                    // Each node has an address of its own.
+                    name.clone()
+                } else {
+                    c.host.clone()
+                };
+                if let Some((other, other_port)) = taken.get(&(host.clone(), number)) {
+                    // Once per template: every further node would say the same.
+                    if !reported.insert(t.span().start) {
+                        continue;
+                    }
+                    let ports = if other_port == port {
+                        format!("`{port}`")
+                    } else {
+                        format!("`{other_port}` and `{port}`")
+                    };
+                    errors.push(
+                        spec.source
+                            .error(t.span(), format!(
+                                "`{other}` and `{name}` would both listen on {} port {number} ({ports})",
+                                c.host
+                            ))
+                            .with_help("derive the number per node, e.g. \"{{ 10000 + node.index }}\", or give the nodes addresses of their own with network = \"namespaces\""),
+                    );
+                    continue;
+                }
+                taken.insert((host, number), (name.clone(), port.clone()));
+                out.entry(name.clone())
+                    .or_default()
+                    .insert(port.clone(), number);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(InvalidSpec {
+            file: spec.source.path.clone(),
+            errors,
+        })
     }
 }
 
@@ -305,7 +394,7 @@ impl Resolver<'_> {
                 let host_in_url = url_host(host);
                 let urls: BTreeMap<String, String> = p
                     .iter()
-                    .map(|(k, v)| (k.clone(), format!("{}://{host_in_url}:{v}", scheme(k))))
+                    .map(|(k, v)| (k.clone(), port_url(scheme(k), &host_in_url, *v)))
                     .collect();
                 let addrs: BTreeMap<String, String> = p
                     .iter()
@@ -345,7 +434,7 @@ impl Resolver<'_> {
                             json!({
                                 "ports": ports,
                                 "addrs": ports.iter().map(|(k, v)| (k.clone(), format!("127.0.0.1:{v}"))).collect::<BTreeMap<_, _>>(),
-                                "urls": ports.iter().map(|(k, v)| (k.clone(), format!("{}://127.0.0.1:{v}", scheme(k)))).collect::<BTreeMap<_, _>>(),
+                                "urls": ports.iter().map(|(k, v)| (k.clone(), port_url(scheme(k), "127.0.0.1", *v))).collect::<BTreeMap<_, _>>(),
                             }),
                         );
                     }
@@ -354,9 +443,21 @@ impl Resolver<'_> {
                 node_ctx.insert(name, n.clone());
                 list.push(n);
             }
+            // Bootstrap lists per port: `host:port,host:port,...`.
+            let addrs: BTreeMap<&String, String> = c
+                .ports
+                .iter()
+                .map(|port| {
+                    let all: Vec<&str> = list
+                        .iter()
+                        .filter_map(|n| n["addrs"][port].as_str())
+                        .collect();
+                    (port, all.join(","))
+                })
+                .collect();
             cluster_ctx.insert(
                 c.name.clone(),
-                json!({"name": c.name, "size": c.nodes, "nodes": list}),
+                json!({"name": c.name, "size": c.nodes, "nodes": list, "addrs": addrs}),
             );
         }
         let tls_ctx = match &ca {
@@ -380,6 +481,7 @@ impl Resolver<'_> {
                     "node": node,
                     "cluster": cluster_ctx[&c.name],
                     "clusters": cluster_ctx,
+                    "nodes": node_ctx,
                     "tls": tls_ctx,
                     "run": run_ctx,
                 });
@@ -737,6 +839,19 @@ fn node_tls(dir: &Path) -> NodeTls {
     }))
     .expect("NodeTls from paths")
 }
+
+/// A port's URL: `scheme://host:port`, or a bare `host:port` for the scheme `none` (ports that
+/// speak no URL protocol, such as a consensus port).
+pub(crate) fn port_url(scheme: &str, host_in_url: &str, port: u16) -> String {
+    if scheme == NO_SCHEME {
+        format!("{host_in_url}:{port}")
+    } else {
+        format!("{scheme}://{host_in_url}:{port}")
+    }
+}
+
+/// `schemes = { quorum = "none" }`: the port's URL is a bare `host:port`.
+pub(crate) const NO_SCHEME: &str = "none";
 
 /// `::1` → `[::1]`, for URLs and `host:port`.
 pub fn url_host(host: &str) -> String {

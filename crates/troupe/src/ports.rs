@@ -101,6 +101,32 @@ impl PortAllocator {
         Ok(leases)
     }
 
+    /// Locks one given port (a port the system fixes itself), or says who has it: another
+    /// troupe run (its lock) or some other program (a bind fails).
+    pub fn claim(&self, host: IpAddr, port: u16, what: &str) -> Result<PortLease, Error> {
+        self.ensure_lock_dir()?;
+        if let Some(lease) = self.try_port(host, port)? {
+            return Ok(lease);
+        }
+        let locked = File::open(self.lock_dir.join(format!("{port}.lock")))
+            .is_ok_and(|f| f.try_lock().is_err());
+        let who = if locked {
+            format!(
+                "another troupe run holds it (its lock is {})",
+                self.lock_dir.join(format!("{port}.lock")).display()
+            )
+        } else {
+            "another program listens on it (`ss -ltnp` names it)".to_string()
+        };
+        Err(Error::Refused {
+            message: format!("{what}: port {port} on {host} is taken: {who}"),
+            help: Some(
+                "a fixed port can serve one run per address at a time: stop the other run, or give the cluster network = \"namespaces\" so that each node has an address of its own"
+                    .into(),
+            ),
+        })
+    }
+
     fn try_port(&self, host: IpAddr, port: u16) -> Result<Option<PortLease>, Error> {
         let path = self.lock_dir.join(format!("{port}.lock"));
         let file = match OpenOptions::new()

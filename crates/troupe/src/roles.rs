@@ -151,6 +151,9 @@ pub struct ClusterLive {
     pub name: String,
     pub has_role_probe: bool,
     leader: watch::Sender<Option<String>>,
+    /// Every node whose latest answer says it leads (more than one: a split brain, or an old
+    /// leader that has not heard yet).
+    claims: watch::Sender<Vec<String>>,
     inner: Mutex<LiveInner>,
 }
 
@@ -170,6 +173,7 @@ impl ClusterLive {
             name: name.to_string(),
             has_role_probe,
             leader: watch::channel(None).0,
+            claims: watch::channel(Vec::new()).0,
             inner: Mutex::new(LiveInner::default()),
         }
     }
@@ -186,6 +190,15 @@ impl ClusterLive {
         self.leader.subscribe()
     }
 
+    /// Every node that claims to lead now, by name.
+    pub fn claims(&self) -> Vec<String> {
+        self.claims.borrow().clone()
+    }
+
+    pub fn subscribe_claims(&self) -> watch::Receiver<Vec<String>> {
+        self.claims.subscribe()
+    }
+
     pub fn role_of(&self, node: &str) -> Option<bool> {
         self.lock().roles.get(node).copied()
     }
@@ -200,6 +213,11 @@ impl ClusterLive {
         let mut inner = self.lock();
         inner.down.insert(node.to_string());
         inner.roles.remove(node);
+        self.claims.send_if_modified(|c| {
+            let before = c.len();
+            c.retain(|n| n != node);
+            c.len() != before
+        });
         if self.leader().as_deref() == Some(node) {
             inner
                 .failovers
@@ -224,6 +242,12 @@ impl ClusterLive {
             .filter(|(_, l)| **l)
             .map(|(n, _)| n)
             .collect();
+        let all: Vec<String> = claimants.iter().map(|n| (*n).clone()).collect();
+        self.claims.send_if_modified(|c| {
+            let changed = *c != all;
+            *c = all;
+            changed
+        });
         let current = self.leader();
         let next = match claimants.as_slice() {
             [] => None,
@@ -262,6 +286,7 @@ impl ClusterLive {
         s.name = self.name.clone();
         s.has_role_probe = self.has_role_probe;
         s.leader = self.leader();
+        s.leaders = self.claims();
         s.formation_ms = inner.formation_ms;
         s.leader_changes = inner.changes.clone();
         s.failovers = inner.failovers.iter().map(|(f, _)| f.clone()).collect();

@@ -2,15 +2,22 @@
 //! target checks its names against the run's clusters and nodes (with a did-you-mean), and
 //! resolving it needs only the cluster's node list and, for `leader` and `followers`, who
 //! leads. The engine waits for a leader when a target needs one, then resolves here.
+//!
+//! Selectors that pick among a cluster's nodes (`random`, `one`, `followers`) pick among the
+//! nodes that are up (running and ready): after a kill, `main:random` never names the dead
+//! node. `up` and `down` name those sets; a cluster's name and `all`, `minority` and `majority`
+//! are structural and always mean the same nodes.
 
 use crate::error::Error;
 
 /// The selectors of `CLUSTER:SELECTOR`.
-pub const SELECTORS: [&str; 7] = [
+pub const SELECTORS: [&str; 9] = [
     "leader",
     "followers",
     "random",
     "one",
+    "up",
+    "down",
     "minority",
     "majority",
     "all",
@@ -36,9 +43,41 @@ pub enum Selector {
     Followers,
     Random,
     One,
+    /// Running and ready.
+    Up,
+    /// Not running: stopped, killed or exited (a paused node is neither up nor down).
+    Down,
     Minority,
     Majority,
     All,
+}
+
+/// Whether a node serves: what `up`, `down` and the picking selectors look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Running and ready.
+    Up,
+    /// Not running.
+    Down,
+    /// Starting, paused, or stopping: neither.
+    Neither,
+}
+
+impl Selector {
+    /// As written after `CLUSTER:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Selector::Leader => "leader",
+            Selector::Followers => "followers",
+            Selector::Random => "random",
+            Selector::One => "one",
+            Selector::Up => "up",
+            Selector::Down => "down",
+            Selector::Minority => "minority",
+            Selector::Majority => "majority",
+            Selector::All => "all",
+        }
+    }
 }
 
 /// A parsed target whose names exist.
@@ -92,6 +131,8 @@ impl<'a> Topology<'a> {
             "followers" => Selector::Followers,
             "random" => Selector::Random,
             "one" => Selector::One,
+            "up" => Selector::Up,
+            "down" => Selector::Down,
             "minority" => Selector::Minority,
             "majority" => Selector::Majority,
             "all" => Selector::All,
@@ -125,8 +166,16 @@ impl<'a> Topology<'a> {
     }
 
     /// The nodes a parsed target stands for. `leader` is the cluster's leader when the target
-    /// needs one; `pick` chooses for `random` (any number; it is reduced modulo the count).
-    pub fn resolve(&self, target: &Target, leader: Option<&str>, pick: u64) -> Vec<String> {
+    /// needs one; `state` says whether a node is up (running and ready), down (not running) or
+    /// neither (paused, starting); `pick` chooses for `random` (any number; it is reduced
+    /// modulo the count).
+    pub fn resolve(
+        &self,
+        target: &Target,
+        leader: Option<&str>,
+        state: &dyn Fn(&str) -> Liveness,
+        pick: u64,
+    ) -> Vec<String> {
         match target {
             Target::Node(n) => vec![n.clone()],
             Target::Cluster(c) => self.cluster(c).map(|v| v.nodes.clone()).unwrap_or_default(),
@@ -136,17 +185,31 @@ impl<'a> Topology<'a> {
                     .map(|v| v.nodes.clone())
                     .unwrap_or_default();
                 let n = nodes.len();
+                let up = || {
+                    nodes
+                        .iter()
+                        .filter(|x| state(x) == Liveness::Up)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                };
                 match selector {
                     Selector::Leader => leader.map(str::to_string).into_iter().collect(),
-                    Selector::Followers => nodes
+                    Selector::Followers => up()
                         .into_iter()
                         .filter(|x| Some(x.as_str()) != leader)
                         .collect(),
                     Selector::All => nodes,
-                    Selector::One => nodes.into_iter().take(1).collect(),
+                    Selector::Up => up(),
+                    Selector::Down => nodes
+                        .iter()
+                        .filter(|x| state(x) == Liveness::Down)
+                        .cloned()
+                        .collect(),
+                    Selector::One => up().into_iter().take(1).collect(),
                     Selector::Random => {
-                        let i = usize::try_from(pick % (n.max(1) as u64)).unwrap_or(0);
-                        nodes.into_iter().skip(i).take(1).collect()
+                        let up = up();
+                        let i = usize::try_from(pick % (up.len().max(1) as u64)).unwrap_or(0);
+                        up.into_iter().skip(i).take(1).collect()
                     }
                     Selector::Majority => nodes.into_iter().take(n / 2 + 1).collect(),
                     Selector::Minority => {
@@ -207,7 +270,7 @@ mod tests {
         let v = views();
         let topo = Topology { clusters: &v };
         let t = topo.parse(target)?;
-        Ok(topo.resolve(&t, leader, 7))
+        Ok(topo.resolve(&t, leader, &|_| Liveness::Up, 7))
     }
 
     #[test]
@@ -246,6 +309,41 @@ mod tests {
     }
 
     #[test]
+    fn picking_selectors_choose_among_the_nodes_that_are_up() {
+        let v = views();
+        let topo = Topology { clusters: &v };
+        // main-1 killed, main-2 paused, main-3..5 up.
+        let state = |n: &str| match n {
+            "main-1" => Liveness::Down,
+            "main-2" => Liveness::Neither,
+            _ => Liveness::Up,
+        };
+        let r = |t: &str, leader: Option<&str>, pick| {
+            topo.resolve(&topo.parse(t).unwrap(), leader, &state, pick)
+        };
+        assert_eq!(r("main:up", None, 0), ["main-3", "main-4", "main-5"]);
+        assert_eq!(r("main:down", None, 0), ["main-1"]);
+        assert_eq!(r("main:one", None, 0), ["main-3"]);
+        for pick in 0..20 {
+            let [n] = r("main:random", None, pick).try_into().unwrap();
+            assert!(["main-3", "main-4", "main-5"].contains(&n.as_str()), "{n}");
+        }
+        assert_eq!(r("main:followers", Some("main-4"), 0), ["main-3", "main-5"]);
+        // Structural targets keep every node.
+        assert_eq!(r("main", None, 0).len(), 5);
+        assert_eq!(r("main:all", None, 0).len(), 5);
+        assert_eq!(r("main:majority", None, 0), ["main-1", "main-2", "main-3"]);
+        // Nothing up: picking selectors name nothing (the engine says why).
+        let none = topo.resolve(
+            &topo.parse("main:random").unwrap(),
+            None,
+            &|_| Liveness::Down,
+            3,
+        );
+        assert!(none.is_empty());
+    }
+
+    #[test]
     fn a_majority_and_a_minority_never_overlap_and_cover_the_cluster() {
         for n in 1..=9u32 {
             let v = vec![ClusterView {
@@ -254,8 +352,18 @@ mod tests {
                 has_role_probe: false,
             }];
             let topo = Topology { clusters: &v };
-            let maj = topo.resolve(&topo.parse("c:majority").unwrap(), None, 0);
-            let min = topo.resolve(&topo.parse("c:minority").unwrap(), None, 0);
+            let maj = topo.resolve(
+                &topo.parse("c:majority").unwrap(),
+                None,
+                &|_| Liveness::Up,
+                0,
+            );
+            let min = topo.resolve(
+                &topo.parse("c:minority").unwrap(),
+                None,
+                &|_| Liveness::Up,
+                0,
+            );
             assert!(maj.len() > n as usize / 2, "n={n}");
             assert!(min.iter().all(|m| !maj.contains(m)), "n={n}");
             assert!(maj.len() + min.len() <= n as usize);

@@ -162,7 +162,14 @@ pub fn kill_leftovers(path: &Path) -> usize {
 
 /// Creates a directory (and parents) with mode 0700.
 pub fn private_dir(path: &Path) -> Result<(), Error> {
-    fs::create_dir_all(path).map_err(|e| io_err("create directory", path, e))?;
+    use std::os::unix::fs::DirBuilderExt;
+    // Every directory made on the way is private too (`conf/deep/` for `conf/deep/a.conf`);
+    // the umask can only narrow 0700.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| io_err("create directory", path, e))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
         .map_err(|e| io_err("set permissions of", path, e))
 }

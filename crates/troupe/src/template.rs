@@ -192,7 +192,9 @@ fn explain(text: &str, ctx: &Json, e: &minijinja::Error) -> TemplateError {
             // For `node.ports.clinet` minijinja's range starts at the failing attribute
             // (`.ports.clinet`): extend it back over the names before it.
             let start = text[..r.start]
-                .trim_end_matches(|c: char| c.is_alphanumeric() || c == '_' || c == '.')
+                .trim_end_matches(|c: char| {
+                    c.is_alphanumeric() || matches!(c, '_' | '.' | '[' | ']' | '"' | '\'' | '-')
+                })
                 .len();
             let expr = &text[start..r.end];
             if undefined.is_none_or(|u| head(u) == head(expr))
@@ -256,14 +258,48 @@ fn trimmed(text: &str, r: Range<usize>) -> Range<usize> {
     start..end.max(start)
 }
 
+/// The names an expression walks: `nodes["main-2"].ports.client` → nodes, main-2, ports,
+/// client. Stops at the first thing that is not a name or a quoted index.
+fn path_parts(expr: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut rest = expr.trim_start();
+    loop {
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            rest = &rest[name.len()..];
+            parts.push(name);
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let r = r.trim_start();
+            let Some(q) = r.chars().next().filter(|q| matches!(q, '"' | '\'')) else {
+                break;
+            };
+            let Some(end) = r[1..].find(q) else { break };
+            parts.push(r[1..1 + end].to_string());
+            let Some(after) = r[1 + end + 1..].trim_start().strip_prefix(']') else {
+                break;
+            };
+            rest = after;
+            continue;
+        } else {
+            break;
+        }
+        match rest.strip_prefix('.') {
+            Some(r) => rest = r,
+            None if rest.starts_with('[') => {}
+            None => break,
+        }
+    }
+    parts
+}
+
 /// For an expression such as `node.ports.clinet`, the first name that does not exist, with the
 /// names that do. `in_each`: the expression is in a template given to `each` and `ctx` is one
 /// of its items.
 fn missing_name(expr: &str, ctx: &Json, in_each: bool) -> Option<TemplateError> {
-    let path: String = expr
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
-        .collect();
+    let path = path_parts(expr);
     let whose = if in_each {
         " in the template given to `each`"
     } else {
@@ -271,7 +307,7 @@ fn missing_name(expr: &str, ctx: &Json, in_each: bool) -> Option<TemplateError> 
     };
     let mut here = ctx;
     let mut walked: Vec<&str> = Vec::new();
-    for part in path.split('.').filter(|p| !p.is_empty()) {
+    for part in path.iter().map(String::as_str) {
         let Json::Object(map) = here else {
             // `node.name.first`: a plain value has no names below it.
             let owner = walked.join(".");

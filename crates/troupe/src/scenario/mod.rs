@@ -273,6 +273,14 @@ impl Runner<'_> {
         if let Some(n) = &ctx.node {
             c["node"] = n.clone();
         }
+        // Every node of every cluster up, by name: `nodes[vars.NEW].addrs.client`.
+        c["nodes"] = self
+            .descriptors()
+            .iter()
+            .flat_map(|d| d.nodes.iter())
+            .map(|n| (n.name.clone(), serde_json::to_value(n).expect("node json")))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         self.templates.render(text, &c).map_err(|e| Failure {
             message: format!(
                 "template error in `{text}`: {}{}",

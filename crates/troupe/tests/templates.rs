@@ -1,0 +1,214 @@
+//! What templates and `troupe env` can say about a run: files anywhere inside the node's
+//! directory, peers by name (`nodes["fx-2"]`), bootstrap lists (`cluster.addrs.PORT`,
+//! `TROUPE_<CLUSTER>_<PORT>_ADDRS`), and bare `host:port` URLs for ports with no URL scheme.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use troupe::Cluster;
+
+fn spec() -> String {
+    format!(
+        r#"
+[clusters.fx]
+nodes = 3
+binary = "{bin}"
+ports = ["api", "quorum"]
+schemes = {{ quorum = "none" }}
+args = ["--listen", "{{{{ node.addrs.api }}}}"]
+
+[clusters.fx.files."data/myid"]
+template = "{{{{ node.index }}}}"
+
+[clusters.fx.files."conf/deep/peers.conf"]
+template = '''
+second={{{{ nodes["fx-2"].addrs.quorum }}}}
+second_by_var={{{{ nodes[cluster.nodes[1].name].ports.api }}}}
+bootstrap={{{{ cluster.addrs.api }}}}
+quorum_url={{{{ node.urls.quorum }}}}
+'''
+mode = "0640"
+
+[[clusters.fx.ready]]
+tcp = "api"
+timeout = "20s"
+"#,
+        bin = common::fixture_bin().display()
+    )
+}
+
+#[test]
+fn files_in_subdirectories_peers_by_name_and_bootstrap_lists_reach_the_nodes() {
+    let cluster = Cluster::from_toml("templates.toml", spec())
+        .start()
+        .unwrap();
+    cluster
+        .wait_ready(None, Duration::from_secs(20))
+        .expect("ready");
+    let d = cluster.descriptor();
+    let node = |name: &str| d.nodes.iter().find(|n| n.name == name).unwrap();
+    let dir = |name: &str| node(name).data_dir.parent().unwrap().to_path_buf();
+
+    for (i, name) in ["fx-1", "fx-2", "fx-3"].iter().enumerate() {
+        let myid = dir(name).join("data/myid");
+        assert_eq!(std::fs::read_to_string(&myid).unwrap(), (i + 1).to_string());
+    }
+    let conf = dir("fx-3").join("conf/deep/peers.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let fx2 = node("fx-2");
+    let api: Vec<String> = ["fx-1", "fx-2", "fx-3"]
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", node(n).ports["api"]))
+        .collect();
+    let want = format!(
+        "second=127.0.0.1:{}\nsecond_by_var={}\nbootstrap={}\nquorum_url=127.0.0.1:{}\n",
+        fx2.ports["quorum"],
+        fx2.ports["api"],
+        api.join(","),
+        node("fx-3").ports["quorum"],
+    );
+    assert_eq!(text.trim_start(), want);
+    // The file keeps its mode; the directories troupe made for it are private.
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&conf), 0o640);
+    assert_eq!(mode(&dir("fx-3").join("conf")), 0o700);
+    assert_eq!(mode(&dir("fx-3").join("conf/deep")), 0o700);
+
+    // A port with no URL scheme has a bare host:port URL everywhere; addrs are in the descriptor.
+    assert_eq!(
+        fx2.urls["quorum"],
+        format!("127.0.0.1:{}", fx2.ports["quorum"])
+    );
+    assert_eq!(
+        fx2.urls["api"],
+        format!("http://127.0.0.1:{}", fx2.ports["api"])
+    );
+    assert_eq!(fx2.addrs["api"], format!("127.0.0.1:{}", fx2.ports["api"]));
+    let env: std::collections::BTreeMap<String, String> =
+        troupe::envvars::vars(&d).into_iter().collect();
+    assert_eq!(env["TROUPE_FX_API_ADDRS"], api.join(","));
+    assert_eq!(
+        env["TROUPE_FX_2_QUORUM_URL"],
+        format!("127.0.0.1:{}", fx2.ports["quorum"])
+    );
+}
+
+#[test]
+fn a_peer_that_does_not_exist_is_named_with_the_nodes_that_do() {
+    let text = spec().replace(r#"nodes["fx-2"]"#, r#"nodes["fx-9"]"#);
+    let err = match Cluster::from_toml("templates.toml", text).start() {
+        Err(e) => e,
+        Ok(_) => panic!("a template naming fx-9 was accepted"),
+    };
+    let shown = format!("{:?}", miette::Report::new(err));
+    assert!(shown.contains("fx-9"), "{shown}");
+    assert!(shown.contains("fx-1, fx-2, fx-3"), "{shown}");
+}
+
+/// Every node's role probe answers "leader": a split brain, which `wait_leader` must report as
+/// one, never pass. With one claimant it passes and names it.
+#[test]
+fn two_nodes_that_claim_to_lead_are_a_split_brain_not_a_leader() {
+    let spec = |leaders: &str| {
+        format!(
+            r#"
+[clusters.fx]
+nodes = 3
+binary = "{bin}"
+ports = ["api"]
+args = ["--listen", "{{{{ node.addrs.api }}}}"]
+
+[clusters.fx.role]
+command = ["echo", "{{{{ node.name }}}}"]
+leader = "{leaders}"
+interval = "10ms"
+
+[[clusters.fx.ready]]
+tcp = "api"
+timeout = "20s"
+"#,
+            bin = common::fixture_bin().display()
+        )
+    };
+    let one = Cluster::from_toml("one.toml", spec("^fx-2$"))
+        .start()
+        .unwrap();
+    assert_eq!(
+        one.wait_leader("fx", Duration::from_secs(10)).unwrap(),
+        "fx-2"
+    );
+    drop(one);
+
+    let split = Cluster::from_toml("split.toml", spec("^fx-[13]$"))
+        .start()
+        .unwrap();
+    let err = split
+        .wait_leader("fx", Duration::from_millis(500))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("split brain"), "{err}");
+    assert!(err.contains("fx-1, fx-3"), "{err}");
+    let status = split.descriptor();
+    let c = status.clusters.iter().find(|c| c.name == "fx").unwrap();
+    assert_eq!(c.leaders, ["fx-1", "fx-3"]);
+}
+
+/// A port the system derives itself (`10000 + node id`) is checked free and locked like the
+/// ports troupe allocates: a second run, or another program on it, is refused before anything
+/// starts, and says who holds it.
+#[test]
+fn fixed_ports_are_locked_for_the_run_and_a_collision_is_refused_before_starting() {
+    // Below the kernel's ephemeral range and outside troupe's default 20000-...: a base chosen
+    // per test run so that parallel runs of this test do not meet.
+    let base = 40000 + (std::process::id() % 2000) * 3;
+    let spec = format!(
+        r#"
+[clusters.fx]
+nodes = 2
+binary = "{bin}"
+ports = ["api", "admin"]
+fixed_ports = {{ admin = "{{{{ {base} + node.index }}}}" }}
+args = ["--listen", "{{{{ node.addrs.admin }}}}"]
+
+[[clusters.fx.ready]]
+tcp = "admin"
+timeout = "20s"
+"#,
+        bin = common::fixture_bin().display()
+    );
+    let first = Cluster::from_toml("fixed.toml", spec.clone())
+        .start()
+        .unwrap();
+    first.wait_ready(None, Duration::from_secs(20)).unwrap();
+    let d = first.descriptor();
+    for (i, n) in d.nodes.iter().enumerate() {
+        assert_eq!(
+            u32::from(n.ports["admin"]),
+            base + 1 + i as u32,
+            "{}",
+            n.name
+        );
+        assert_ne!(n.ports["api"], n.ports["admin"]);
+    }
+    let err = match Cluster::from_toml("fixed.toml", spec.clone()).start() {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a second run took the first run's fixed ports"),
+    };
+    assert!(err.contains(&format!("port {}", base + 1)), "{err}");
+    assert!(err.contains("another troupe run holds it"), "{err}");
+    drop(first);
+
+    // Someone else listens on fx-2's admin port.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", (base + 2) as u16)).unwrap();
+    let err = match Cluster::from_toml("fixed.toml", spec.clone()).start() {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started on a port another program listens on"),
+    };
+    assert!(err.contains("`admin` of `fx-2`"), "{err}");
+    assert!(err.contains("another program listens on it"), "{err}");
+    drop(squatter);
+    let again = Cluster::from_toml("fixed.toml", spec).start().unwrap();
+    again.wait_ready(None, Duration::from_secs(20)).unwrap();
+}

@@ -78,6 +78,9 @@ enum Command {
     Check {
         /// The spec or scenario file.
         spec: PathBuf,
+        /// Override one spec key, as `troupe up --set` does (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+        set: Vec<String>,
     },
     /// Issue a CA and per-cluster server and client certificates into a directory.
     ///
@@ -258,7 +261,7 @@ fn main() -> ExitCode {
     }
     let code = match cli.command {
         Command::Up(args) => up::run(args),
-        Command::Check { spec } => check(&spec),
+        Command::Check { spec, set } => check(&spec, &set),
         Command::Run(args) => run::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Certs(args) => certs::run(args),
@@ -371,7 +374,19 @@ fn init_logging() {
         .init();
 }
 
-fn check(spec: &std::path::Path) -> i32 {
+/// Checks one `--set KEY=VALUE` as clap parses it, so a malformed one is a usage error.
+pub(crate) fn parse_set(text: &str) -> Result<String, String> {
+    troupe_spec::overrides::Override::parse(text).map(|_| text.to_string())
+}
+
+/// The `--set` values, parsed (clap has checked each).
+pub(crate) fn overrides(sets: &[String]) -> Vec<troupe_spec::overrides::Override> {
+    sets.iter()
+        .filter_map(|s| troupe_spec::overrides::Override::parse(s).ok())
+        .collect()
+}
+
+fn check(spec: &std::path::Path, sets: &[String]) -> i32 {
     if is_scenario(spec) {
         return match troupe::scenario::load(spec) {
             Ok(s) => {
@@ -392,7 +407,7 @@ fn check(spec: &std::path::Path) -> i32 {
             }
         };
     }
-    let parsed = match troupe_spec::Spec::from_path(spec) {
+    let parsed = match troupe_spec::Spec::from_path_with(spec, &overrides(sets)) {
         Ok(s) => s,
         Err(e) => return report(troupe::Error::Spec(e)),
     };

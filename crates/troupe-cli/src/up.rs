@@ -28,13 +28,19 @@ pub struct UpArgs {
     /// `troupe down` stops it. Fails (leaving nothing running) if the cluster does not come up.
     #[arg(long)]
     detach: bool,
+    /// Override one spec key for this run, validated like the file (repeatable):
+    /// --set clusters.main.nodes=5 --set clusters.main.network=namespaces
+    /// --set clusters.main.binary=$PWD/target/release/server. A value is read as TOML when it
+    /// is one (5, true, ["a","b"]) and as a string otherwise.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::parse_set)]
+    set: Vec<String>,
     /// Internal: run as the detached supervisor and report readiness on this fd.
     #[arg(long, hide = true)]
     ready_fd: Option<i32>,
 }
 
 pub fn run(args: UpArgs) -> i32 {
-    let spec = match Spec::from_path(&args.spec) {
+    let spec = match Spec::from_path_with(&args.spec, &crate::overrides(&args.set)) {
         Ok(s) => s,
         Err(e) => return crate::report(troupe::Error::Spec(e)),
     };
@@ -51,7 +57,7 @@ pub fn run(args: UpArgs) -> i32 {
         return crate::report(e);
     }
     if args.detach {
-        return detach(&args.spec, &state_dir);
+        return detach(&args.spec, &state_dir, &args.set);
     }
     let nodes: u32 = spec.clusters.values().map(|c| c.nodes).sum();
     if args.ready_fd.is_none() {
@@ -82,7 +88,7 @@ pub fn default_state_dir(spec_path: &Path, name: &str) -> PathBuf {
 }
 
 /// Starts the supervisor in its own session and waits for its word on readiness.
-fn detach(spec: &Path, state_dir: &Path) -> i32 {
+fn detach(spec: &Path, state_dir: &Path, sets: &[String]) -> i32 {
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills the array with two new fds.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -97,6 +103,7 @@ fn detach(spec: &Path, state_dir: &Path) -> i32 {
         .arg(spec)
         .arg("--state-dir")
         .arg(state_dir)
+        .args(sets.iter().flat_map(|s| ["--set", s.as_str()]))
         .args(["--ready-fd", "3"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -185,3 +185,64 @@ fn assert_passes(out: &std::process::Output, script: &str) {
         "{script} failed:\n{stdout}\n{stderr}"
     );
 }
+
+/// One spec, many variants: `--set` changes the node count and the binary (as a built-from-source
+/// server would need) for a detached run, validated like the file; a bad override is refused
+/// before anything starts, naming it.
+#[test]
+fn set_overrides_spec_keys_for_a_detached_run_and_a_bad_one_is_refused() {
+    let run = Run::new();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("fx.toml");
+    std::fs::write(
+        &spec,
+        r#"
+[clusters.fx]
+nodes = 1
+binary = "no-such-server-on-path"
+ports = ["api"]
+args = ["--listen", "{{ node.addrs.api }}"]
+
+[[clusters.fx.ready]]
+tcp = "api"
+"#,
+    )
+    .unwrap();
+    let fixture = cargo_bin("troupe-fixture");
+    run.troupe()
+        .arg("up")
+        .arg(&spec)
+        .arg("--detach")
+        .arg("--set")
+        .arg(format!("clusters.fx.binary={}", fixture.display()))
+        .args(["--set", "clusters.fx.nodes=3"])
+        .args(["--set", "clusters.fx.ready.0.timeout=20s"])
+        .assert()
+        .success();
+    let d = run.status();
+    assert_eq!(d.nodes.len(), 3);
+    assert!(
+        d.nodes
+            .iter()
+            .all(|n| n.state == troupe_spec::NodeState::Ready)
+    );
+    run.troupe().arg("down").assert().success();
+
+    let bad = tempfile::tempdir().unwrap();
+    assert_cmd::Command::new(cargo_bin("troupe"))
+        .env("TROUPE_STATE_DIR", bad.path().join("state"))
+        .arg("up")
+        .arg(&spec)
+        .args(["--set", "clusters.fx.network=namespacs"])
+        .assert()
+        .code(2)
+        .stderr(
+            predicates::str::contains("did you mean \"namespaces\"").and(
+                predicates::str::contains("as read with --set clusters.fx.network=namespacs"),
+            ),
+        );
+    assert!(
+        !bad.path().join("state").exists(),
+        "a refused spec made a state dir"
+    );
+}

@@ -30,6 +30,7 @@ pub mod fault;
 pub mod history;
 mod load;
 mod model;
+pub mod overrides;
 pub mod scenario;
 pub mod workload;
 

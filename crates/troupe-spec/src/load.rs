@@ -133,6 +133,33 @@ impl Spec {
         Spec::from_str(path, &text)
     }
 
+    /// Reads a spec file, applies `--set` overrides to its text, and validates the result: an
+    /// overridden value is checked exactly like the file.
+    pub fn from_path_with(
+        path: impl AsRef<Path>,
+        sets: &[crate::overrides::Override],
+    ) -> Result<Spec, InvalidSpec> {
+        let path = path.as_ref();
+        let text = read_text(
+            path,
+            "spec",
+            "check the path; specs are TOML files such as examples/etcd/cluster.toml",
+        )?;
+        let text = crate::overrides::apply(path, &text, sets)?;
+        Spec::from_str(path, &text).map_err(|mut e| {
+            // The snippet shows the spec as overridden, which is not quite the file on disk.
+            let with: Vec<String> = sets.iter().map(|s| format!("--set {}", s.text())).collect();
+            for err in &mut e.errors {
+                let note = format!("(the spec as read with {})", with.join(" "));
+                err.help = Some(match err.help.take() {
+                    Some(h) => format!("{h}\n{note}"),
+                    None => note,
+                });
+            }
+            e
+        })
+    }
+
     /// Validates spec text; `path` names it in messages and anchors relative paths.
     #[allow(
         clippy::should_implement_trait,

@@ -32,6 +32,7 @@ enum SpecInput {
 /// Options for starting a cluster; see [`Cluster::builder`].
 pub struct ClusterBuilder {
     spec: SpecInput,
+    sets: Vec<String>,
     state_dir: Option<PathBuf>,
     keep: Option<bool>,
     interrupt: Interrupt,
@@ -44,6 +45,14 @@ impl ClusterBuilder {
     /// (and printed) after a failing one. A directory given here is always kept.
     pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Overrides one spec key, as `troupe up --set KEY=VALUE` does: e.g.
+    /// `.set("clusters.main.network=namespaces")`. Applies to a spec read from a file or text;
+    /// validated with the rest of the spec when the cluster starts.
+    pub fn set(mut self, key_value: impl Into<String>) -> Self {
+        self.sets.push(key_value.into());
         self
     }
 
@@ -106,9 +115,28 @@ impl ClusterBuilder {
     /// Runs on the cluster's own runtime; returns the started engine and whether its state
     /// directory is temporary.
     async fn start_on(self) -> Result<(Arc<Engine>, bool), Error> {
+        let mut sets = Vec::new();
+        for s in &self.sets {
+            sets.push(
+                troupe_spec::overrides::Override::parse(s).map_err(|e| Error::Refused {
+                    message: format!("set({s:?}): {e}"),
+                    help: None,
+                })?,
+            );
+        }
         let spec = match self.spec {
-            SpecInput::Path(p) => Spec::from_path(&p)?,
-            SpecInput::Text { path, text } => Spec::from_str(&path, &text)?,
+            SpecInput::Path(p) => Spec::from_path_with(&p, &sets)?,
+            SpecInput::Text { path, text } => {
+                let text = troupe_spec::overrides::apply(&path, &text, &sets)?;
+                Spec::from_str(&path, &text)?
+            }
+            SpecInput::Spec(_) if !sets.is_empty() => {
+                return Err(Error::Refused {
+                    message: "`set` overrides a spec read from a file or text, not a built one"
+                        .into(),
+                    help: Some("change the built spec itself".into()),
+                });
+            }
             SpecInput::Spec(s) => *s,
         };
         if self.subreaper {
@@ -331,6 +359,7 @@ impl Cluster {
     fn with_input(spec: SpecInput) -> ClusterBuilder {
         ClusterBuilder {
             spec,
+            sets: Vec::new(),
             state_dir: None,
             keep: None,
             interrupt: Interrupt::new(),

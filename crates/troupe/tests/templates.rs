@@ -209,6 +209,17 @@ timeout = "20s"
     assert!(err.contains("`admin` of `fx-2`"), "{err}");
     assert!(err.contains("another program listens on it"), "{err}");
     drop(squatter);
-    let again = Cluster::from_toml("fixed.toml", spec).start().unwrap();
+    // The same spec as a variant: `set` moves the derived ports elsewhere.
+    let again = Cluster::from_toml("fixed.toml", spec)
+        .set(format!(
+            "clusters.fx.fixed_ports.admin={{{{ {} + node.index }}}}",
+            base + 10
+        ))
+        .start()
+        .unwrap();
     again.wait_ready(None, Duration::from_secs(20)).unwrap();
+    assert_eq!(
+        u32::from(again.descriptor().nodes[1].ports["admin"]),
+        base + 12
+    );
 }

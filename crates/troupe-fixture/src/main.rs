@@ -6,7 +6,8 @@
 //!                [--ignore-sigterm] [--fork-grandchild] [--say TEXT]
 //! ```
 //! - `--listen`: after `--ready-after`, accept TCP connections and answer each with
-//!   `HTTP/1.1 200 OK` and body `ok`; without it the fixture never becomes ready to a probe.
+//!   `HTTP/1.1 200 OK` and body `ok` (printing `fixture got POST /path body=...` for a POST);
+//!   without it the fixture never becomes ready to a probe.
 //! - `--ready-after MS`: print `fixture ready` (and start listening) after MS milliseconds.
 //! - `--exit-after MS` / `--exit-code N`: exit with N (default 1) after MS milliseconds.
 //! - `--ignore-sigterm`: ignore SIGTERM (and SIGINT), so only SIGKILL stops it.
@@ -89,7 +90,14 @@ fn main() {
                 let mut conn = conn;
                 let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
                 let mut buf = [0u8; 1024];
-                let _ = conn.read(&mut buf);
+                let n = conn.read(&mut buf).unwrap_or(0);
+                // A POST is logged with its body, so tests can see what reached the node.
+                let text = String::from_utf8_lossy(&buf[..n]);
+                if let Some(line) = text.lines().next().filter(|l| l.starts_with("POST ")) {
+                    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+                    println!("fixture got {line} body={body}");
+                    let _ = std::io::stdout().flush();
+                }
                 let _ = conn.write_all(
                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
                 );

@@ -41,6 +41,6 @@ pub use descriptor::{
 pub use diag::{InvalidSpec, SpecError, SpecSource, suggest};
 pub use duration::{MAX_DURATION, checked_deadline, format_duration, parse_duration};
 pub use model::{
-    ClusterSpec, FileSpec, KeyType, Network, ProbeKind, ProbeSpec, RoleRuleSpec, RoleSourceSpec,
-    RoleSpec, Spanned, Spec, StartMode, StopSpec, TlsSpec,
+    BootstrapOn, BootstrapStep, ClusterSpec, FileSpec, KeyType, Network, ProbeKind, ProbeSpec,
+    RoleRuleSpec, RoleSourceSpec, RoleSpec, Spanned, Spec, StartMode, StopSpec, TlsSpec,
 };

@@ -66,6 +66,8 @@ struct RawCluster {
     ready: Vec<Spanned<RawProbe>>,
     role: Option<Spanned<RawRole>>,
     stop: Option<Spanned<RawStop>>,
+    #[serde(default)]
+    bootstrap: Vec<Spanned<RawProbe>>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +96,8 @@ struct RawFile {
 struct RawProbe {
     tcp: Option<Spanned<String>>,
     http: Option<Spanned<String>>,
+    post: Option<Spanned<String>>,
+    on: Option<Spanned<String>>,
     status: Option<Spanned<i64>>,
     body: Option<Spanned<String>>,
     log: Option<Spanned<String>>,
@@ -734,6 +738,11 @@ impl Validator<'_> {
             .into_iter()
             .filter_map(|p| self.probe(p, &ports))
             .collect();
+        let bootstrap = c
+            .bootstrap
+            .into_iter()
+            .filter_map(|raw| self.bootstrap_step(raw, name, nodes, &ports))
+            .collect();
         let stop = c.stop.map(|s| self.stop(s)).unwrap_or_default();
         let role = c.role.and_then(|r| self.role(r));
         ClusterSpec {
@@ -753,10 +762,59 @@ impl Validator<'_> {
             after: c.after,
             started,
             ready,
+            bootstrap,
             role,
             stop,
             span,
         }
+    }
+
+    /// A bootstrap step: a probe plus the node it runs on (`on`, default the first node).
+    fn bootstrap_step(
+        &mut self,
+        mut raw: Spanned<RawProbe>,
+        cluster: &str,
+        nodes: u32,
+        ports: &[String],
+    ) -> Option<BootstrapStep> {
+        let on = match raw.get_mut().on.take() {
+            None => BootstrapOn::Node(1),
+            Some(on) if on.get_ref() == "each" => BootstrapOn::Each,
+            Some(on) => {
+                let index = on
+                    .get_ref()
+                    .strip_prefix(cluster)
+                    .and_then(|r| r.strip_prefix('-'))
+                    .and_then(|i| i.parse::<u32>().ok())
+                    .filter(|i| (1..=nodes).contains(i));
+                match index {
+                    Some(i) => BootstrapOn::Node(i),
+                    None => {
+                        self.err(
+                            on.span(),
+                            format!(
+                                "bootstrap step `on = \"{}\"` names no node of cluster `{cluster}`",
+                                on.get_ref()
+                            ),
+                            format!(
+                                "use a node name from {cluster}-1 to {cluster}-{nodes}, or \"each\" to run the step on every node in turn"
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        let probe = self.probe(raw, ports)?;
+        if let ProbeKind::Log { .. } = probe.kind {
+            self.err(
+                probe.span.clone(),
+                "a bootstrap step does something: `log` only watches",
+                "use `http` (with `post` for a body) or `command`; a log line to wait for belongs in `ready`",
+            );
+            return None;
+        }
+        Some(BootstrapStep { on, probe })
     }
 
     fn role(&mut self, raw: Spanned<RawRole>) -> Option<RoleSpec> {
@@ -1027,7 +1085,14 @@ impl Validator<'_> {
 
     fn probe(&mut self, raw: Spanned<RawProbe>, ports: &[String]) -> Option<ProbeSpec> {
         let span = raw.span();
-        let p = raw.into_inner();
+        let mut p = raw.into_inner();
+        if let Some(on) = p.on.take() {
+            self.err(
+                on.span(),
+                "`on` only applies to `bootstrap` steps: a readiness probe asks every node",
+                "remove `on`, or move this into a [[clusters.NAME.bootstrap]] step",
+            );
+        }
         let kinds = [
             p.tcp.is_some(),
             p.http.is_some(),
@@ -1091,7 +1156,8 @@ impl Validator<'_> {
             let kind = found_kind(&kinds);
             let status = p.status.as_ref().map(|s| ("status", s.span()));
             let body = p.body.as_ref().map(|b| ("body", b.span()));
-            for (key, at) in status.into_iter().chain(body) {
+            let post = p.post.as_ref().map(|b| ("post", b.span()));
+            for (key, at) in status.into_iter().chain(body).chain(post) {
                 self.err(
                     at,
                     format!("`{key}` only applies to `http` probes, and this is a `{kind}` probe"),
@@ -1131,7 +1197,12 @@ impl Validator<'_> {
                 },
             };
             let body = p.body.as_ref().and_then(|b| self.regex(b));
-            ProbeKind::Http { url, status, body }
+            ProbeKind::Http {
+                url,
+                status,
+                body,
+                post: p.post,
+            }
         } else if let Some(log) = p.log {
             let pattern = self.regex(&log)?;
             ProbeKind::Log { pattern }

@@ -111,6 +111,9 @@ pub struct ClusterSpec {
     pub started: Vec<ProbeSpec>,
     /// All must pass before the node counts as ready.
     pub ready: Vec<ProbeSpec>,
+    /// Run in order once every node is ready, each retried until it passes or its `timeout`,
+    /// before the cluster counts as formed (`POST /init`, a membership change, ...).
+    pub bootstrap: Vec<BootstrapStep>,
     /// How to tell which node leads, if the system has a leader.
     pub role: Option<RoleSpec>,
     pub stop: StopSpec,
@@ -168,6 +171,23 @@ pub struct ProbeSpec {
     pub span: Range<usize>,
 }
 
+/// One step that forms a cluster: a probe run on one node (or each in turn) until it passes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BootstrapStep {
+    pub on: BootstrapOn,
+    pub probe: ProbeSpec,
+}
+
+/// Where a bootstrap step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapOn {
+    /// The node with this index (1-based).
+    Node(u32),
+    /// Every node, one after another.
+    Each,
+}
+
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ProbeKind {
@@ -179,6 +199,8 @@ pub enum ProbeKind {
         status: u16,
         /// Regex the body must match.
         body: Option<String>,
+        /// POST this body (a template) instead of a GET.
+        post: Option<Spanned<String>>,
     },
     /// A regex over the node's log (stdout and stderr).
     Log { pattern: String },
@@ -191,7 +213,11 @@ impl ProbeKind {
     pub fn describe(&self) -> String {
         match self {
             ProbeKind::Tcp { port } => format!("tcp connect to port `{}`", port.get_ref()),
-            ProbeKind::Http { url, .. } => format!("http GET {}", url.get_ref()),
+            ProbeKind::Http { url, post, .. } => format!(
+                "http {} {}",
+                if post.is_some() { "POST" } else { "GET" },
+                url.get_ref()
+            ),
             ProbeKind::Log { pattern } => format!("log line matching /{pattern}/"),
             ProbeKind::Command { argv } => format!(
                 "command `{}`",

@@ -128,6 +128,8 @@ pub(crate) fn io_err(action: &'static str, path: &Path, source: std::io::Error) 
 #[derive(Debug, Clone)]
 pub struct StartFailure {
     pub node: String,
+    /// The failing probe was a bootstrap step (run once every node was ready), not readiness.
+    pub bootstrap: bool,
     pub reason: StartReason,
     pub log: PathBuf,
     pub log_tail: Vec<String>,
@@ -157,6 +159,11 @@ impl fmt::Display for StartFailure {
             StartReason::Exited { status } => write!(
                 f,
                 "node `{}` exited before it was ready ({status})",
+                self.node
+            )?,
+            StartReason::Timeout { probe, after, last } if self.bootstrap => write!(
+                f,
+                "the cluster did not form: bootstrap step {probe} on `{}` never passed in {after}; last seen: {last}",
                 self.node
             )?,
             StartReason::Timeout { probe, after, last } => write!(

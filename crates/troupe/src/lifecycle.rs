@@ -157,6 +157,20 @@ impl Engine {
             })
             .collect();
         try_join_all(ready).await?;
+        // Formed means formed: `POST /init`, membership changes and the like, in order, each
+        // retried on its node until it passes or its deadline.
+        for (name, step) in &cluster.bootstrap {
+            let node = self.node(name)?;
+            node.wait_probes(std::slice::from_ref(step), &self.run)
+                .await
+                .map_err(|e| match e {
+                    Error::Start(mut failure) => {
+                        failure.bootstrap = true;
+                        Error::Start(failure)
+                    }
+                    other => other,
+                })?;
+        }
         self.live[&cluster.name].set_formation(began.elapsed());
         Ok(())
     }

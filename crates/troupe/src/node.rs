@@ -158,6 +158,7 @@ impl Node {
     pub fn failure(&self, reason: StartReason) -> Error {
         Error::Start(Box::new(StartFailure {
             node: self.plan.name.clone(),
+            bootstrap: false,
             reason,
             log: self.plan.log.clone(),
             log_tail: probe::log_tail(&self.plan.log, 15),

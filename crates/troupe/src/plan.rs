@@ -42,6 +42,8 @@ pub struct ClusterPlan {
     /// Clusters that must be ready before this one starts.
     pub after: Vec<String>,
     pub nodes: Vec<NodePlan>,
+    /// Run in this order once every node is ready: (node, step), each until it passes.
+    pub bootstrap: Vec<(String, Probe)>,
 }
 
 /// One node, fully resolved.
@@ -474,6 +476,8 @@ impl Resolver<'_> {
         let mut clusters = Vec::new();
         for c in spec.start_order() {
             let mut nodes = Vec::new();
+            // (step, node index, node, probe), sorted into run order below.
+            let mut bootstrap = Vec::new();
             for i in 1..=c.nodes {
                 let name = node_name(&c.name, i);
                 let node = &node_ctx[&name];
@@ -511,6 +515,14 @@ impl Resolver<'_> {
                     .iter()
                     .filter_map(|pr| self.probe(pr, &host, &p, &ctx))
                     .collect();
+                for (k, step) in c.bootstrap.iter().enumerate() {
+                    if matches!(step.on, troupe_spec::BootstrapOn::Node(n) if n != i) {
+                        continue;
+                    }
+                    if let Some(pr) = self.probe(&step.probe, &host, &p, &ctx) {
+                        bootstrap.push((k, i, name.clone(), pr));
+                    }
+                }
                 let user = c.user.as_ref().and_then(|u| self.user(u));
                 let role = c.role.as_ref().and_then(|r| self.role(r, &ctx));
                 nodes.push(NodePlan {
@@ -542,6 +554,10 @@ impl Resolver<'_> {
                 start: c.start,
                 after: c.after.iter().map(|a| a.get_ref().clone()).collect(),
                 nodes,
+                bootstrap: {
+                    bootstrap.sort_by_key(|(k, i, _, _)| (*k, *i));
+                    bootstrap.into_iter().map(|(_, _, n, p)| (n, p)).collect()
+                },
             });
         }
         Plan {
@@ -745,16 +761,23 @@ impl Resolver<'_> {
                 host: host.to_string(),
                 port: *ports.get(port.get_ref())?,
             },
-            ProbeKind::Http { url, status, body } => {
+            ProbeKind::Http {
+                url,
+                status,
+                body,
+                post,
+            } => {
                 let text = self.render(url, ctx);
                 if text.is_empty() {
                     return None;
                 }
+                let post = post.as_ref().map(|b| self.render(b, ctx));
                 match Url::parse(&text) {
                     Ok(u) => ProbeCheck::Http {
                         url: u,
                         status: *status,
                         body: body.as_ref().and_then(|b| regex::Regex::new(b).ok()),
+                        post,
                     },
                     Err(e) => {
                         let err = self
@@ -787,8 +810,11 @@ impl Resolver<'_> {
         };
         let description = match &check {
             ProbeCheck::Tcp { host, port } => format!("tcp connect to {}:{port}", url_host(host)),
-            ProbeCheck::Http { url, status, .. } => format!(
-                "GET {}://{}:{}{} (expecting {status})",
+            ProbeCheck::Http {
+                url, status, post, ..
+            } => format!(
+                "{} {}://{}:{}{} (expecting {status})",
+                if post.is_some() { "POST" } else { "GET" },
                 if url.https { "https" } else { "http" },
                 url_host(&url.host),
                 url.port,

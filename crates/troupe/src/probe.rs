@@ -99,13 +99,18 @@ impl Prober {
                     Err(e) => Check::NotYet(format!("connect: {e}")),
                 }
             }
-            ProbeCheck::Http { url, status, body } => {
+            ProbeCheck::Http {
+                url,
+                status,
+                body,
+                post,
+            } => {
                 if url.https && self.tls.is_none() {
                     return Check::Failed(
                         "an https probe needs TLS: add a [tls] table to the spec".into(),
                     );
                 }
-                match crate::http::request(url, None, self.tls.as_ref()).await {
+                match crate::http::request(url, post.as_deref(), self.tls.as_ref()).await {
                     Ok((code, text)) => {
                         if code != *status {
                             Check::NotYet(format!("HTTP {code}: {}", first_line(&text)))

@@ -28,6 +28,8 @@ pub enum ProbeCheck {
         url: Url,
         status: u16,
         body: Option<regex::Regex>,
+        /// POST this body instead of a GET.
+        post: Option<String>,
     },
     Log {
         regex: regex::Regex,

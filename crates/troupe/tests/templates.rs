@@ -223,3 +223,100 @@ timeout = "20s"
         base + 12
     );
 }
+
+fn bootstrap_spec(steps: &str) -> String {
+    format!(
+        r#"
+[clusters.fx]
+nodes = 3
+binary = "{bin}"
+ports = ["api"]
+args = ["--listen", "{{{{ node.addrs.api }}}}"]
+
+[[clusters.fx.ready]]
+tcp = "api"
+timeout = "20s"
+{steps}
+"#,
+        bin = common::fixture_bin().display()
+    )
+}
+
+/// A Raft store whose nodes start uninitialised: `POST /init` on one node, then a step on each
+/// node in turn that keeps failing until it has been tried a few times. `start` returns only
+/// once all have passed, in order, so the cluster is formed and not merely running.
+#[test]
+fn bootstrap_steps_run_in_order_and_are_retried_before_the_cluster_counts_as_formed() {
+    let spec = bootstrap_spec(
+        r#"
+[[clusters.fx.bootstrap]]
+http = "{{ node.urls.api }}/init"
+post = '{"members": "{{ cluster.addrs.api }}"}'
+timeout = "10s"
+
+[[clusters.fx.bootstrap]]
+on = "each"
+command = ["sh", "-c", "n=$(cat tries 2>/dev/null || echo 0); echo $((n+1)) > tries; echo {{ node.name }} >> ../order; [ $n -ge 2 ]"]
+interval = "1ms"
+timeout = "10s"
+"#,
+    );
+    let cluster = Cluster::from_toml("boot.toml", spec).start().unwrap();
+    let d = cluster.descriptor();
+    let dir = |n: &str| {
+        d.nodes
+            .iter()
+            .find(|x| x.name == n)
+            .unwrap()
+            .data_dir
+            .parent()
+            .unwrap()
+            .to_path_buf()
+    };
+    let log = std::fs::read_to_string(dir("fx-1").join("node.log")).unwrap();
+    let addrs: Vec<String> = d.nodes.iter().map(|n| n.addrs["api"].clone()).collect();
+    assert!(
+        log.contains(&format!(
+            "fixture got POST /init HTTP/1.1 body={{\"members\": \"{}\"}}",
+            addrs.join(",")
+        )),
+        "{log}"
+    );
+    for n in ["fx-2", "fx-3"] {
+        let other = std::fs::read_to_string(dir(n).join("node.log")).unwrap();
+        assert!(!other.contains("POST /init"), "the init step ran on {n}");
+    }
+    // Each node's step ran until its third try passed, fx-1's before fx-2's before fx-3's.
+    let order = std::fs::read_to_string(dir("fx-1").parent().unwrap().join("order")).unwrap();
+    let runs: Vec<&str> = order.lines().collect();
+    assert_eq!(
+        runs,
+        [
+            "fx-1", "fx-1", "fx-1", "fx-2", "fx-2", "fx-2", "fx-3", "fx-3", "fx-3"
+        ]
+    );
+    let formed = d.clusters[0].formation_ms.expect("formation time");
+    assert!(formed > 0.0);
+}
+
+/// A bootstrap step that never passes fails the start, saying it was the bootstrap, where, and
+/// what the node said.
+#[test]
+fn a_bootstrap_step_that_never_passes_fails_the_start_saying_which_step_and_where() {
+    let spec = bootstrap_spec(
+        r#"
+[[clusters.fx.bootstrap]]
+on = "fx-2"
+command = ["sh", "-c", "echo not initialised yet >&2; exit 1"]
+timeout = "300ms"
+"#,
+    );
+    let err = match Cluster::from_toml("boot.toml", spec).start() {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a cluster whose bootstrap fails was started"),
+    };
+    assert!(err.contains("did not form"), "{err}");
+    assert!(err.contains("bootstrap step"), "{err}");
+    assert!(err.contains("on `fx-2`"), "{err}");
+    assert!(err.contains("not initialised yet"), "{err}");
+}

@@ -414,6 +414,9 @@ fn check(spec: &std::path::Path, sets: &[String]) -> i32 {
     if let Err(e) = troupe::plan::check(&parsed) {
         return report(troupe::Error::Spec(e));
     }
+    for w in troupe::plan::probe_cost_warnings(&parsed) {
+        eprintln!("troupe: warning: {w}");
+    }
     let nodes: u32 = parsed.clusters.values().map(|c| c.nodes).sum();
     println!(
         "{}: ok ({} cluster{}, {nodes} node{})",

@@ -53,6 +53,11 @@ pub fn run(args: UpArgs) -> i32 {
     if let Err(e) = troupe::plan::check(&spec) {
         return crate::report(troupe::Error::Spec(e));
     }
+    if args.ready_fd.is_none() {
+        for w in troupe::plan::probe_cost_warnings(&spec) {
+            eprintln!("troupe: warning: {w}");
+        }
+    }
     if let Err(e) = troupe::state::check_path(&state_dir) {
         return crate::report(e);
     }

@@ -81,6 +81,7 @@ struct RawRole {
     equals: Option<Spanned<String>>,
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    scope: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -912,6 +913,28 @@ impl Validator<'_> {
                 return None;
             }
         };
+        let scope = match r.scope.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("node") => RoleScope::Node,
+            Some("cluster") => {
+                if let RoleRuleSpec::Equals(_) = rule {
+                    self.err(
+                        r.scope.as_ref().expect("scope").span(),
+                        "`scope = \"cluster\"` asks once for the whole cluster, so `equals` (two fields of one answer) cannot tell nodes apart",
+                        "say how the answer names each node with `leader`, a template rendered per node, e.g. leader = '^{{ node.name }}$' or '^{{ node.addrs.db }}$'",
+                    );
+                    return None;
+                }
+                RoleScope::Cluster
+            }
+            Some(other) => {
+                self.err(
+                    r.scope.as_ref().expect("scope").span(),
+                    format!("unknown role scope `{other}`"),
+                    "use \"node\" (the default: every node is asked about itself) or \"cluster\" (one question per interval whose answer names the leader; `leader` is matched per node)",
+                );
+                return None;
+            }
+        };
         let interval = match &r.interval {
             Some(i) => self.positive(i)?,
             None => std::time::Duration::from_millis(20),
@@ -922,6 +945,7 @@ impl Validator<'_> {
         };
         Some(RoleSpec {
             source,
+            scope,
             pointer,
             rule,
             interval,

@@ -230,11 +230,25 @@ impl ProbeKind {
     }
 }
 
+/// Who a role probe asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RoleScope {
+    /// Every running node, about itself, every interval: nodes × 1/interval questions a second.
+    #[default]
+    Node,
+    /// One question per interval (asked through the first running node's rendering, the next
+    /// one if that fails) whose answer names the leader; each node's `leader` pattern is matched
+    /// against it. For systems where a separate group (watchers, a coordinator) decides.
+    Cluster,
+}
+
 /// How to ask a node whether it leads its cluster.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RoleSpec {
     pub source: RoleSourceSpec,
+    /// Who is asked: each node about itself, or the cluster once per interval.
+    pub scope: RoleScope,
     /// JSON pointer into the answer (`/leader`); without it the whole answer is matched.
     pub pointer: Option<String>,
     pub rule: RoleRuleSpec,

@@ -330,6 +330,47 @@ pub fn fixed_ports(spec: &Spec) -> Result<PortMap, InvalidSpec> {
     }
 }
 
+/// Processes a second above which a role probe set is warned about: on a 2-core machine, 9
+/// TLS client processes every 50 ms (180/s) were load enough to cause a spurious failover.
+pub const PROBE_PROCESS_BUDGET: f64 = 150.0;
+
+/// Warnings about what the spec's role probes cost: a `command` role probe spawns one process
+/// per node per interval (one per interval with `scope = "cluster"`).
+pub fn probe_cost_warnings(spec: &Spec) -> Vec<String> {
+    let mut total = 0.0;
+    let mut parts = Vec::new();
+    for c in spec.clusters.values() {
+        let Some(role) = &c.role else { continue };
+        if !matches!(role.source, troupe_spec::RoleSourceSpec::Command { .. }) {
+            continue;
+        }
+        let asked = match role.scope {
+            troupe_spec::RoleScope::Node => c.nodes,
+            troupe_spec::RoleScope::Cluster => 1,
+        };
+        let per_second = f64::from(asked) / role.interval.as_secs_f64().max(0.001);
+        total += per_second;
+        parts.push(format!(
+            "cluster `{}` {}every {} ({per_second:.0}/s)",
+            c.name,
+            if asked == 1 {
+                "runs its role command once ".to_string()
+            } else {
+                format!("runs its role command on each of {asked} nodes ")
+            },
+            troupe_spec::format_duration(role.interval)
+        ));
+    }
+    if total > PROBE_PROCESS_BUDGET {
+        vec![format!(
+            "role probes will start about {total:.0} processes a second: {}. That load can slow the system under test enough to change its behaviour (a spurious failover); use scope = \"cluster\" when one answer names the leader, an `http` role probe, or a longer `interval`",
+            parts.join("; ")
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
 pub fn node_name(cluster: &str, index: u32) -> String {
     format!("{cluster}-{index}")
 }
@@ -742,6 +783,7 @@ impl Resolver<'_> {
         };
         Some(RoleProbe {
             source,
+            cluster_scope: r.scope == troupe_spec::RoleScope::Cluster,
             pointer: r.pointer.clone(),
             rule,
             interval: r.interval,

@@ -44,6 +44,8 @@ pub enum ProbeCheck {
 #[derive(Debug, Clone)]
 pub struct RoleProbe {
     pub source: RoleSource,
+    /// Asked once per cluster per interval; the answer is matched with every node's `rule`.
+    pub cluster_scope: bool,
     /// JSON pointer into the answer; without it the whole answer is matched.
     pub pointer: Option<String>,
     pub rule: RoleRule,

@@ -7,6 +7,10 @@
 //! value at one JSON pointer equalling the value at another (etcd's
 //! `/v3/maintenance/status` has `leader` and `header.member_id`).
 //!
+//! With `scope = "cluster"` the question is asked once per interval instead (through the first
+//! running node's rendering of it, the next node's if that fails), for systems where a separate
+//! group decides who leads; every node's own `leader` pattern is matched against the one answer.
+//!
 //! A failover starts when troupe stops, kills or pauses the node it last saw leading, and ends
 //! when the probe first sees a different leader; its resolution is the probe interval.
 
@@ -63,7 +67,18 @@ pub async fn ask(
     env: &[(String, String)],
     dir: &Path,
 ) -> Result<bool, String> {
-    let answer = match &p.source {
+    let answer = answer(p, tls, env, dir).await?;
+    is_leader(&answer, p.pointer.as_deref(), &p.rule)
+}
+
+/// The probe's answer, as text.
+async fn answer(
+    p: &RoleProbe,
+    tls: Option<&Arc<ClientConfig>>,
+    env: &[(String, String)],
+    dir: &Path,
+) -> Result<String, String> {
+    Ok(match &p.source {
         RoleSource::Http { url, post } => {
             let (code, body) = crate::http::request(url, post.as_deref(), tls).await?;
             if !(200..300).contains(&code) {
@@ -91,8 +106,30 @@ pub async fn ask(
             }
             out.stdout_text()
         }
-    };
-    is_leader(&answer, p.pointer.as_deref(), &p.rule)
+    })
+}
+
+/// One cluster-scope question: asked through the first node that answers, matched with every
+/// asked node's own `leader` pattern. Nodes in `nodes` only; no answer at all: empty.
+async fn ask_cluster(nodes: &[Arc<crate::node::Node>]) -> BTreeMap<String, bool> {
+    for n in nodes {
+        let Some(role) = &n.plan.role else { continue };
+        let got = tokio::time::timeout(
+            role.timeout,
+            answer(role, n.tls.as_ref(), &n.plan.env, &n.plan.dir),
+        )
+        .await;
+        let Ok(Ok(text)) = got else { continue };
+        return nodes
+            .iter()
+            .filter_map(|m| {
+                let r = m.plan.role.as_ref()?;
+                let leads = is_leader(&text, r.pointer.as_deref(), &r.rule).ok()?;
+                Some((m.plan.name.clone(), leads))
+            })
+            .collect();
+    }
+    BTreeMap::new()
 }
 
 /// Asks every running node of a cluster its role every `interval`, all at once so that one
@@ -106,7 +143,27 @@ pub(crate) async fn watch(
         .iter()
         .find_map(|n| n.plan.role.as_ref().map(|r| r.interval))
         .unwrap_or(Duration::from_millis(20));
+    let cluster_scope = nodes
+        .iter()
+        .any(|n| n.plan.role.as_ref().is_some_and(|r| r.cluster_scope));
     loop {
+        if cluster_scope {
+            let asked: Vec<Arc<crate::node::Node>> = nodes
+                .iter()
+                .filter(|n| {
+                    n.status().is_some_and(|st| {
+                        st.running() && st.state != troupe_spec::NodeState::Paused
+                    })
+                })
+                .cloned()
+                .collect();
+            live.observe(ask_cluster(&asked).await);
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = crate::lifecycle::closed(&mut closing) => break,
+            }
+            continue;
+        }
         let mut set = tokio::task::JoinSet::new();
         for n in &nodes {
             let (Some(st), Some(role)) = (n.status(), n.plan.role.clone()) else {

@@ -160,9 +160,10 @@ timeout = "20s"
 /// starts, and says who holds it.
 #[test]
 fn fixed_ports_are_locked_for_the_run_and_a_collision_is_refused_before_starting() {
-    // Below the kernel's ephemeral range and outside troupe's default 20000-...: a base chosen
-    // per test run so that parallel runs of this test do not meet.
-    let base = 40000 + (std::process::id() % 2000) * 3;
+    // Below troupe's own range (20000 up to the kernel's ephemeral range, where any outgoing
+    // connection may take a port), as the broker's 10000 + id is: a base chosen per test run
+    // so that parallel runs of this test do not meet.
+    let base = 10000 + (std::process::id() % 3000) * 3;
     let spec = format!(
         r#"
 [clusters.fx]
@@ -319,4 +320,100 @@ timeout = "300ms"
     assert!(err.contains("bootstrap step"), "{err}");
     assert!(err.contains("on `fx-2`"), "{err}");
     assert!(err.contains("not initialised yet"), "{err}");
+}
+
+/// A cluster whose leader is decided by a separate group: one question per interval, asked
+/// through the first running node, whose answer names the leader. Each node's `leader` pattern
+/// is matched against that one answer.
+#[test]
+fn a_cluster_scope_role_probe_asks_once_per_interval_and_the_answer_names_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader_file = dir.path().join("leader");
+    let asked = dir.path().join("asked");
+    std::fs::write(&leader_file, "fx-2\n").unwrap();
+    let spec = format!(
+        r#"
+[clusters.fx]
+nodes = 3
+binary = "{bin}"
+ports = ["api"]
+args = ["--listen", "{{{{ node.addrs.api }}}}"]
+
+[clusters.fx.role]
+scope = "cluster"
+command = ["sh", "-c", "echo {{{{ node.name }}}} >> {asked}; cat {leader}"]
+leader = '^{{{{ node.name }}}}$'
+interval = "10ms"
+
+[[clusters.fx.ready]]
+tcp = "api"
+timeout = "20s"
+"#,
+        bin = common::fixture_bin().display(),
+        asked = asked.display(),
+        leader = leader_file.display(),
+    );
+    let spec_parsed = troupe_spec::Spec::from_str("scope.toml", &spec).unwrap();
+    assert!(troupe::plan::probe_cost_warnings(&spec_parsed).is_empty());
+    let cluster = Cluster::from_toml("scope.toml", spec).start().unwrap();
+    assert_eq!(
+        cluster.wait_leader("fx", Duration::from_secs(10)).unwrap(),
+        "fx-2"
+    );
+    // Asked through fx-1 only: once per interval, not once per node.
+    let lines = std::fs::read_to_string(&asked).unwrap();
+    assert!(lines.lines().all(|l| l == "fx-1"), "{lines}");
+
+    std::fs::write(&leader_file, "fx-3\n").unwrap();
+    assert_eq!(
+        cluster
+            .wait_new_leader("fx", "fx-2", Duration::from_secs(10))
+            .unwrap(),
+        "fx-3"
+    );
+    // With fx-1 gone, the question goes through the next running node.
+    cluster.kill("fx-1").unwrap();
+    std::fs::write(&asked, "").unwrap();
+    common::wait_until(
+        Duration::from_secs(10),
+        "a question asked through fx-2",
+        || std::fs::read_to_string(&asked).unwrap().contains("fx-2"),
+    );
+}
+
+/// A command role probe on every node every 20 ms is load of its own: warned about, with the
+/// way out.
+#[test]
+fn role_probes_that_would_spawn_hundreds_of_processes_a_second_are_warned_about() {
+    let spec = |scope: &str| {
+        format!(
+            r#"
+[clusters.db]
+nodes = 9
+binary = "sleep"
+ports = ["api"]
+
+[clusters.db.role]
+{scope}
+command = ["true"]
+leader = "x"
+interval = "20ms"
+"#
+        )
+    };
+    let per_node = troupe_spec::Spec::from_str("cost.toml", &spec("")).unwrap();
+    let warnings = troupe::plan::probe_cost_warnings(&per_node);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("450 processes a second"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[0].contains("scope = \"cluster\""),
+        "{}",
+        warnings[0]
+    );
+    let once = troupe_spec::Spec::from_str("cost.toml", &spec("scope = \"cluster\"")).unwrap();
+    assert!(troupe::plan::probe_cost_warnings(&once).is_empty());
 }

@@ -123,6 +123,8 @@ pub fn run(scenario: &Scenario, opts: RunOptions, on_event: &(dyn Fn(&Event) + S
             .timeout
             .map(|t| crate::deadline::std_from(started, t)),
         templates: Templates::new(),
+        params: scenario.params(|name| std::env::var(name).ok()),
+        continue_on_failure: scenario.continue_on_failure,
         on_event,
     };
     let ctx = Ctx::default();
@@ -144,7 +146,7 @@ pub fn run(scenario: &Scenario, opts: RunOptions, on_event: &(dyn Fn(&Event) + S
     let failed = steps
         .iter()
         .chain(&finally)
-        .any(|s| s.verdict == Verdict::Failed);
+        .any(|s| s.verdict.fails_scenario());
     let interrupted = opts.interrupt.level() > 0;
     let verdict = if failed || interrupted {
         Verdict::Failed
@@ -204,10 +206,17 @@ struct Runner<'a> {
     subreaper: bool,
     deadline: Option<Instant>,
     templates: Templates,
+    /// The scenario's `[env]` parameters, resolved against the caller's environment.
+    params: Vec<(String, String)>,
+    /// The scenario's `continue_on_failure`.
+    continue_on_failure: bool,
     on_event: &'a (dyn Fn(&Event) + Sync),
 }
 
 type StepResult = Result<Option<String>, Failure>;
+
+/// The error of a step whose own work passed and a nested step failed.
+pub const NESTED_FAILED: &str = "a nested step failed";
 
 /// Why a step failed, and which nodes' logs explain it.
 struct Failure {
@@ -251,6 +260,7 @@ impl Runner<'_> {
             }
             env.push(("TROUPE_BIN".into(), exe.display().to_string()));
         }
+        env.extend(self.params.iter().cloned());
         env.extend(self.vars.lock().expect("vars").clone());
         env.extend(ctx.locals.clone());
         if let Some(n) = &ctx.node {
@@ -283,22 +293,47 @@ impl Runner<'_> {
         })
     }
 
-    /// Steps in order; after a failure (or an interrupt) the rest are skipped.
+    /// Steps in order; after a failure the rest are skipped, unless the failed step (or the
+    /// scenario) says `continue_on_failure`; after an interrupt or the scenario's deadline,
+    /// always.
     fn run_steps(&self, steps: &[Step], ctx: &Ctx, depth: usize) -> Vec<StepReport> {
         let mut out = Vec::new();
-        let mut failed = false;
+        let mut failed: Option<String> = None;
         for s in steps {
-            if failed || self.interrupt.level() > 0 || self.past_deadline() {
-                out.push(StepReport::skipped(
+            let why = if self.interrupt.level() > 0 {
+                Some("the run was interrupted".to_string())
+            } else if self.past_deadline() {
+                Some("the scenario's timeout passed".to_string())
+            } else {
+                failed.as_ref().map(|f| format!("`{f}` failed"))
+            };
+            if let Some(why) = why {
+                out.push(StepReport::skipped_because(
                     &self.render(&s.name, ctx).unwrap_or_else(|_| s.name.clone()),
+                    why,
                 ));
                 continue;
             }
             let r = self.run_step(s, ctx, depth);
-            failed = r.verdict == Verdict::Failed;
+            if r.verdict == Verdict::Failed && !(s.continue_on_failure || self.continue_on_failure)
+            {
+                failed = Some(r.name.clone());
+            }
             out.push(r);
         }
         out
+    }
+
+    /// A step's `when`: whether it runs, or why its condition cannot be evaluated.
+    fn condition(&self, expr: &str, ctx: &Ctx) -> Result<bool, Failure> {
+        let wrapped = format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}");
+        match self.render(&wrapped, ctx) {
+            Ok(v) => Ok(v == "true"),
+            Err(f) => fail(
+                f.message
+                    .replace(&format!("`{wrapped}`"), &format!("`when = \"{expr}\"`")),
+            ),
+        }
     }
 
     /// `finally` steps: every one runs, whatever the others did.
@@ -314,6 +349,15 @@ impl Runner<'_> {
         let name = self
             .render(&step.name, ctx)
             .unwrap_or_else(|_| step.name.clone());
+        let condition = step.when.as_ref().map(|w| (w, self.condition(w, ctx)));
+        if let Some((w, Ok(false))) = &condition {
+            let report = StepReport::skipped_because(&name, format!("when `{w}` is false"));
+            (self.on_event)(&Event::StepEnded {
+                depth,
+                report: &report,
+            });
+            return report;
+        }
         (self.on_event)(&Event::StepStarted { depth, name: &name });
         let started = Instant::now();
         let mut deadline = crate::deadline::std_from(started, step.timeout);
@@ -321,9 +365,12 @@ impl Runner<'_> {
             deadline = deadline.min(d);
         }
         let mut children = Vec::new();
-        let result = self.act(step, ctx, depth, deadline, &mut children);
+        let result = match condition {
+            Some((_, Err(f))) => Err(f),
+            _ => self.act(step, ctx, depth, deadline, &mut children),
+        };
         let duration = started.elapsed();
-        let child_failed = children.iter().any(|c| c.verdict == Verdict::Failed);
+        let child_failed = children.iter().any(|c| c.verdict.fails_scenario());
         // Measures only span steps that passed: a failed step's end says nothing.
         if result.is_ok() && !child_failed {
             self.ended
@@ -331,11 +378,11 @@ impl Runner<'_> {
                 .expect("ended")
                 .insert(name.clone(), Instant::now());
         }
-        let (verdict, error, detail, logs) = match result {
+        let (mut verdict, mut error, detail, logs) = match result {
             Ok(detail) if !child_failed => (Verdict::Passed, None, detail, vec![]),
             Ok(_) => (
                 Verdict::Failed,
-                Some("a nested step failed".to_string()),
+                Some(NESTED_FAILED.to_string()),
                 None,
                 vec![],
             ),
@@ -344,6 +391,16 @@ impl Runner<'_> {
                 (Verdict::Failed, Some(f.message), None, logs)
             }
         };
+        if let Some(reason) = &step.known_failure {
+            if verdict == Verdict::Failed {
+                verdict = Verdict::ExpectedFailure;
+            } else {
+                verdict = Verdict::UnexpectedPass;
+                error = Some(format!(
+                    "passed, but it is marked as a known failure ({reason}): the known failure seems fixed; remove `known_failure` from the step"
+                ));
+            }
+        }
         if depth == 0 {
             let ns = |t: Instant| t.saturating_duration_since(self.origin).as_nanos() as u64;
             self.marks.lock().expect("marks").push((
@@ -358,6 +415,7 @@ impl Runner<'_> {
             verdict,
             duration,
             error,
+            known_failure: step.known_failure.clone(),
             detail,
             logs,
             children,

@@ -493,4 +493,58 @@ mod tests {
         );
         assert_eq!(r.to_json()["failed_step"], "converge <a> & b");
     }
+
+    #[test]
+    fn junit_and_json_tell_skips_expected_failures_and_unexpected_passes_apart() {
+        let skipped =
+            StepReport::skipped_because("mtls only", "when `env.VARIANT == 'mtls'` is false");
+        let mut expected = StepReport::skipped("stale read");
+        expected.verdict = Verdict::ExpectedFailure;
+        expected.known_failure = Some("bug <42>".into());
+        expected.error = Some("exit status 1, expected 0".into());
+        let mut unexpected = StepReport::skipped("fixed");
+        unexpected.verdict = Verdict::UnexpectedPass;
+        unexpected.known_failure = Some("bug 7".into());
+        unexpected.error = Some("passed, but it is marked as a known failure (bug 7)".into());
+        let r = Report {
+            name: "s".into(),
+            verdict: Verdict::Failed,
+            duration: Duration::from_millis(10),
+            steps: vec![skipped, expected, unexpected],
+            finally: vec![],
+            metrics: vec![],
+            state_dir: None,
+            interrupted: false,
+            faults: vec![],
+            workloads: vec![],
+            timeline: RunTimeline::default(),
+        };
+        let x = r.to_junit();
+        assert!(x.contains("failures=\"1\" skipped=\"2\""), "{x}");
+        assert!(
+            x.contains("<skipped message=\"when `env.VARIANT == 'mtls'` is false\"/>"),
+            "{x}"
+        );
+        assert!(
+            x.contains("<skipped type=\"expected-failure\" message=\"expected failure: bug &lt;42&gt;\">exit status 1, expected 0</skipped>"),
+            "{x}"
+        );
+        assert!(
+            x.contains("<failure type=\"unexpected-pass\" message=\"passed, but"),
+            "{x}"
+        );
+        let j = r.to_json();
+        assert_eq!(j["steps"][1]["verdict"], "expected-failure");
+        assert_eq!(j["steps"][1]["known_failure"], "bug <42>");
+        assert_eq!(j["steps"][2]["verdict"], "unexpected-pass");
+        assert_eq!(j["failed_step"], "fixed");
+        assert_eq!(
+            j["counts"],
+            json!({"passed": 0, "failed": 0, "skipped": 1, "expected_failure": 1, "unexpected_pass": 1})
+        );
+        assert_eq!(
+            r.counts().summary(),
+            "1 skipped, 1 expected failure, 1 unexpected pass"
+        );
+    }
 }

@@ -581,3 +581,236 @@ impl Runner<'_> {
 pub fn human(d: Duration) -> String {
     format_duration(d)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a scenario of shell steps (no cluster) from `files` in a scratch directory, the
+    /// scenario in `s.toml`.
+    fn run_files(files: &[(&str, &str)]) -> Report {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let scenario = load(&dir.path().join("s.toml")).unwrap_or_else(|e| panic!("{e:?}"));
+        let opts = RunOptions {
+            run_dir: Some(dir.path().join("run")),
+            keep: false,
+            interrupt: Interrupt::new(),
+            subreaper: false,
+        };
+        run(&scenario, opts, &|_| {})
+    }
+
+    fn verdicts(steps: &[StepReport]) -> Vec<(&str, &'static str)> {
+        steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.verdict.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_false_condition_skips_the_step_and_says_why_and_parameters_reach_commands() {
+        let r = run_files(&[(
+            "s.toml",
+            r#"[env]
+SCENARIO_TEST_VARIANT_7F3 = "plain"
+[[step]]
+name = "mtls only"
+when = "env.SCENARIO_TEST_VARIANT_7F3 == 'mtls'"
+sh = "false"
+[[step]]
+name = "plain only"
+when = "env.SCENARIO_TEST_VARIANT_7F3 == 'plain'"
+sh = "test \"$SCENARIO_TEST_VARIANT_7F3\" = plain"
+[[step]]
+name = "in a template"
+sh = "echo {{ env.SCENARIO_TEST_VARIANT_7F3 }}"
+expect = { stdout = '^plain$' }
+"#,
+        )]);
+        assert_eq!(
+            verdicts(&r.steps),
+            [
+                ("mtls only", "skipped"),
+                ("plain only", "passed"),
+                ("in a template", "passed")
+            ],
+            "{r:#?}"
+        );
+        assert_eq!(
+            r.steps[0].detail.as_deref(),
+            Some("when `env.SCENARIO_TEST_VARIANT_7F3 == 'mtls'` is false")
+        );
+        assert_eq!(r.verdict, Verdict::Passed);
+        assert_eq!(r.counts().summary(), "2 passed, 1 skipped");
+    }
+
+    #[test]
+    fn a_known_failure_that_fails_is_expected_and_one_that_passes_fails_the_scenario() {
+        let r = run_files(&[(
+            "s.toml",
+            r#"[[step]]
+name = "stale read"
+known_failure = "stale read after restart (https://example.com/42)"
+sh = "exit 3"
+[[step]]
+name = "after it"
+sh = "true"
+"#,
+        )]);
+        assert_eq!(
+            verdicts(&r.steps),
+            [("stale read", "expected-failure"), ("after it", "passed")]
+        );
+        assert_eq!(r.verdict, Verdict::Passed, "an expected failure passes");
+        assert!(
+            r.steps[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("exit status 3")
+        );
+
+        let r = run_files(&[(
+            "s.toml",
+            r#"[[step]]
+name = "fixed now"
+known_failure = "flaky (https://example.com/7)"
+sh = "true"
+[[step]]
+name = "after it"
+sh = "true"
+"#,
+        )]);
+        assert_eq!(
+            verdicts(&r.steps),
+            [("fixed now", "unexpected-pass"), ("after it", "passed")]
+        );
+        assert_eq!(r.verdict, Verdict::Failed);
+        assert_eq!(r.failed_step().unwrap().name, "fixed now");
+        assert!(
+            r.steps[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("the known failure seems fixed"),
+            "{:?}",
+            r.steps[0].error
+        );
+        assert_eq!(r.counts().unexpected_passes, 1);
+    }
+
+    #[test]
+    fn continue_on_failure_runs_and_reports_every_remaining_step() {
+        let r = run_files(&[(
+            "s.toml",
+            r#"[[step]]
+name = "fails but goes on"
+continue_on_failure = true
+sh = "false"
+[[step]]
+name = "still runs"
+sh = "true"
+[[step]]
+name = "fails and stops"
+sh = "false"
+[[step]]
+name = "never runs"
+sh = "true"
+"#,
+        )]);
+        assert_eq!(
+            verdicts(&r.steps),
+            [
+                ("fails but goes on", "failed"),
+                ("still runs", "passed"),
+                ("fails and stops", "failed"),
+                ("never runs", "skipped")
+            ]
+        );
+        assert_eq!(
+            r.steps[3].detail.as_deref(),
+            Some("`fails and stops` failed")
+        );
+        assert_eq!(r.verdict, Verdict::Failed);
+        assert_eq!(r.failed_step().unwrap().name, "fails but goes on");
+
+        // Scenario-wide, nested steps included.
+        let r = run_files(&[(
+            "s.toml",
+            r#"continue_on_failure = true
+[[step]]
+name = "rounds"
+repeat = 3
+[[step.steps]]
+name = "round {{ vars.ITERATION }}"
+sh = "test {{ vars.ITERATION }} != 2"
+[[step]]
+name = "after"
+sh = "true"
+"#,
+        )]);
+        assert_eq!(
+            verdicts(&r.steps[0].children),
+            [
+                ("round 1", "passed"),
+                ("round 2", "failed"),
+                ("round 3", "passed")
+            ]
+        );
+        assert_eq!(
+            verdicts(&r.steps),
+            [("rounds", "failed"), ("after", "passed")]
+        );
+        assert_eq!(r.counts().summary(), "3 passed, 1 failed");
+    }
+
+    #[test]
+    fn included_steps_run_in_place_and_a_limited_parallel_step_runs_them_all() {
+        let r = run_files(&[
+            (
+                "s.toml",
+                r#"[[step]]
+name = "before"
+sh = "echo one"
+capture = "ONE"
+[[step]]
+include = "common.toml"
+[[step]]
+name = "skipped include"
+include = "common.toml"
+when = "vars.ONE == 'two'"
+[[step]]
+name = "limited"
+parallel = true
+repeat = 6
+max_parallel = 2
+[[step.steps]]
+name = "n{{ vars.ITERATION }}"
+sh = "true"
+"#,
+            ),
+            (
+                "common.toml",
+                r#"[[step]]
+name = "shared"
+sh = "test {{ vars.ONE }} = one"
+"#,
+            ),
+        ]);
+        assert_eq!(
+            verdicts(&r.steps),
+            [
+                ("before", "passed"),
+                ("include common.toml", "passed"),
+                ("skipped include", "skipped"),
+                ("limited", "passed")
+            ],
+            "{r:#?}"
+        );
+        assert_eq!(verdicts(&r.steps[1].children), [("shared", "passed")]);
+        assert_eq!(r.steps[3].children.len(), 6);
+    }
+}

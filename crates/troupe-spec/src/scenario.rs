@@ -1,5 +1,10 @@
 //! Scenario files: ordered, named steps with deadlines, `[[measure]]` metrics and `[[finally]]`
 //! steps (see docs/scenarios.md). Parsed and validated like specs, with the same errors.
+//!
+//! A scenario may declare `[env]` parameters; a step may carry a `when` condition,
+//! `continue_on_failure` and `known_failure`, and an `include` step reads another file's steps
+//! here, at load time, so that every later stage sees one tree of steps, each remembering the
+//! file it was written in.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,9 @@
 //! errors shown in full), and every step is held against the clusters that will exist when it
 //! runs: target names and selectors (with a did-you-mean), `on`, `cluster`, `for_each`, the
 //! order of `up`, `down` and node operations, template syntax, and captured variables used
-//! before any step captures them. A typo costs a second, not a run.
+//! before any step captures them, `env.X` that the scenario does not declare, and `when`
+//! expressions. Included steps are checked in place, their errors in their own file. A typo
+//! costs a second, not a run.
 //!
 //! Strings that are templates are checked as far as they can be before rendering: their syntax
 //! always, their target names only when they hold no `{{`.
@@ -506,6 +508,7 @@ fn key_of(kind: &StepKind) -> Option<&'static str> {
         StepKind::Converge { on, .. } if !on.is_empty() => "on",
         StepKind::Converge { .. } => "converge",
         StepKind::ForEach { .. } => "for_each",
+        StepKind::Include { .. } => "include",
         StepKind::Partition { .. } => "partition",
         StepKind::Cut { .. } => "cut",
         StepKind::Reset { .. } => "reset",

@@ -7,6 +7,12 @@
 //! process groups, so a step that times out takes its whole command with it. Waiting steps
 //! (`until`, `converge`, `wait`) poll a condition until their deadline; a failure says what
 //! was last seen.
+//!
+//! A step's verdict is decided here, in one place: a false `when` skips it (saying why), a
+//! failure skips the steps after it unless it (or the scenario) says `continue_on_failure`,
+//! and `known_failure` turns a failure into an expected one and a pass into a failure of the
+//! scenario. `[env]` parameters are resolved once, from the caller's environment, when the run
+//! starts.
 
 mod check;
 mod output;

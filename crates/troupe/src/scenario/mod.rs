@@ -654,6 +654,21 @@ expect = { stdout = '^plain$' }
     }
 
     #[test]
+    fn a_condition_that_cannot_be_evaluated_fails_its_step_and_names_it() {
+        let r = run_files(&[(
+            "s.toml",
+            r#"[[step]]
+name = "bad condition"
+when = "1 // 0 == 1"
+sh = "true"
+"#,
+        )]);
+        assert_eq!(verdicts(&r.steps), [("bad condition", "failed")]);
+        let e = r.steps[0].error.as_deref().unwrap();
+        assert!(e.contains("`when = \"1 // 0 == 1\"`"), "{e}");
+    }
+
+    #[test]
     fn a_known_failure_that_fails_is_expected_and_one_that_passes_fails_the_scenario() {
         let r = run_files(&[(
             "s.toml",

@@ -558,10 +558,29 @@ fn include(v: &mut Validator<'_>, at: &Spanned<String>, chain: Chain<'_>) -> Opt
         return None;
     }
     if !path.is_file() {
+        // A misspelt file name: the TOML files beside where it was looked for.
+        let beside: Vec<String> = path
+            .parent()
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".toml"))
+            .collect();
+        let wanted = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let hint = crate::suggest(&wanted, beside.iter().map(String::as_str))
+            .map(|s| {
+                let fixed = Path::new(written).with_file_name(s);
+                format!("did you mean include = \"{}\"? ", fixed.display())
+            })
+            .unwrap_or_default();
         v.err(
             at.span(),
             format!("{} does not exist", path.display()),
-            "include paths are relative to the file that includes them, e.g. include = \"common.toml\" beside it",
+            format!("{hint}include paths are relative to the file that includes them, e.g. include = \"common.toml\" beside it"),
         );
         return None;
     }

@@ -31,7 +31,7 @@ Step options:
                                 (the scenario passes), passing is unexpected-pass (it fails)
 
 for_each and converge cover the nodes that are running: after a kill, `for_each = \"main\"`
-leaves the dead node out (name it, or main:all, to include it).
+leaves the killed node out (name it, or main:all, to include it); a crashed node stays in.
 
 Verdicts: passed, failed, skipped, expected-failure, unexpected-pass; the summary counts each.
 Exit status: 0 passed, 1 failed, 2 invalid scenario (nothing ran), 130 interrupted.

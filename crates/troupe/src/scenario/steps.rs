@@ -362,8 +362,10 @@ impl Runner<'_> {
     }
 
     /// Of the nodes a `for_each` or `converge` target selected, those that are running, and
-    /// the others as `name (state)`. A node named on its own, or `CLUSTER:all`, is kept
-    /// whatever its state: the scenario asked for it.
+    /// the ones the scenario took down (stopped, killed, paused) as `name (state)`. A node
+    /// that exited on its own is kept: a crash must fail the step, not vanish from it. A node
+    /// named on its own, or `CLUSTER:all`, is kept whatever its state: the scenario asked for
+    /// it.
     pub(super) fn running(&self, target: &str, nodes: Vec<String>) -> (Vec<String>, Vec<String>) {
         if target.ends_with(":all") || nodes.len() == 1 && nodes[0] == target {
             return (nodes, vec![]);
@@ -378,12 +380,9 @@ impl Runner<'_> {
         let mut left_out = Vec::new();
         for n in nodes {
             match states.iter().find(|(name, _)| *name == n).map(|(_, s)| *s) {
-                Some(
-                    s @ (NodeState::Stopped
-                    | NodeState::Killed
-                    | NodeState::Exited
-                    | NodeState::Paused),
-                ) => left_out.push(format!("{n} ({s})")),
+                Some(s @ (NodeState::Stopped | NodeState::Killed | NodeState::Paused)) => {
+                    left_out.push(format!("{n} ({s})"))
+                }
                 _ => up.push(n),
             }
         }

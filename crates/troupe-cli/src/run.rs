@@ -12,7 +12,33 @@ use troupe_spec::exit;
 use troupe_spec::format_duration as human;
 use troupe_spec::scenario::Scenario;
 
+/// The long help's second half: what a scenario file can say beyond plain steps.
+const RUN_HELP: &str = "\
+Parameters: a scenario's [env] table declares variables with defaults ([env] VARIANT = \"plain\");
+the caller's environment overrides them (VARIANT=mtls troupe run s.toml), and templates read them
+as {{ env.VARIANT }}. Only declared variables are read from the caller's environment; an
+undeclared env.X is refused before anything starts.
+
+Step options:
+  when = \"EXPR\"                 run the step only if the expression is true, e.g.
+                                when = \"env.VARIANT == 'mtls'\"; otherwise it is skipped
+  include = \"common.toml\"       a step running the [[step]] tables of another file, in place
+                                (relative to the including file; cycles are refused)
+  max_parallel = N              with parallel = true: at most N nested runs at a time
+  continue_on_failure = true    the steps after this one run even if it fails (also a
+                                scenario-level key: for every step)
+  known_failure = \"why (link)\"  the step is expected to fail: failing is expected-failure
+                                (the scenario passes), passing is unexpected-pass (it fails)
+
+for_each and converge cover the nodes that are running: after a kill, `for_each = \"main\"`
+leaves the killed node out (name it, or main:all, to include it); a crashed node stays in.
+
+Verdicts: passed, failed, skipped, expected-failure, unexpected-pass; the summary counts each.
+Exit status: 0 passed, 1 failed, 2 invalid scenario (nothing ran), 130 interrupted.
+See docs/scenarios.md.";
+
 #[derive(Args)]
+#[command(after_long_help = RUN_HELP)]
 pub struct RunArgs {
     /// The scenario file (TOML); see docs/scenarios.md.
     scenario: PathBuf,
@@ -161,11 +187,29 @@ fn print_result(depth: usize, r: &StepReport) {
                 .unwrap_or_default();
             out!("{pad}✓ {}  {}{detail}", r.name, human(r.duration));
         }
-        Verdict::Skipped => out!("{pad}- {}  skipped", r.name),
-        Verdict::Failed => {
-            out!("{pad}✗ {}  {}", r.name, human(r.duration));
+        Verdict::Skipped => match &r.detail {
+            Some(why) => out!("{pad}- {}  skipped: {why}", r.name),
+            None => out!("{pad}- {}  skipped", r.name),
+        },
+        Verdict::UnexpectedPass => {
+            out!("{pad}! {}  {}  unexpected pass", r.name, human(r.duration));
+            if let Some(e) = &r.error {
+                out!("{pad}    {e}");
+            }
+        }
+        Verdict::Failed | Verdict::ExpectedFailure => {
+            if r.verdict == Verdict::ExpectedFailure {
+                out!(
+                    "{pad}✗ {}  {}  expected failure: {}",
+                    r.name,
+                    human(r.duration),
+                    r.known_failure.as_deref().unwrap_or("")
+                );
+            } else {
+                out!("{pad}✗ {}  {}", r.name, human(r.duration));
+            }
             if let Some(e) = &r.error
-                && e != "a nested step failed"
+                && e != troupe::scenario::NESTED_FAILED
             {
                 for l in e.lines() {
                     out!("{pad}    {l}");
@@ -195,10 +239,10 @@ fn summary(r: &Report) {
         .max()
         .unwrap_or(4)
         .max(4);
-    out!("{:<width$}  {:<7}  TIME", "STEP", "VERDICT");
+    out!("{:<width$}  {:<16}  TIME", "STEP", "VERDICT");
     for (s, f) in rows {
         out!(
-            "{:<width$}  {:<7}  {}",
+            "{:<width$}  {:<16}  {}",
             format!("{}{f}", s.name),
             s.verdict.as_str(),
             human(s.duration)
@@ -234,8 +278,16 @@ fn summary(r: &Report) {
         }
     }
     out!();
+    out!("steps: {}", r.counts().summary());
     match (r.verdict, r.failed_step()) {
         (Verdict::Passed, _) => out!("PASSED: {} in {}", r.name, human(r.duration)),
+        (_, Some(s)) if s.verdict == Verdict::UnexpectedPass => out!(
+            "FAILED: {} at step `{}` after {}: it passed, but is marked as a known failure ({}); the known failure seems fixed",
+            r.name,
+            s.name,
+            human(r.duration),
+            s.known_failure.as_deref().unwrap_or("")
+        ),
         (_, Some(s)) => out!(
             "FAILED: {} at step `{}` after {}",
             r.name,

@@ -12,6 +12,13 @@ fn examples() -> PathBuf {
 
 /// Runs a scenario; returns the exit code and the JSON report.
 fn run(scenario: &Path) -> (i32, serde_json::Value, String) {
+    let (code, report, console, _) = run_with_env(scenario, &[]);
+    (code, report, console)
+}
+
+/// Runs a scenario with variables set in its environment; returns the exit code, the JSON
+/// report, the console and the JUnit report.
+fn run_with_env(scenario: &Path, env: &[(&str, &str)]) -> (i32, serde_json::Value, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let junit = dir.path().join("report.xml");
@@ -25,6 +32,7 @@ fn run(scenario: &Path) -> (i32, serde_json::Value, String) {
         .arg(&json)
         .arg("--junit")
         .arg(&junit)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let console = format!(
@@ -44,7 +52,7 @@ fn run(scenario: &Path) -> (i32, serde_json::Value, String) {
         // A failing run keeps its logs; the test has read what it needs.
         let _ = std::fs::remove_dir_all(kept);
     }
-    (out.status.code().unwrap_or(-1), report, console)
+    (out.status.code().unwrap_or(-1), report, console, xml)
 }
 
 fn suite(name: &str) -> serde_json::Value {
@@ -162,4 +170,64 @@ fn nats_set_workload_keeps_every_acknowledged_value_through_a_partition() {
     let check = &w["check"];
     assert_eq!(check["lost"].as_array().map(Vec::len), Some(0), "{check}");
     assert!(check["acknowledged"].as_u64().unwrap() > 1_000, "{check}");
+}
+
+/// One scenario for both etcd-kv variants: the caller's VARIANT picks the spec, the step for the
+/// other variant is skipped (and reported so, never as passed), the shared checks are included
+/// twice, and after the leader is killed for_each and converge cover the 2 members running.
+#[test]
+fn etcd_kv_variant_takes_its_parameter_from_the_environment_and_skips_the_other_variant() {
+    let scenario = examples().join("etcd-kv/variant.toml");
+    let tls_only = "with TLS, a client without a certificate is refused";
+    let plain_only = "without TLS, plain HTTP is served";
+    for (variant, ran, skipped) in [
+        ("plain", plain_only, tls_only),
+        ("tls", tls_only, plain_only),
+    ] {
+        let (code, report, console, junit) = run_with_env(&scenario, &[("VARIANT", variant)]);
+        assert_eq!(code, 0, "VARIANT={variant} should pass:\n{console}");
+        let step = |name: &str| {
+            report["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name)
+                .unwrap_or_else(|| panic!("no step `{name}`:\n{console}"))
+                .clone()
+        };
+        assert_eq!(
+            report["steps"][0]["name"],
+            format!("bring up 3 members ({variant})")
+        );
+        assert_eq!(step(ran)["verdict"], "passed", "{console}");
+        assert_eq!(step(skipped)["verdict"], "skipped", "{console}");
+        assert!(
+            step(skipped)["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("when `env.VARIANT == "),
+            "{console}"
+        );
+        assert_eq!(report["counts"]["skipped"], 1, "{}", report["counts"]);
+        assert!(
+            junit.contains("<skipped message=\"when `env.VARIANT =="),
+            "{junit}"
+        );
+        // After the kill: the shared checks ran on the 2 members left, and said which was out.
+        let after = step("the checks with the 2 members still running");
+        let each = after["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "get through every running member")
+            .unwrap();
+        assert_eq!(each["steps"].as_array().unwrap().len(), 2, "{each}");
+        assert!(
+            each["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("not running, left out: main-"),
+            "{each}"
+        );
+    }
 }

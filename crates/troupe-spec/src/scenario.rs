@@ -1,8 +1,13 @@
 //! Scenario files: ordered, named steps with deadlines, `[[measure]]` metrics and `[[finally]]`
 //! steps (see docs/scenarios.md). Parsed and validated like specs, with the same errors.
+//!
+//! A scenario may declare `[env]` parameters; a step may carry a `when` condition,
+//! `continue_on_failure` and `known_failure`, and an `include` step reads another file's steps
+//! here, at load time, so that every later stage sees one tree of steps, each remembering the
+//! file it was written in.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -22,9 +27,33 @@ pub struct Scenario {
     pub name: String,
     pub source: SpecSource,
     pub timeout: Option<Duration>,
+    /// Parameters from the `[env]` table: the caller's environment overrides each default.
+    pub env: Vec<Param>,
+    /// After a failed step, run the remaining steps anyway (every step's
+    /// `continue_on_failure`).
+    pub continue_on_failure: bool,
     pub steps: Vec<Step>,
     pub finally: Vec<Step>,
     pub measures: Vec<Measure>,
+}
+
+/// A parameter declared in the scenario's `[env]` table: `VARIANT = "plain"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Param {
+    pub name: String,
+    pub default: String,
+}
+
+impl Scenario {
+    /// Each declared parameter's value: `lookup(name)` (the caller's environment) if set,
+    /// else its default. Undeclared variables are never read.
+    pub fn params(&self, lookup: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|p| (p.name.clone(), lookup(&p.name).unwrap_or(p.default.clone())))
+            .collect()
+    }
 }
 
 /// One step.
@@ -35,6 +64,16 @@ pub struct Step {
     pub name: String,
     pub timeout: Duration,
     pub kind: StepKind,
+    /// A minijinja expression (`env.VARIANT == 'mtls'`): when false the step is skipped.
+    pub when: Option<String>,
+    /// After this step fails, run the remaining steps anyway.
+    pub continue_on_failure: bool,
+    /// The step is expected to fail, for this reason (a bug link): failing is its
+    /// `expected-failure` verdict, passing an `unexpected-pass` that fails the scenario.
+    pub known_failure: Option<String>,
+    /// Where the step is written: `span` is in this file (an included file's steps point into
+    /// it).
+    pub source: SpecSource,
     pub span: Range<usize>,
 }
 
@@ -88,16 +127,26 @@ pub enum StepKind {
     ForEach {
         target: String,
         parallel: bool,
+        /// With `parallel`, at most this many at a time.
+        max_parallel: Option<u32>,
         steps: Vec<Step>,
     },
     /// The nested steps `times` times, with `vars.ITERATION` = 1..times.
     Repeat {
         times: u32,
         parallel: bool,
+        /// With `parallel`, at most this many at a time.
+        max_parallel: Option<u32>,
         steps: Vec<Step>,
     },
-    /// The nested steps at the same time.
-    Parallel { steps: Vec<Step> },
+    /// The nested steps at the same time (at most `max_parallel` at a time).
+    Parallel {
+        steps: Vec<Step>,
+        max_parallel: Option<u32>,
+    },
+    /// The steps of another file (`path` as written, relative to the including file), in
+    /// place.
+    Include { path: String, steps: Vec<Step> },
     /// A fixed pause (discouraged: wait on a condition instead).
     Sleep(Duration),
     /// A network fault on targets (isolate, degrade); targets are templates.
@@ -205,12 +254,22 @@ impl<'de> Deserialize<'de> for OneOrMany {
 struct RawScenario {
     name: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    env: Option<Spanned<indexmap::IndexMap<String, Spanned<toml::Value>>>>,
+    continue_on_failure: Option<Spanned<bool>>,
     #[serde(default)]
     step: Vec<Spanned<RawStep>>,
     #[serde(default)]
     finally: Vec<Spanned<RawStep>>,
     #[serde(default)]
     measure: Vec<Spanned<RawMeasure>>,
+}
+
+/// A file of shared steps, for `include`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInclude {
+    #[serde(default)]
+    step: Vec<Spanned<RawStep>>,
 }
 
 #[derive(Deserialize)]
@@ -234,6 +293,11 @@ struct RawExpect {
 struct RawStep {
     name: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    when: Option<Spanned<String>>,
+    continue_on_failure: Option<Spanned<bool>>,
+    known_failure: Option<Spanned<String>>,
+    include: Option<Spanned<String>>,
+    max_parallel: Option<Spanned<i64>>,
     up: Option<Spanned<OneOrMany>>,
     down: Option<Spanned<bool>>,
     kill: Option<Spanned<OneOrMany>>,
@@ -318,6 +382,8 @@ impl Scenario {
             })
             .unwrap_or_else(|| "scenario".into());
         let timeout = raw.timeout.as_ref().and_then(|t| v.positive(t));
+        let env = raw.env.map(|e| params(&mut v, e)).unwrap_or_default();
+        let continue_on_failure = raw.continue_on_failure.is_some_and(Spanned::into_inner);
         if raw.step.is_empty() {
             v.err(
                 0..0,
@@ -325,8 +391,9 @@ impl Scenario {
                 "add [[step]] tables, e.g. [[step]] name = \"up\" up = \"cluster.toml\"",
             );
         }
-        let steps = steps(&mut v, raw.step);
-        let finally = steps_of(&mut v, raw.finally);
+        let chain = [(src.path.display().to_string(), identity(&src.path))];
+        let steps = steps_of(&mut v, raw.step, &chain);
+        let finally = steps_of(&mut v, raw.finally, &chain);
         check_workloads(&mut v, &[&steps, &finally]);
         let mut measures = Vec::new();
         for m in raw.measure {
@@ -334,7 +401,9 @@ impl Scenario {
             for end in [&m.from, &m.to] {
                 if !contains_step(&steps, end.get_ref()) && !contains_step(&finally, end.get_ref())
                 {
-                    let names = all_names(&steps);
+                    let mut names = Vec::new();
+                    all_names(&steps, &mut names);
+                    all_names(&finally, &mut names);
                     let hint = match crate::suggest(end.get_ref(), names.iter().map(String::as_str))
                     {
                         Some(s) => format!("did you mean `{s}`? "),
@@ -354,6 +423,8 @@ impl Scenario {
                 name,
                 source: src.clone(),
                 timeout,
+                env,
+                continue_on_failure,
                 steps,
                 finally,
                 measures,
@@ -367,30 +438,193 @@ impl Scenario {
     }
 }
 
+impl StepKind {
+    /// The nested steps of a `for_each`, `repeat`, `parallel` or `include` step.
+    pub fn nested(&self) -> &[Step] {
+        match self {
+            StepKind::ForEach { steps, .. }
+            | StepKind::Repeat { steps, .. }
+            | StepKind::Parallel { steps, .. }
+            | StepKind::Include { steps, .. } => steps,
+            _ => &[],
+        }
+    }
+}
+
 fn contains_step(steps: &[Step], name: &str) -> bool {
-    steps.iter().any(|s| {
-        s.name == name
-            || match &s.kind {
-                StepKind::ForEach { steps, .. }
-                | StepKind::Repeat { steps, .. }
-                | StepKind::Parallel { steps } => contains_step(steps, name),
-                _ => false,
-            }
-    })
+    steps
+        .iter()
+        .any(|s| s.name == name || contains_step(s.kind.nested(), name))
 }
 
-fn all_names(steps: &[Step]) -> Vec<String> {
-    steps.iter().map(|s| s.name.clone()).collect()
+fn all_names(steps: &[Step], out: &mut Vec<String>) {
+    for s in steps {
+        out.push(s.name.clone());
+        all_names(s.kind.nested(), out);
+    }
 }
 
-fn steps(v: &mut Validator<'_>, raw: Vec<Spanned<RawStep>>) -> Vec<Step> {
-    steps_of(v, raw)
+/// The files being read, outermost first: as written (for messages) and as identities (to see
+/// a cycle).
+type Chain<'c> = &'c [(String, PathBuf)];
+
+/// A file's identity, whatever path reaches it.
+fn identity(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
 }
 
-fn steps_of(v: &mut Validator<'_>, raw: Vec<Spanned<RawStep>>) -> Vec<Step> {
+/// The `[env]` table: names that can be environment variables, string defaults.
+fn params(
+    v: &mut Validator<'_>,
+    table: Spanned<indexmap::IndexMap<String, Spanned<toml::Value>>>,
+) -> Vec<Param> {
+    let mut out = Vec::new();
+    for (name, value) in table.into_inner() {
+        let at = crate::diag::key_span(
+            &v.src.text,
+            &format!("env.{}", crate::diag::quote_key(&name)),
+        )
+        .unwrap_or_else(|| value.span());
+        let valid = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            v.err(
+                at,
+                format!("`{name}` cannot be an environment variable's name"),
+                "use letters, digits and `_`, not starting with a digit, e.g. VARIANT = \"plain\"",
+            );
+            continue;
+        }
+        if name.starts_with("TROUPE_") || name == "PATH" {
+            v.err(
+                at,
+                format!("`{name}` is troupe's own variable"),
+                "TROUPE_* variables describe the clusters (see `troupe env`) and PATH finds `troupe`: choose another name for the parameter",
+            );
+            continue;
+        }
+        match value.get_ref() {
+            toml::Value::String(s) => out.push(Param {
+                name,
+                default: s.clone(),
+            }),
+            other => v.err(
+                value.span(),
+                format!(
+                    "expected a string as the default of `{name}`, found {}",
+                    describe(other)
+                ),
+                format!(
+                    "environment variables are strings: quote it, e.g. {name} = \"{}\"",
+                    match other {
+                        toml::Value::String(s) => s.clone(),
+                        toml::Value::Integer(i) => i.to_string(),
+                        toml::Value::Boolean(b) => b.to_string(),
+                        toml::Value::Float(f) => f.to_string(),
+                        _ => "value".to_string(),
+                    }
+                ),
+            ),
+        }
+    }
+    out
+}
+
+/// An `include` step's steps, read from the file it names (relative to the including file).
+fn include(v: &mut Validator<'_>, at: &Spanned<String>, chain: Chain<'_>) -> Option<Vec<Step>> {
+    let written = at.get_ref();
+    if written.contains("{{") || written.contains("{%") {
+        v.err(
+            at.span(),
+            format!("`{written}`: an include path cannot be a template"),
+            "included steps are read before the run: include each variant in a step of its own and choose with `when`, e.g. when = \"env.VARIANT == 'mtls'\"",
+        );
+        return None;
+    }
+    let path = v.src.dir().join(written);
+    let id = identity(&path);
+    if chain.iter().any(|(_, c)| *c == id) {
+        let mut names: Vec<&str> = chain.iter().map(|(n, _)| n.as_str()).collect();
+        let shown = path.display().to_string();
+        names.push(&shown);
+        v.err(
+            at.span(),
+            format!("include cycle: {}", names.join(" → ")),
+            "an included file cannot include a file that includes it: move the shared steps into a file of their own",
+        );
+        return None;
+    }
+    if !path.is_file() {
+        // A misspelt file name: the TOML files beside where it was looked for.
+        let beside: Vec<String> = path
+            .parent()
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".toml"))
+            .collect();
+        let wanted = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let hint = crate::suggest(&wanted, beside.iter().map(String::as_str))
+            .map(|s| {
+                let fixed = Path::new(written).with_file_name(s);
+                format!("did you mean include = \"{}\"? ", fixed.display())
+            })
+            .unwrap_or_default();
+        v.err(
+            at.span(),
+            format!("{} does not exist", path.display()),
+            format!("{hint}include paths are relative to the file that includes them, e.g. include = \"common.toml\" beside it"),
+        );
+        return None;
+    }
+    let text = match crate::load::read_text(
+        &path,
+        "step list",
+        "an included file holds [[step]] tables",
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            v.errors.extend(e.errors);
+            return None;
+        }
+    };
+    let src = SpecSource::new(&path, text.as_str());
+    let raw: RawInclude = match toml::from_str(&text) {
+        Ok(r) => r,
+        Err(e) => {
+            v.errors.push(toml_error(&src, &e));
+            return None;
+        }
+    };
+    let mut inner = Validator {
+        src: &src,
+        errors: Vec::new(),
+    };
+    if raw.step.is_empty() {
+        inner.err(
+            0..0,
+            "the included file has no steps",
+            "an included file holds [[step]] tables, e.g. [[step]] name = \"check\" sh = \"true\"",
+        );
+    }
+    let mut chain = chain.to_vec();
+    chain.push((path.display().to_string(), id));
+    let steps = steps_of(&mut inner, raw.step, &chain);
+    v.errors.extend(inner.errors);
+    Some(steps)
+}
+
+fn steps_of(v: &mut Validator<'_>, raw: Vec<Spanned<RawStep>>, chain: Chain<'_>) -> Vec<Step> {
     let mut out: Vec<Step> = Vec::new();
     for r in raw {
-        if let Some(s) = step(v, r) {
+        if let Some(s) = step(v, r, chain) {
             if out.iter().any(|o| o.name == s.name) {
                 v.err(
                     s.span.clone(),
@@ -404,10 +638,15 @@ fn steps_of(v: &mut Validator<'_>, raw: Vec<Spanned<RawStep>>) -> Vec<Step> {
     out
 }
 
-fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
+fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>, chain: Chain<'_>) -> Option<Step> {
     let span = raw.span();
     let mut r = raw.into_inner();
-    let Some(name) = r.name.take().map(Spanned::into_inner) else {
+    // An include is named after its file unless it says otherwise.
+    let default_name = r
+        .include
+        .as_ref()
+        .map(|i| format!("include {}", i.get_ref()));
+    let Some(name) = r.name.take().map(Spanned::into_inner).or(default_name) else {
         v.err(
             span.clone(),
             "this step has no name",
@@ -416,6 +655,37 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         return None;
     };
     check_options(v, &r);
+    let when = r.when.as_ref().and_then(|w| {
+        if w.get_ref().trim().is_empty() {
+            v.err(
+                w.span(),
+                "the condition is empty",
+                "write an expression, e.g. when = \"env.VARIANT == 'mtls'\", or remove `when`",
+            );
+            return None;
+        }
+        if w.get_ref().contains("{{") || w.get_ref().contains("{%") {
+            v.err(
+                w.span(),
+                "`when` is an expression, not a template",
+                "write it without braces, e.g. when = \"env.VARIANT == 'mtls'\"",
+            );
+            return None;
+        }
+        Some(w.get_ref().clone())
+    });
+    let known_failure = r.known_failure.as_ref().and_then(|k| {
+        if k.get_ref().trim().is_empty() {
+            v.err(
+                k.span(),
+                "a known failure needs a reason",
+                "say why the step fails and where the bug is tracked, e.g. known_failure = \"stale read after restart (https://example.com/issues/42)\"",
+            );
+            return None;
+        }
+        Some(k.get_ref().clone())
+    });
+    let continue_on_failure = r.continue_on_failure.as_ref().is_some_and(|c| *c.get_ref());
     let timeout = match &r.timeout {
         Some(t) => v.positive(t)?,
         None => DEFAULT_TIMEOUT,
@@ -461,13 +731,14 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         ("workload", r.workload.is_some()),
         ("verify", r.verify.is_some()),
         ("end_workload", r.end_workload.is_some()),
+        ("include", r.include.is_some()),
     ];
     let set: Vec<&str> = leaf_kinds
         .iter()
         .filter(|(_, s)| *s)
         .map(|(n, _)| *n)
         .collect();
-    let kinds_help = "a step is one of: up, down, kill/stop/start/restart/pause/resume, sh, exec, wait, until, converge, sleep, partition/isolate/cut/degrade/heal, workload/verify/end_workload, or for_each/repeat/parallel with nested [[step.steps]]";
+    let kinds_help = "a step is one of: up, down, kill/stop/start/restart/pause/resume, sh, exec, wait, until, converge, sleep, partition/isolate/cut/degrade/heal, workload/verify/end_workload, include, or for_each/repeat/parallel with nested [[step.steps]]";
     if ops.len() > 1 {
         v.err(
             span.clone(),
@@ -508,6 +779,28 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         v.err(span.clone(), format!("step `{name}` has nested steps but is not for_each, repeat or parallel"), "add `parallel = true`, `repeat = N` or `for_each = \"CLUSTER\"`, or move the nested steps up");
         return None;
     }
+    let parallel = r.parallel.as_ref().is_some_and(|p| *p.get_ref());
+    let max_parallel = r.max_parallel.as_ref().and_then(|m| {
+        if !parallel {
+            v.err(
+                m.span(),
+                "`max_parallel` only applies to a step with `parallel = true`",
+                "add parallel = true (with repeat, for_each or nested steps), or remove max_parallel",
+            );
+            return None;
+        }
+        match u32::try_from(*m.get_ref()) {
+            Ok(n @ 1..=100_000) => Some(n),
+            _ => {
+                v.err(
+                    m.span(),
+                    format!("`max_parallel` needs a count from 1 to 100000, found {}", m.get_ref()),
+                    "e.g. max_parallel = 4: at most 4 of the nested runs at a time",
+                );
+                None
+            }
+        }
+    });
     let expect = match r.expect.take() {
         Some(e) => {
             let e = e.into_inner();
@@ -559,8 +852,9 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
     let kind = if let Some(target) = r.for_each {
         StepKind::ForEach {
             target: target.into_inner(),
-            parallel: r.parallel.as_ref().is_some_and(|p| *p.get_ref()),
-            steps: steps_of(v, r.steps),
+            parallel,
+            max_parallel,
+            steps: steps_of(v, r.steps, chain),
         }
     } else if let Some(times) = r.repeat {
         let n = match u32::try_from(*times.get_ref()) {
@@ -576,12 +870,19 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         };
         StepKind::Repeat {
             times: n,
-            parallel: r.parallel.as_ref().is_some_and(|p| *p.get_ref()),
-            steps: steps_of(v, r.steps),
+            parallel,
+            max_parallel,
+            steps: steps_of(v, r.steps, chain),
         }
     } else if container {
         StepKind::Parallel {
-            steps: steps_of(v, r.steps),
+            steps: steps_of(v, r.steps, chain),
+            max_parallel,
+        }
+    } else if let Some(i) = &r.include {
+        StepKind::Include {
+            path: i.get_ref().clone(),
+            steps: include(v, i, chain)?,
         }
     } else if let Some(p) = r.partition {
         // A template is checked once rendered; plain text now.
@@ -730,6 +1031,10 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>) -> Option<Step> {
         name,
         timeout,
         kind,
+        when,
+        continue_on_failure,
+        known_failure,
+        source: v.src.clone(),
         span,
     })
 }
@@ -891,10 +1196,7 @@ fn workloads(steps: &[Step]) -> Vec<&Step> {
     for s in steps {
         match &s.kind {
             StepKind::Workload(_) => out.push(s),
-            StepKind::ForEach { steps, .. }
-            | StepKind::Repeat { steps, .. }
-            | StepKind::Parallel { steps } => out.extend(workloads(steps)),
-            _ => {}
+            other => out.extend(workloads(other.nested())),
         }
     }
     out
@@ -908,8 +1210,9 @@ fn check_workloads(v: &mut Validator<'_>, all: &[&[Step]]) {
     for w in &found {
         if let StepKind::Workload(spec) = &w.kind {
             if let Some((_, other)) = files.iter().find(|(f, _)| *f == spec.history) {
-                v.err(
-                    w.span.clone(),
+                step_err(
+                    v,
+                    w,
                     format!(
                         "workloads `{other}` and `{}` both write {}",
                         w.name, spec.history
@@ -925,10 +1228,7 @@ fn check_workloads(v: &mut Validator<'_>, all: &[&[Step]]) {
             match &s.kind {
                 StepKind::Verify { workload: Some(n) }
                 | StepKind::EndWorkload { workload: Some(n) } => out.push((s, n)),
-                StepKind::ForEach { steps, .. }
-                | StepKind::Repeat { steps, .. }
-                | StepKind::Parallel { steps } => refs(steps, out),
-                _ => {}
+                other => refs(other.nested(), out),
             }
         }
     }
@@ -941,13 +1241,25 @@ fn check_workloads(v: &mut Validator<'_>, all: &[&[Step]]) {
             let hint = crate::suggest(name, found.iter().map(|w| w.name.as_str()))
                 .map(|s| format!("did you mean `{s}`? "))
                 .unwrap_or_default();
-            v.err(
-                step.span.clone(),
-                format!("step `{}` names `{name}`, which is not a workload step", step.name),
-                format!("{hint}name a step that has a [step.workload] table, or write true for every workload"),
+            step_err(
+                v,
+                step,
+                format!(
+                    "step `{}` names `{name}`, which is not a workload step",
+                    step.name
+                ),
+                format!(
+                    "{hint}name a step that has a [step.workload] table, or write true for every workload"
+                ),
             );
         }
     }
+}
+
+/// An error at a step, in the file the step is written in (an included file's, perhaps).
+fn step_err(v: &mut Validator<'_>, step: &Step, msg: impl Into<String>, help: impl Into<String>) {
+    v.errors
+        .push(step.source.error(step.span.clone(), msg).with_help(help));
 }
 
 /// A TOML value as a person would name it in an error.
@@ -1260,6 +1572,202 @@ heal = false
             }
         }
         assert!(loaded > 0, "no scenario under {}", examples.display());
+    }
+
+    #[test]
+    fn parameters_conditions_and_failure_options_parse() {
+        let s = Scenario::from_str(
+            "s.toml",
+            r#"continue_on_failure = true
+[env]
+VARIANT = "plain"
+SIZE = "3"
+[[step]]
+name = "up"
+up = "cluster-{{ env.VARIANT }}.toml"
+[[step]]
+name = "only with mtls"
+when = "env.VARIANT == 'mtls'"
+sh = "true"
+continue_on_failure = true
+[[step]]
+name = "stale read"
+known_failure = "stale read after restart (https://example.com/42)"
+sh = "false"
+[[step]]
+name = "many"
+repeat = 10
+parallel = true
+max_parallel = 2
+[[step.steps]]
+name = "n{{ vars.ITERATION }}"
+sh = "true"
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(s.continue_on_failure);
+        let lookup = |n: &str| (n == "VARIANT").then(|| "mtls".to_string());
+        let params = |lookup: &dyn Fn(&str) -> Option<String>| {
+            s.params(lookup)
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let given = params(&lookup);
+        assert_eq!(
+            (given["VARIANT"].as_str(), given["SIZE"].as_str()),
+            ("mtls", "3")
+        );
+        assert_eq!(params(&|_| None)["VARIANT"], "plain");
+        assert_eq!(s.steps[1].when.as_deref(), Some("env.VARIANT == 'mtls'"));
+        assert!(s.steps[1].continue_on_failure && !s.steps[0].continue_on_failure);
+        assert!(
+            s.steps[2]
+                .known_failure
+                .as_deref()
+                .unwrap()
+                .starts_with("stale read")
+        );
+        assert!(matches!(
+            s.steps[3].kind,
+            StepKind::Repeat {
+                times: 10,
+                parallel: true,
+                max_parallel: Some(2),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_parameters_conditions_and_limits_are_refused_where_they_are_written() {
+        let e = Scenario::from_str(
+            "s.toml",
+            r#"[env]
+VARIANT = "plain"
+1ST = "x"
+TROUPE_CA = "/tmp/ca.pem"
+SIZE = 3
+[[step]]
+name = "empty condition"
+when = " "
+sh = "true"
+[[step]]
+name = "condition in braces"
+when = "{{ env.VARIANT == 'mtls' }}"
+sh = "true"
+[[step]]
+name = "no reason"
+known_failure = ""
+sh = "true"
+[[step]]
+name = "limit without parallel"
+repeat = 3
+max_parallel = 2
+[[step.steps]]
+name = "x{{ vars.ITERATION }}"
+sh = "true"
+[[step]]
+name = "zero limit"
+parallel = true
+max_parallel = 0
+[[step.steps]]
+name = "y"
+sh = "true"
+[[step]]
+name = "templated include"
+include = "steps-{{ env.VARIANT }}.toml"
+"#,
+        )
+        .unwrap_err();
+        insta::assert_snapshot!(format!("{e:?}"));
+    }
+
+    /// A scratch directory of files, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str, files: &[(&str, &str)]) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("troupe-spec-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            for (path, text) in files {
+                let path = dir.join(path);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, text).unwrap();
+            }
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn included_steps_come_in_place_from_files_relative_to_the_includer() {
+        let dir = Scratch::new(
+            "include",
+            &[
+                (
+                    "s.toml",
+                    "[[step]]\nname = \"first\"\nsh = \"true\"\n[[step]]\ninclude = \"shared/common.toml\"\nwhen = \"true\"\n[[step]]\nname = \"last\"\nsh = \"true\"\n[[measure]]\nname = \"m\"\nfrom = \"first\"\nto = \"deep\"\n",
+                ),
+                (
+                    "shared/common.toml",
+                    "[[step]]\nname = \"shared one\"\nsh = \"true\"\n[[step]]\nname = \"more\"\ninclude = \"more.toml\"\n",
+                ),
+                (
+                    "shared/more.toml",
+                    "[[step]]\nname = \"deep\"\nsh = \"true\"\n",
+                ),
+            ],
+        );
+        let s = Scenario::from_path(dir.0.join("s.toml")).unwrap_or_else(|e| panic!("{e:?}"));
+        let names: Vec<&str> = s.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["first", "include shared/common.toml", "last"]);
+        let StepKind::Include { path, steps } = &s.steps[1].kind else {
+            panic!("{:?}", s.steps[1].kind)
+        };
+        assert_eq!(path, "shared/common.toml");
+        assert_eq!(steps[0].name, "shared one");
+        assert!(steps[0].source.path.ends_with("shared/common.toml"));
+        assert_eq!(steps[1].kind.nested()[0].name, "deep");
+        assert!(
+            steps[1].kind.nested()[0]
+                .source
+                .path
+                .ends_with("shared/more.toml")
+        );
+    }
+
+    #[test]
+    fn include_cycles_and_mistakes_in_included_files_are_named_where_they_are() {
+        let dir = Scratch::new(
+            "include-cycle",
+            &[
+                (
+                    "s.toml",
+                    "[[step]]\ninclude = \"a.toml\"\n[[step]]\ninclude = \"bad.toml\"\n[[step]]\ninclude = \"missing.toml\"\n",
+                ),
+                (
+                    "a.toml",
+                    "[[step]]\nname = \"to b\"\ninclude = \"b.toml\"\n",
+                ),
+                (
+                    "b.toml",
+                    "[[step]]\nname = \"back to a\"\ninclude = \"a.toml\"\n",
+                ),
+                (
+                    "bad.toml",
+                    "[[step]]\nname = \"typo\"\nsh = \"true\"\nwehn = \"true\"\n",
+                ),
+            ],
+        );
+        let e = Scenario::from_path(dir.0.join("s.toml")).unwrap_err();
+        let text = format!("{e:?}").replace(&dir.0.display().to_string(), "DIR");
+        insta::assert_snapshot!(text);
     }
 
     #[test]

@@ -10,7 +10,13 @@ use serde_json::json;
 pub enum Verdict {
     Passed,
     Failed,
+    /// Not run: its `when` was false, or an earlier step failed, or the run was interrupted.
     Skipped,
+    /// A step marked `known_failure` failed, as expected: the scenario still passes.
+    ExpectedFailure,
+    /// A step marked `known_failure` passed: the known failure seems fixed, and the scenario
+    /// fails until the mark is removed.
+    UnexpectedPass,
 }
 
 impl Verdict {
@@ -19,7 +25,87 @@ impl Verdict {
             Verdict::Passed => "passed",
             Verdict::Failed => "failed",
             Verdict::Skipped => "skipped",
+            Verdict::ExpectedFailure => "expected-failure",
+            Verdict::UnexpectedPass => "unexpected-pass",
         }
+    }
+
+    /// Whether this verdict fails the scenario.
+    pub fn fails_scenario(self) -> bool {
+        matches!(self, Verdict::Failed | Verdict::UnexpectedPass)
+    }
+}
+
+/// How many steps got each verdict, nested ones included (a step that ran nested steps is
+/// counted through them, unless its own verdict is about its `known_failure`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counts {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub expected_failures: usize,
+    pub unexpected_passes: usize,
+}
+
+impl Counts {
+    fn add(&mut self, s: &StepReport) {
+        let own = matches!(
+            s.verdict,
+            Verdict::ExpectedFailure | Verdict::UnexpectedPass
+        );
+        if !own && !s.children.is_empty() {
+            for c in &s.children {
+                self.add(c);
+            }
+            return;
+        }
+        match s.verdict {
+            Verdict::Passed => self.passed += 1,
+            Verdict::Failed => self.failed += 1,
+            Verdict::Skipped => self.skipped += 1,
+            Verdict::ExpectedFailure => self.expected_failures += 1,
+            Verdict::UnexpectedPass => self.unexpected_passes += 1,
+        }
+    }
+
+    /// `12 passed, 2 skipped, 1 expected failure`: the verdicts that occurred.
+    pub fn summary(&self) -> String {
+        let parts = [
+            (self.passed, "passed", "passed"),
+            (self.failed, "failed", "failed"),
+            (self.skipped, "skipped", "skipped"),
+            (
+                self.expected_failures,
+                "expected failure",
+                "expected failures",
+            ),
+            (
+                self.unexpected_passes,
+                "unexpected pass",
+                "unexpected passes",
+            ),
+        ];
+        let shown: Vec<String> = parts
+            .iter()
+            .filter(|(n, _, _)| *n > 0)
+            .map(|(n, one, many)| format!("{n} {}", if *n == 1 { one } else { many }))
+            .collect();
+        if shown.is_empty() {
+            "no steps".to_string()
+        } else {
+            shown.join(", ")
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "passed": self.passed,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "expected_failure": self.expected_failures,
+            "unexpected_pass": self.unexpected_passes,
+        })
     }
 }
 
@@ -29,8 +115,10 @@ pub struct StepReport {
     pub name: String,
     pub verdict: Verdict,
     pub duration: Duration,
-    /// Why it failed.
+    /// Why it failed (or, for an unexpected pass, that it passed).
     pub error: Option<String>,
+    /// The reason given by `known_failure`, if the step is marked.
+    pub known_failure: Option<String>,
     /// A short account of what it saw (the leader's name, agreed output, ...).
     pub detail: Option<String>,
     /// The last lines of the logs of the nodes the step touched, when it failed.
@@ -45,15 +133,31 @@ impl StepReport {
             verdict: Verdict::Skipped,
             duration: Duration::ZERO,
             error: None,
+            known_failure: None,
             detail: None,
             logs: vec![],
             children: vec![],
         }
     }
 
-    /// The innermost failed step's name, for "failed at ...".
+    /// A step not run, saying why (`when` false, an earlier failure, ...).
+    pub fn skipped_because(name: &str, why: impl Into<String>) -> StepReport {
+        let mut s = StepReport::skipped(name);
+        s.detail = Some(why.into());
+        s
+    }
+
+    /// The innermost failed step under an expected failure (or the step itself).
+    pub fn innermost_failure(&self) -> &StepReport {
+        self.children
+            .iter()
+            .find(|c| c.verdict == Verdict::Failed)
+            .map_or(self, StepReport::innermost_failure)
+    }
+
+    /// The innermost step that fails the scenario, for "failed at ...".
     pub fn failed_leaf(&self) -> Option<&StepReport> {
-        if self.verdict != Verdict::Failed {
+        if !self.verdict.fails_scenario() {
             return None;
         }
         self.children
@@ -68,6 +172,7 @@ impl StepReport {
             "verdict": self.verdict.as_str(),
             "duration_ms": ms(self.duration),
             "error": self.error,
+            "known_failure": self.known_failure,
             "detail": self.detail,
             "logs": self.logs.iter().map(|(n, l)| json!({"node": n, "lines": l})).collect::<Vec<_>>(),
             "steps": self.children.iter().map(StepReport::json).collect::<Vec<_>>(),
@@ -154,10 +259,20 @@ impl Report {
             .find_map(StepReport::failed_leaf)
     }
 
+    /// Verdicts of every step, `finally` ones included.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for s in self.steps.iter().chain(&self.finally) {
+            c.add(s);
+        }
+        c
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         json!({
             "name": self.name,
             "verdict": self.verdict.as_str(),
+            "counts": self.counts().json(),
             "duration_ms": ms(self.duration),
             "failed_step": self.failed_step().map(|s| s.name.clone()),
             "interrupted": self.interrupted,
@@ -239,8 +354,11 @@ impl Report {
     /// One test suite; one test case per top-level step (and finally step).
     pub fn to_junit(&self) -> String {
         let all: Vec<&StepReport> = self.steps.iter().chain(&self.finally).collect();
-        let failures = all.iter().filter(|s| s.verdict == Verdict::Failed).count();
-        let skipped = all.iter().filter(|s| s.verdict == Verdict::Skipped).count();
+        let failures = all.iter().filter(|s| s.verdict.fails_scenario()).count();
+        let skipped = all
+            .iter()
+            .filter(|s| matches!(s.verdict, Verdict::Skipped | Verdict::ExpectedFailure))
+            .count();
         let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         x.push_str(&format!(
             "<testsuites name=\"troupe\" tests=\"{}\" failures=\"{failures}\" time=\"{:.3}\">\n",
@@ -272,8 +390,24 @@ impl Report {
             ));
             match s.verdict {
                 Verdict::Passed => x.push_str("/>\n"),
-                Verdict::Skipped => x.push_str(">\n      <skipped/>\n    </testcase>\n"),
-                Verdict::Failed => {
+                Verdict::Skipped => match &s.detail {
+                    Some(why) => x.push_str(&format!(
+                        ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                        esc(why)
+                    )),
+                    None => x.push_str(">\n      <skipped/>\n    </testcase>\n"),
+                },
+                // JUnit has no "expected failure": a skip that says so, with what failed.
+                Verdict::ExpectedFailure => {
+                    let reason = s.known_failure.clone().unwrap_or_default();
+                    let leaf = s.innermost_failure();
+                    x.push_str(&format!(
+                        ">\n      <skipped type=\"expected-failure\" message=\"expected failure: {}\">{}</skipped>\n    </testcase>\n",
+                        esc(&reason),
+                        esc(leaf.error.as_deref().unwrap_or(""))
+                    ));
+                }
+                Verdict::Failed | Verdict::UnexpectedPass => {
                     let leaf = s.failed_leaf().unwrap_or(s);
                     let message = leaf.error.clone().unwrap_or_default();
                     let mut body = format!("failed at step `{}`: {message}", leaf.name);
@@ -283,8 +417,12 @@ impl Report {
                             lines.join("\n")
                         ));
                     }
+                    let kind = match leaf.verdict {
+                        Verdict::UnexpectedPass => " type=\"unexpected-pass\"",
+                        _ => "",
+                    };
                     x.push_str(&format!(
-                        ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
+                        ">\n      <failure{kind} message=\"{}\">{}</failure>\n    </testcase>\n",
                         esc(message.lines().next().unwrap_or("")),
                         esc(&body)
                     ));
@@ -354,5 +492,59 @@ mod tests {
             "{x}"
         );
         assert_eq!(r.to_json()["failed_step"], "converge <a> & b");
+    }
+
+    #[test]
+    fn junit_and_json_tell_skips_expected_failures_and_unexpected_passes_apart() {
+        let skipped =
+            StepReport::skipped_because("mtls only", "when `env.VARIANT == 'mtls'` is false");
+        let mut expected = StepReport::skipped("stale read");
+        expected.verdict = Verdict::ExpectedFailure;
+        expected.known_failure = Some("bug <42>".into());
+        expected.error = Some("exit status 1, expected 0".into());
+        let mut unexpected = StepReport::skipped("fixed");
+        unexpected.verdict = Verdict::UnexpectedPass;
+        unexpected.known_failure = Some("bug 7".into());
+        unexpected.error = Some("passed, but it is marked as a known failure (bug 7)".into());
+        let r = Report {
+            name: "s".into(),
+            verdict: Verdict::Failed,
+            duration: Duration::from_millis(10),
+            steps: vec![skipped, expected, unexpected],
+            finally: vec![],
+            metrics: vec![],
+            state_dir: None,
+            interrupted: false,
+            faults: vec![],
+            workloads: vec![],
+            timeline: RunTimeline::default(),
+        };
+        let x = r.to_junit();
+        assert!(x.contains("failures=\"1\" skipped=\"2\""), "{x}");
+        assert!(
+            x.contains("<skipped message=\"when `env.VARIANT == 'mtls'` is false\"/>"),
+            "{x}"
+        );
+        assert!(
+            x.contains("<skipped type=\"expected-failure\" message=\"expected failure: bug &lt;42&gt;\">exit status 1, expected 0</skipped>"),
+            "{x}"
+        );
+        assert!(
+            x.contains("<failure type=\"unexpected-pass\" message=\"passed, but"),
+            "{x}"
+        );
+        let j = r.to_json();
+        assert_eq!(j["steps"][1]["verdict"], "expected-failure");
+        assert_eq!(j["steps"][1]["known_failure"], "bug <42>");
+        assert_eq!(j["steps"][2]["verdict"], "unexpected-pass");
+        assert_eq!(j["failed_step"], "fixed");
+        assert_eq!(
+            j["counts"],
+            json!({"passed": 0, "failed": 0, "skipped": 1, "expected_failure": 1, "unexpected_pass": 1})
+        );
+        assert_eq!(
+            r.counts().summary(),
+            "1 skipped, 1 expected failure, 1 unexpected pass"
+        );
     }
 }

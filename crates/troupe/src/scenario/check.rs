@@ -2,7 +2,9 @@
 //! errors shown in full), and every step is held against the clusters that will exist when it
 //! runs: target names and selectors (with a did-you-mean), `on`, `cluster`, `for_each`, the
 //! order of `up`, `down` and node operations, template syntax, and captured variables used
-//! before any step captures them. A typo costs a second, not a run.
+//! before any step captures them, `env.X` that the scenario does not declare, and `when`
+//! expressions. Included steps are checked in place, their errors in their own file. A typo
+//! costs a second, not a run.
 //!
 //! Strings that are templates are checked as far as they can be before rendering: their syntax
 //! always, their target names only when they hold no `{{`.
@@ -24,16 +26,20 @@ pub fn check(scenario: &Scenario) -> Result<(), Vec<InvalidSpec>> {
         specs: Vec::new(),
         errors: Vec::new(),
         templates: minijinja::Environment::new(),
+        params: scenario.params(|name| std::env::var(name).ok()),
     };
     c.steps(&scenario.steps, Nest::Top);
     // `finally` runs after any step, even the first: check it against what may be up.
     c.steps(&scenario.finally, Nest::Top);
     let mut all = c.specs;
-    if !c.errors.is_empty() {
-        all.push(InvalidSpec {
-            file: scenario.source.path.clone(),
-            errors: c.errors,
-        });
+    // Grouped by file: an included file's problems are its own.
+    let mut errors = c.errors;
+    while let Some(first) = errors.first() {
+        let file = first.file.clone();
+        let (mine, rest): (Vec<SpecError>, Vec<SpecError>) =
+            errors.into_iter().partition(|e| e.file == file);
+        all.push(InvalidSpec { file, errors: mine });
+        errors = rest;
     }
     if all.is_empty() { Ok(()) } else { Err(all) }
 }
@@ -55,16 +61,27 @@ struct Checker<'a> {
     specs: Vec<InvalidSpec>,
     errors: Vec<SpecError>,
     templates: minijinja::Environment<'static>,
+    /// The `[env]` parameters, with the values this run will see.
+    params: Vec<(String, String)>,
 }
 
 impl Checker<'_> {
     fn err(&mut self, step: &Step, message: impl Into<String>, help: impl Into<String>) {
-        let key = key_of(&step.kind);
+        self.err_at(step, key_of(&step.kind), message, help);
+    }
+
+    /// An error at `key` of the step (else its header), in the file the step is written in.
+    fn err_at(
+        &mut self,
+        step: &Step,
+        key: Option<&str>,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
         let span = key
-            .and_then(|k| key_span(&self.scenario.source.text, step.span.clone(), k))
+            .and_then(|k| key_span(&step.source.text, step.span.clone(), k))
             .unwrap_or_else(|| step.span.clone());
-        let e = self
-            .scenario
+        let e = step
             .source
             .error(span, format!("step `{}`: {}", step.name, message.into()))
             .with_help(help);
@@ -90,14 +107,62 @@ impl Checker<'_> {
             );
             return;
         }
-        if text.contains("node.") && nest != Nest::Node {
-            self.err(
+        self.names(step, None, text, nest);
+    }
+
+    /// A step's `when`: an expression's syntax, and the names it reads.
+    fn when(&mut self, step: &Step, expr: &str, nest: Nest) {
+        if let Err(e) = self.templates.compile_expression(expr) {
+            self.err_at(
                 step,
+                Some("when"),
+                format!("`when = \"{expr}\"` is not an expression: {}", e.detail().unwrap_or("invalid")),
+                "write a Jinja expression without braces, e.g. when = \"env.VARIANT == 'mtls'\" or when = \"vars.LEADER != 'main-1'\"",
+            );
+            return;
+        }
+        self.names(step, Some("when"), expr, nest);
+    }
+
+    /// The `node`, `vars.X` and `env.X` a template or expression reads exist where it is.
+    fn names(&mut self, step: &Step, key: Option<&str>, text: &str, nest: Nest) {
+        let key = key.or(key_of(&step.kind));
+        for var in names_used(text, "env.") {
+            let declared = self.params.iter().any(|(n, _)| *n == var);
+            if declared
+                || var.starts_with("TROUPE_")
+                || var == "PATH"
+                || self.captured.contains(&var)
+            {
+                continue;
+            }
+            let names: Vec<&str> = self.params.iter().map(|(n, _)| n.as_str()).collect();
+            let hint = troupe_spec::suggest(&var, names.iter().copied())
+                .map(|s| format!("did you mean `env.{s}`? "))
+                .unwrap_or_default();
+            let declared = if names.is_empty() {
+                "the scenario declares no parameter".to_string()
+            } else {
+                format!("the scenario declares {}", names.join(", "))
+            };
+            self.err_at(
+                step,
+                key,
+                format!("`env.{var}` is not a declared parameter ({declared})"),
+                format!(
+                    "{hint}declare it with a default in the scenario's [env] table, e.g. [env] {var} = \"...\": only declared variables are read from the caller's environment (besides TROUPE_*, PATH and captured variables)"
+                ),
+            );
+        }
+        if text.contains("node.") && nest != Nest::Node {
+            self.err_at(
+                step,
+                key,
                 format!("`{text}` uses `node`, which only steps inside `for_each` (and `converge`) have"),
                 "put this step inside a for_each step, or name the node, e.g. {{ env.TROUPE_MAIN_1_CLIENT_URL }}",
             );
         }
-        for var in vars_used(text) {
+        for var in names_used(text, "vars.") {
             if var == "ITERATION" && nest == Nest::Repeat {
                 continue;
             }
@@ -106,8 +171,9 @@ impl Checker<'_> {
                 let hint = troupe_spec::suggest(&var, known.iter().copied())
                     .map(|s| format!("did you mean `vars.{s}`? "))
                     .unwrap_or_default();
-                self.err(
+                self.err_at(
                     step,
+                    key,
                     format!("`vars.{var}` is used before any step captures it"),
                     format!(
                         "{hint}a variable exists once an earlier step has `capture = \"{var}\"`{}",
@@ -153,18 +219,33 @@ impl Checker<'_> {
     fn up(&mut self, step: &Step, specs: &[String], nest: Nest) {
         for spec in specs {
             self.template(step, spec, nest);
-            if spec.contains("{{") {
-                continue;
-            }
-            let path = self.scenario.source.dir().join(spec);
+            // A path that only reads parameters is known now: `cluster-{{ env.VARIANT }}.toml`.
+            let (spec, rendered) = match self.with_params(spec) {
+                Some(s) => (s, Some(spec)),
+                None if spec.contains("{{") => continue,
+                None => (spec.clone(), None),
+            };
+            let path = self.scenario.source.dir().join(&spec);
             let loaded = Spec::from_path(&path).and_then(|s| crate::plan::check(&s).map(|()| s));
             match loaded {
                 Ok(s) => self.add(&s),
                 Err(e) => {
                     if !path.exists() {
+                        let from = match rendered {
+                            Some(t) => format!(
+                                " (`{t}` with {})",
+                                self.params
+                                    .iter()
+                                    .filter(|(n, _)| t.contains(n.as_str()))
+                                    .map(|(n, v)| format!("{n}={v}"))
+                                    .collect::<Vec<_>>()
+                                    .join(" ")
+                            ),
+                            None => String::new(),
+                        };
                         self.err(
                             step,
-                            format!("{} does not exist", path.display()),
+                            format!("{} does not exist{from}", path.display()),
                             "`up` paths are relative to the scenario file",
                         );
                     } else {
@@ -188,8 +269,24 @@ impl Checker<'_> {
         }
     }
 
+    /// A template that reads only `env` parameters, rendered with their values.
+    fn with_params(&self, text: &str) -> Option<String> {
+        if !text.contains("{{") || text.contains("vars.") || text.contains("node.") {
+            return None;
+        }
+        let env: std::collections::BTreeMap<String, String> = self.params.iter().cloned().collect();
+        let mut strict = minijinja::Environment::new();
+        strict.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        strict
+            .render_str(text, minijinja::context! { env => env })
+            .ok()
+    }
+
     fn step(&mut self, step: &Step, nest: Nest) {
         self.template(step, &step.name, nest);
+        if let Some(w) = &step.when {
+            self.when(step, w, nest);
+        }
         match &step.kind {
             StepKind::Up(specs) => self.up(step, specs, nest),
             StepKind::Down => self.views.clear(),
@@ -265,7 +362,9 @@ impl Checker<'_> {
                     Nest::Repeat
                 },
             ),
-            StepKind::Parallel { steps } => self.steps(steps, nest),
+            StepKind::Parallel { steps, .. } | StepKind::Include { steps, .. } => {
+                self.steps(steps, nest)
+            }
             StepKind::Fault(f) => {
                 use troupe_spec::control::Fault;
                 let targets: Vec<String> = match f {
@@ -409,6 +508,7 @@ fn key_of(kind: &StepKind) -> Option<&'static str> {
         StepKind::Converge { on, .. } if !on.is_empty() => "on",
         StepKind::Converge { .. } => "converge",
         StepKind::ForEach { .. } => "for_each",
+        StepKind::Include { .. } => "include",
         StepKind::Partition { .. } => "partition",
         StepKind::Cut { .. } => "cut",
         StepKind::Reset { .. } => "reset",
@@ -440,13 +540,13 @@ fn key_span(text: &str, step: std::ops::Range<usize>, key: &str) -> Option<std::
     None
 }
 
-/// The `vars.NAME` a template reads.
-fn vars_used(text: &str) -> Vec<String> {
+/// The `NAME` of each `vars.NAME` (or `env.NAME`: `prefix`) a template reads.
+fn names_used(text: &str, prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = text;
-    while let Some(i) = rest.find("vars.") {
+    while let Some(i) = rest.find(prefix) {
         let before = rest[..i].chars().last();
-        let after = &rest[i + 5..];
+        let after = &rest[i + prefix.len()..];
         let name: String = after
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -476,8 +576,15 @@ mod tests {
     #[test]
     fn vars_are_found_in_templates() {
         assert_eq!(
-            vars_used("{{ vars.OLD }} x {{ vars.NEW_1|upper }} {{ env.vars.X }}"),
+            names_used(
+                "{{ vars.OLD }} x {{ vars.NEW_1|upper }} {{ env.vars.X }}",
+                "vars."
+            ),
             ["OLD", "NEW_1"]
+        );
+        assert_eq!(
+            names_used("env.VARIANT == 'mtls' and env.TROUPE_CA", "env."),
+            ["VARIANT", "TROUPE_CA"]
         );
     }
 }

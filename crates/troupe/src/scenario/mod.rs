@@ -7,6 +7,12 @@
 //! process groups, so a step that times out takes its whole command with it. Waiting steps
 //! (`until`, `converge`, `wait`) poll a condition until their deadline; a failure says what
 //! was last seen.
+//!
+//! A step's verdict is decided here, in one place: a false `when` skips it (saying why), a
+//! failure skips the steps after it unless it (or the scenario) says `continue_on_failure`,
+//! and `known_failure` turns a failure into an expected one and a pass into a failure of the
+//! scenario. `[env]` parameters are resolved once, from the caller's environment, when the run
+//! starts.
 
 mod check;
 mod output;
@@ -123,6 +129,8 @@ pub fn run(scenario: &Scenario, opts: RunOptions, on_event: &(dyn Fn(&Event) + S
             .timeout
             .map(|t| crate::deadline::std_from(started, t)),
         templates: Templates::new(),
+        params: scenario.params(|name| std::env::var(name).ok()),
+        continue_on_failure: scenario.continue_on_failure,
         on_event,
     };
     let ctx = Ctx::default();
@@ -144,7 +152,7 @@ pub fn run(scenario: &Scenario, opts: RunOptions, on_event: &(dyn Fn(&Event) + S
     let failed = steps
         .iter()
         .chain(&finally)
-        .any(|s| s.verdict == Verdict::Failed);
+        .any(|s| s.verdict.fails_scenario());
     let interrupted = opts.interrupt.level() > 0;
     let verdict = if failed || interrupted {
         Verdict::Failed
@@ -204,10 +212,17 @@ struct Runner<'a> {
     subreaper: bool,
     deadline: Option<Instant>,
     templates: Templates,
+    /// The scenario's `[env]` parameters, resolved against the caller's environment.
+    params: Vec<(String, String)>,
+    /// The scenario's `continue_on_failure`.
+    continue_on_failure: bool,
     on_event: &'a (dyn Fn(&Event) + Sync),
 }
 
 type StepResult = Result<Option<String>, Failure>;
+
+/// The error of a step whose own work passed and a nested step failed.
+pub const NESTED_FAILED: &str = "a nested step failed";
 
 /// Why a step failed, and which nodes' logs explain it.
 struct Failure {
@@ -251,6 +266,7 @@ impl Runner<'_> {
             }
             env.push(("TROUPE_BIN".into(), exe.display().to_string()));
         }
+        env.extend(self.params.iter().cloned());
         env.extend(self.vars.lock().expect("vars").clone());
         env.extend(ctx.locals.clone());
         if let Some(n) = &ctx.node {
@@ -291,22 +307,47 @@ impl Runner<'_> {
         })
     }
 
-    /// Steps in order; after a failure (or an interrupt) the rest are skipped.
+    /// Steps in order; after a failure the rest are skipped, unless the failed step (or the
+    /// scenario) says `continue_on_failure`; after an interrupt or the scenario's deadline,
+    /// always.
     fn run_steps(&self, steps: &[Step], ctx: &Ctx, depth: usize) -> Vec<StepReport> {
         let mut out = Vec::new();
-        let mut failed = false;
+        let mut failed: Option<String> = None;
         for s in steps {
-            if failed || self.interrupt.level() > 0 || self.past_deadline() {
-                out.push(StepReport::skipped(
+            let why = if self.interrupt.level() > 0 {
+                Some("the run was interrupted".to_string())
+            } else if self.past_deadline() {
+                Some("the scenario's timeout passed".to_string())
+            } else {
+                failed.as_ref().map(|f| format!("`{f}` failed"))
+            };
+            if let Some(why) = why {
+                out.push(StepReport::skipped_because(
                     &self.render(&s.name, ctx).unwrap_or_else(|_| s.name.clone()),
+                    why,
                 ));
                 continue;
             }
             let r = self.run_step(s, ctx, depth);
-            failed = r.verdict == Verdict::Failed;
+            if r.verdict == Verdict::Failed && !(s.continue_on_failure || self.continue_on_failure)
+            {
+                failed = Some(r.name.clone());
+            }
             out.push(r);
         }
         out
+    }
+
+    /// A step's `when`: whether it runs, or why its condition cannot be evaluated.
+    fn condition(&self, expr: &str, ctx: &Ctx) -> Result<bool, Failure> {
+        let wrapped = format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}");
+        match self.render(&wrapped, ctx) {
+            Ok(v) => Ok(v == "true"),
+            Err(f) => fail(
+                f.message
+                    .replace(&format!("`{wrapped}`"), &format!("`when = \"{expr}\"`")),
+            ),
+        }
     }
 
     /// `finally` steps: every one runs, whatever the others did.
@@ -322,6 +363,15 @@ impl Runner<'_> {
         let name = self
             .render(&step.name, ctx)
             .unwrap_or_else(|_| step.name.clone());
+        let condition = step.when.as_ref().map(|w| (w, self.condition(w, ctx)));
+        if let Some((w, Ok(false))) = &condition {
+            let report = StepReport::skipped_because(&name, format!("when `{w}` is false"));
+            (self.on_event)(&Event::StepEnded {
+                depth,
+                report: &report,
+            });
+            return report;
+        }
         (self.on_event)(&Event::StepStarted { depth, name: &name });
         let started = Instant::now();
         let mut deadline = crate::deadline::std_from(started, step.timeout);
@@ -329,9 +379,12 @@ impl Runner<'_> {
             deadline = deadline.min(d);
         }
         let mut children = Vec::new();
-        let result = self.act(step, ctx, depth, deadline, &mut children);
+        let result = match condition {
+            Some((_, Err(f))) => Err(f),
+            _ => self.act(step, ctx, depth, deadline, &mut children),
+        };
         let duration = started.elapsed();
-        let child_failed = children.iter().any(|c| c.verdict == Verdict::Failed);
+        let child_failed = children.iter().any(|c| c.verdict.fails_scenario());
         // Measures only span steps that passed: a failed step's end says nothing.
         if result.is_ok() && !child_failed {
             self.ended
@@ -339,11 +392,11 @@ impl Runner<'_> {
                 .expect("ended")
                 .insert(name.clone(), Instant::now());
         }
-        let (verdict, error, detail, logs) = match result {
+        let (mut verdict, mut error, detail, logs) = match result {
             Ok(detail) if !child_failed => (Verdict::Passed, None, detail, vec![]),
             Ok(_) => (
                 Verdict::Failed,
-                Some("a nested step failed".to_string()),
+                Some(NESTED_FAILED.to_string()),
                 None,
                 vec![],
             ),
@@ -352,6 +405,16 @@ impl Runner<'_> {
                 (Verdict::Failed, Some(f.message), None, logs)
             }
         };
+        if let Some(reason) = &step.known_failure {
+            if verdict == Verdict::Failed {
+                verdict = Verdict::ExpectedFailure;
+            } else {
+                verdict = Verdict::UnexpectedPass;
+                error = Some(format!(
+                    "passed, but it is marked as a known failure ({reason}): the known failure seems fixed; remove `known_failure` from the step"
+                ));
+            }
+        }
         if depth == 0 {
             let ns = |t: Instant| t.saturating_duration_since(self.origin).as_nanos() as u64;
             self.marks.lock().expect("marks").push((
@@ -366,6 +429,7 @@ impl Runner<'_> {
             verdict,
             duration,
             error,
+            known_failure: step.known_failure.clone(),
             detail,
             logs,
             children,
@@ -530,4 +594,252 @@ impl Runner<'_> {
 /// `1.25s`, for reporters.
 pub fn human(d: Duration) -> String {
     format_duration(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a scenario of shell steps (no cluster) from `files` in a scratch directory, the
+    /// scenario in `s.toml`.
+    fn run_files(files: &[(&str, &str)]) -> Report {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let scenario = load(&dir.path().join("s.toml")).unwrap_or_else(|e| panic!("{e:?}"));
+        let opts = RunOptions {
+            run_dir: Some(dir.path().join("run")),
+            keep: false,
+            interrupt: Interrupt::new(),
+            subreaper: false,
+        };
+        run(&scenario, opts, &|_| {})
+    }
+
+    fn verdicts(steps: &[StepReport]) -> Vec<(&str, &'static str)> {
+        steps
+            .iter()
+            .map(|s| (s.name.as_str(), s.verdict.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_false_condition_skips_the_step_and_says_why_and_parameters_reach_commands() {
+        let r = run_files(&[(
+            "s.toml",
+            r#"[env]
+SCENARIO_TEST_VARIANT_7F3 = "plain"
+[[step]]
+name = "mtls only"
+when = "env.SCENARIO_TEST_VARIANT_7F3 == 'mtls'"
+sh = "false"
+[[step]]
+name = "plain only"
+when = "env.SCENARIO_TEST_VARIANT_7F3 == 'plain'"
+sh = "test \"$SCENARIO_TEST_VARIANT_7F3\" = plain"
+[[step]]
+name = "in a template"
+sh = "echo {{ env.SCENARIO_TEST_VARIANT_7F3 }}"
+expect = { stdout = '^plain$' }
+"#,
+        )]);
+        assert_eq!(
+            verdicts(&r.steps),
+            [
+                ("mtls only", "skipped"),
+                ("plain only", "passed"),
+                ("in a template", "passed")
+            ],
+            "{r:#?}"
+        );
+        assert_eq!(
+            r.steps[0].detail.as_deref(),
+            Some("when `env.SCENARIO_TEST_VARIANT_7F3 == 'mtls'` is false")
+        );
+        assert_eq!(r.verdict, Verdict::Passed);
+        assert_eq!(r.counts().summary(), "2 passed, 1 skipped");
+    }
+
+    #[test]
+    fn a_condition_that_cannot_be_evaluated_fails_its_step_and_names_it() {
+        let r = run_files(&[(
+            "s.toml",
+            r#"[[step]]
+name = "bad condition"
+when = "1 // 0 == 1"
+sh = "true"
+"#,
+        )]);
+        assert_eq!(verdicts(&r.steps), [("bad condition", "failed")]);
+        let e = r.steps[0].error.as_deref().unwrap();
+        assert!(e.contains("`when = \"1 // 0 == 1\"`"), "{e}");
+    }
+
+    #[test]
+    fn a_known_failure_that_fails_is_expected_and_one_that_passes_fails_the_scenario() {
+        let r = run_files(&[(
+            "s.toml",
+            r#"[[step]]
+name = "stale read"
+known_failure = "stale read after restart (https://example.com/42)"
+sh = "exit 3"
+[[step]]
+name = "after it"
+sh = "true"
+"#,
+        )]);
+        assert_eq!(
+            verdicts(&r.steps),
+            [("stale read", "expected-failure"), ("after it", "passed")]
+        );
+        assert_eq!(r.verdict, Verdict::Passed, "an expected failure passes");
+        assert!(
+            r.steps[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("exit status 3")
+        );
+
+        let r = run_files(&[(
+            "s.toml",
+            r#"[[step]]
+name = "fixed now"
+known_failure = "flaky (https://example.com/7)"
+sh = "true"
+[[step]]
+name = "after it"
+sh = "true"
+"#,
+        )]);
+        assert_eq!(
+            verdicts(&r.steps),
+            [("fixed now", "unexpected-pass"), ("after it", "passed")]
+        );
+        assert_eq!(r.verdict, Verdict::Failed);
+        assert_eq!(r.failed_step().unwrap().name, "fixed now");
+        assert!(
+            r.steps[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("the known failure seems fixed"),
+            "{:?}",
+            r.steps[0].error
+        );
+        assert_eq!(r.counts().unexpected_passes, 1);
+    }
+
+    #[test]
+    fn continue_on_failure_runs_and_reports_every_remaining_step() {
+        let r = run_files(&[(
+            "s.toml",
+            r#"[[step]]
+name = "fails but goes on"
+continue_on_failure = true
+sh = "false"
+[[step]]
+name = "still runs"
+sh = "true"
+[[step]]
+name = "fails and stops"
+sh = "false"
+[[step]]
+name = "never runs"
+sh = "true"
+"#,
+        )]);
+        assert_eq!(
+            verdicts(&r.steps),
+            [
+                ("fails but goes on", "failed"),
+                ("still runs", "passed"),
+                ("fails and stops", "failed"),
+                ("never runs", "skipped")
+            ]
+        );
+        assert_eq!(
+            r.steps[3].detail.as_deref(),
+            Some("`fails and stops` failed")
+        );
+        assert_eq!(r.verdict, Verdict::Failed);
+        assert_eq!(r.failed_step().unwrap().name, "fails but goes on");
+
+        // Scenario-wide, nested steps included.
+        let r = run_files(&[(
+            "s.toml",
+            r#"continue_on_failure = true
+[[step]]
+name = "rounds"
+repeat = 3
+[[step.steps]]
+name = "round {{ vars.ITERATION }}"
+sh = "test {{ vars.ITERATION }} != 2"
+[[step]]
+name = "after"
+sh = "true"
+"#,
+        )]);
+        assert_eq!(
+            verdicts(&r.steps[0].children),
+            [
+                ("round 1", "passed"),
+                ("round 2", "failed"),
+                ("round 3", "passed")
+            ]
+        );
+        assert_eq!(
+            verdicts(&r.steps),
+            [("rounds", "failed"), ("after", "passed")]
+        );
+        assert_eq!(r.counts().summary(), "3 passed, 1 failed");
+    }
+
+    #[test]
+    fn included_steps_run_in_place_and_a_limited_parallel_step_runs_them_all() {
+        let r = run_files(&[
+            (
+                "s.toml",
+                r#"[[step]]
+name = "before"
+sh = "echo one"
+capture = "ONE"
+[[step]]
+include = "common.toml"
+[[step]]
+name = "skipped include"
+include = "common.toml"
+when = "vars.ONE == 'two'"
+[[step]]
+name = "limited"
+parallel = true
+repeat = 6
+max_parallel = 2
+[[step.steps]]
+name = "n{{ vars.ITERATION }}"
+sh = "true"
+"#,
+            ),
+            (
+                "common.toml",
+                r#"[[step]]
+name = "shared"
+sh = "test {{ vars.ONE }} = one"
+"#,
+            ),
+        ]);
+        assert_eq!(
+            verdicts(&r.steps),
+            [
+                ("before", "passed"),
+                ("include common.toml", "passed"),
+                ("skipped include", "skipped"),
+                ("limited", "passed")
+            ],
+            "{r:#?}"
+        );
+        assert_eq!(verdicts(&r.steps[1].children), [("shared", "passed")]);
+        assert_eq!(r.steps[3].children.len(), 6);
+    }
 }

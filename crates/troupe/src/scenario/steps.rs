@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use troupe_spec::scenario::{Expect, NodeOp, Step, StepKind, WaitUntil};
 
+use troupe_spec::NodeState;
+
 use super::output::{check, last_line, short};
 use super::{Ctx, Failure, Runner, StepResult, fail};
 use crate::cluster::Cluster;
@@ -112,17 +114,26 @@ impl Runner<'_> {
             StepKind::ForEach {
                 target,
                 parallel,
+                max_parallel,
                 steps,
             } => {
                 let target = self.render(target, ctx)?;
-                let nodes = self.select(&target)?;
+                let selected = self.select(&target)?;
+                let (nodes, left_out) = self.running(&target, selected);
+                if nodes.is_empty() {
+                    return fail(format!(
+                        "no node of `{target}` is running ({})",
+                        left_out.join(", ")
+                    ));
+                }
                 let contexts = self.node_contexts(ctx, &nodes);
-                children.extend(self.many(steps, contexts, *parallel, depth));
-                Ok(None)
+                children.extend(self.many(steps, contexts, *parallel, *max_parallel, depth));
+                Ok(left_out_detail(&left_out))
             }
             StepKind::Repeat {
                 times,
                 parallel,
+                max_parallel,
                 steps,
             } => {
                 let contexts = (1..=*times)
@@ -132,21 +143,20 @@ impl Runner<'_> {
                         c
                     })
                     .collect();
-                children.extend(self.many(steps, contexts, *parallel, depth));
+                children.extend(self.many(steps, contexts, *parallel, *max_parallel, depth));
                 Ok(None)
             }
-            StepKind::Parallel { steps } => {
-                let results: Vec<StepReport> = std::thread::scope(|scope| {
-                    let handles: Vec<_> = steps
-                        .iter()
-                        .map(|s| scope.spawn(move || self.run_step(s, ctx, depth + 1)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().expect("step thread"))
-                        .collect()
-                });
-                children.extend(results);
+            StepKind::Parallel {
+                steps,
+                max_parallel,
+            } => {
+                children.extend(bounded(steps, *max_parallel, |s| {
+                    self.run_step(s, ctx, depth + 1)
+                }));
+                Ok(None)
+            }
+            StepKind::Include { steps, .. } => {
+                children.extend(self.run_steps(steps, ctx, depth + 1));
                 Ok(None)
             }
             StepKind::Partition { text, bridge } => {
@@ -319,37 +329,64 @@ impl Runner<'_> {
         Ok(Some(format!("fault {}: {}", rec.id, rec.description)))
     }
 
-    /// The nested steps once per context, one after another or all at once.
+    /// The nested steps once per context, one after another or at once (at most
+    /// `max_parallel` at a time). One after another, a failed round ends the step unless the
+    /// scenario says `continue_on_failure`.
     fn many(
         &self,
         steps: &[Step],
         contexts: Vec<Ctx>,
         parallel: bool,
+        max_parallel: Option<u32>,
         depth: usize,
     ) -> Vec<StepReport> {
         if parallel {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = contexts
-                    .iter()
-                    .map(|c| scope.spawn(move || self.run_steps(steps, c, depth + 1)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().expect("step thread"))
-                    .collect()
+            bounded(&contexts, max_parallel, |c| {
+                self.run_steps(steps, c, depth + 1)
             })
+            .into_iter()
+            .flatten()
+            .collect()
         } else {
             let mut out = Vec::new();
             for c in &contexts {
                 let r = self.run_steps(steps, c, depth + 1);
                 let failed = r.iter().any(|s| s.verdict == Verdict::Failed);
                 out.extend(r);
-                if failed {
+                if failed && !self.continue_on_failure {
                     break;
                 }
             }
             out
         }
+    }
+
+    /// Of the nodes a `for_each` or `converge` target selected, those that are running, and
+    /// the ones the scenario took down (stopped, killed, paused) as `name (state)`. A node
+    /// that exited on its own is kept: a crash must fail the step, not vanish from it. A node
+    /// named on its own, or `CLUSTER:all`, is kept whatever its state: the scenario asked for
+    /// it.
+    pub(super) fn running(&self, target: &str, nodes: Vec<String>) -> (Vec<String>, Vec<String>) {
+        if target.ends_with(":all") || nodes.len() == 1 && nodes[0] == target {
+            return (nodes, vec![]);
+        }
+        let states: Vec<(String, NodeState)> = self
+            .descriptors()
+            .iter()
+            .flat_map(|d| d.nodes.iter())
+            .map(|n| (n.name.clone(), n.state))
+            .collect();
+        let mut up = Vec::new();
+        let mut left_out = Vec::new();
+        for n in nodes {
+            match states.iter().find(|(name, _)| *name == n).map(|(_, s)| *s) {
+                Some(s @ (NodeState::Stopped | NodeState::Killed | NodeState::Paused)) => {
+                    left_out.push(format!("{n} ({s})"))
+                }
+                _ => up.push(n),
+            }
+        }
+        (up, left_out)
     }
 
     /// `ctx` with `node` set to each node's descriptor entry, for per-node templates.
@@ -525,20 +562,39 @@ impl Runner<'_> {
         deadline: Instant,
     ) -> Result<(String, String), Failure> {
         let mut nodes = Vec::new();
+        let mut left_out = Vec::new();
         if on.is_empty() {
-            for d in self.descriptors() {
-                nodes.extend(
-                    d.nodes
-                        .iter()
-                        .filter(|n| n.pid.is_some())
-                        .map(|n| n.name.clone()),
-                );
-            }
+            let all: Vec<String> = self
+                .descriptors()
+                .iter()
+                .flat_map(|d| d.nodes.iter().map(|n| n.name.clone()))
+                .collect();
+            (nodes, left_out) = self.running("", all);
         } else {
-            nodes.extend(self.select_all(on, ctx)?);
+            for t in on {
+                let t = self.render(t, ctx)?;
+                let (up, down) = self.running(&t, self.select(&t)?);
+                for n in up {
+                    if !nodes.contains(&n) {
+                        nodes.push(n);
+                    }
+                }
+                for d in down {
+                    if !left_out.contains(&d) {
+                        left_out.push(d);
+                    }
+                }
+            }
         }
         if nodes.is_empty() {
-            return fail("no node to converge on");
+            return fail(if left_out.is_empty() {
+                "no node to converge on".to_string()
+            } else {
+                format!(
+                    "no node to converge on is running ({})",
+                    left_out.join(", ")
+                )
+            });
         }
         if let Some(r) = reference
             && !nodes.iter().any(|n| n == r)
@@ -610,9 +666,12 @@ impl Runner<'_> {
             if agreed {
                 let value = values.first().map(|v| v.to_string()).unwrap_or_default();
                 let summary = format!(
-                    "{} nodes agree after {rounds} round(s): {}",
+                    "{} nodes agree after {rounds} round(s): {}{}",
                     outputs.len(),
-                    short(&value)
+                    short(&value),
+                    left_out_detail(&left_out)
+                        .map(|d| format!("; {d}"))
+                        .unwrap_or_default()
                 );
                 return Ok((value, summary));
             }
@@ -644,5 +703,85 @@ impl Runner<'_> {
             }
             std::thread::sleep(interval);
         }
+    }
+}
+
+/// `not running, left out: main-1 (killed)`, when nodes were left out.
+fn left_out_detail(left_out: &[String]) -> Option<String> {
+    (!left_out.is_empty()).then(|| format!("not running, left out: {}", left_out.join(", ")))
+}
+
+/// `f` on every item, on threads, at most `limit` at a time (every item at once without a
+/// limit); the results in the items' order.
+fn bounded<T: Sync, R: Send>(
+    items: &[T],
+    limit: Option<u32>,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let workers = limit.map_or(items.len(), |l| (l as usize).min(items.len()));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<R>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    *results[i].lock().expect("result") = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.into_inner().expect("result").expect("every item ran"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    use super::bounded;
+
+    /// Every task waits (with a deadline) until `limit` tasks run at once, or no task is left
+    /// to start: a pool that runs more than `limit` at a time is caught by the high-water
+    /// mark, one that runs fewer hangs until the deadline and fails.
+    fn high_water(items: usize, limit: Option<u32>) -> usize {
+        // (running, started, highest running)
+        let state = Mutex::new((0usize, 0usize, 0usize));
+        let changed = Condvar::new();
+        let fill = limit.map_or(items, |l| l as usize);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let out = bounded(&(0..items).collect::<Vec<_>>(), limit, |i| {
+            let mut s = state.lock().unwrap();
+            s.0 += 1;
+            s.1 += 1;
+            s.2 = s.2.max(s.0);
+            changed.notify_all();
+            while s.0 < fill && s.1 < items {
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(!left.is_zero(), "only {} ran at once, expected {fill}", s.0);
+                s = changed.wait_timeout(s, left).unwrap().0;
+            }
+            s.0 -= 1;
+            changed.notify_all();
+            *i
+        });
+        assert_eq!(out, (0..items).collect::<Vec<_>>(), "results in order");
+        state.into_inner().unwrap().2
+    }
+
+    #[test]
+    fn max_parallel_is_reached_and_never_exceeded() {
+        assert_eq!(high_water(40, Some(3)), 3);
+        assert_eq!(high_water(5, Some(1)), 1);
+        // A limit above the count runs everything at once.
+        assert_eq!(high_water(4, Some(10)), 4);
+        assert_eq!(high_water(12, None), 12);
+        assert_eq!(high_water(0, Some(2)), 0);
     }
 }

@@ -54,7 +54,14 @@ fn pytest(args: &[&str], deadline: Duration) -> Outcome {
         _ => src.into_os_string(),
     };
     let mut child = Command::new(python())
-        .args(["-m", "pytest", "-p", "troupe.pytest_plugin", "-p", "no:cacheprovider"])
+        .args([
+            "-m",
+            "pytest",
+            "-p",
+            "troupe.pytest_plugin",
+            "-p",
+            "no:cacheprovider",
+        ])
         .args(args)
         .current_dir(repo())
         .env("TROUPE_BIN", env!("CARGO_BIN_EXE_troupe"))

@@ -3,6 +3,9 @@
 
 from pathlib import Path
 
+# pytester runs pytest inside the tests of the plugin itself (test_plugin.py).
+pytest_plugins = ["pytester"]
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 DATA = Path(__file__).resolve().parent / "data"

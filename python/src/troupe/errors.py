@@ -16,6 +16,10 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PREFIX = re.compile(r"^\s*(?:error:|Error:|×|x\s|[│|]\s*)\s*")
 _HINT = re.compile(r"\(hint:\s*(.*?)\)\s*$")
 _HELP = re.compile(r"^\s*help:\s*(.*)$")
+# A miette message ("  × ...") goes on over lines "  │ ..." (one space: deeper indents are
+# its sections, such as a log tail).
+_MIETTE = re.compile(r"^\s*×\s")
+_WRAPPED = re.compile(r"^\s*│ (\S.*)$")
 
 
 class TroupeError(Exception):
@@ -81,26 +85,41 @@ _BY_CODE: Dict[int, Type[TroupeError]] = {
 
 
 def parse_stderr(stderr: str) -> "tuple[str, Optional[str]]":
-    """troupe's message (its first meaningful line) and hint, from what it wrote to stderr.
-    A hint is troupe's ``(hint: ...)`` or miette's ``help:``, with its wrapped lines joined."""
+    """troupe's message and hint, from what it wrote to stderr.
+
+    The message is the first meaningful line, with the lines miette wrapped it onto joined
+    again; the hint is troupe's ``(hint: ...)`` or miette's ``help:``, also joined.
+    """
     lines = [_ANSI.sub("", line).rstrip() for line in stderr.splitlines()]
     hint: Optional[str] = None
     message = ""
-    in_help = False
+    in_help = in_message = False
     for line in lines:
         m = _HINT.search(line) or _HELP.match(line)
         if m:
             in_help = hint is None and _HELP.match(line) is not None
+            in_message = False
             hint = hint or m.group(1).strip()
             continue
         if in_help and line.startswith(" ") and line.strip():
             hint = f"{hint} {line.strip()}"
             continue
         in_help = False
+        wrapped = _WRAPPED.match(line)
+        if in_message and wrapped:
+            message = _join(message, wrapped.group(1))
+            continue
+        in_message = False
         text = _PREFIX.sub("", line).strip()
         if text and not message:
             message = text
+            in_message = _MIETTE.match(line) is not None
     return message or "troupe failed without a message", hint
+
+
+def _join(head: str, tail: str) -> str:
+    # miette breaks lines at spaces and after hyphens and slashes.
+    return head + tail if head.endswith(("-", "/")) else f"{head} {tail}"
 
 
 def from_output(code: int, stderr: str, command: Sequence[str]) -> TroupeError:

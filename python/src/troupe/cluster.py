@@ -10,6 +10,7 @@ with troupe's own message and hint.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Type, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Type, Union
 
 from .descriptor import Node, Status
 from .errors import TroupeError, TroupeNotFound, from_output
@@ -129,7 +130,9 @@ class Cluster:
                 e.state_dir = directory
                 print(f"troupe: {spec} did not come up; state directory kept: {directory}", file=sys.stderr)
             raise
-        return cls(directory, troupe=troupe, remove_state_dir=made)
+        cluster = cls(directory, troupe=troupe, remove_state_dir=made)
+        _started.add(cluster)
+        return cluster
 
     def _run(self, *args: str, timeout: Optional[float] = None) -> str:
         return _invoke(self.troupe, [*args, "--state-dir", str(self.state_dir)], timeout)
@@ -259,17 +262,37 @@ class Cluster:
             return
         self._run("down", *(["--kill"] if kill else []))
         self._down = True
+        _started.discard(self)
 
     def close(self) -> None:
         """:meth:`down`, then remove the state directory if :meth:`up` made it and nothing
-        asked to keep it; a kept one's path is printed to stderr."""
+        asked to keep it; a kept one's path is printed to stderr. If ``down`` fails, the
+        directory is kept: ``troupe down --force --state-dir DIR`` needs it."""
         try:
             self.down()
+        except BaseException:
+            self.keep = True
+            raise
         finally:
             if self.remove_state_dir and not self.keep:
                 shutil.rmtree(self.state_dir, ignore_errors=True)
             elif self.keep:
                 print(f"troupe: state directory kept: {self.state_dir}", file=sys.stderr)
+
+
+#: Clusters :meth:`Cluster.up` started and nobody took down yet. Their supervisors run detached,
+#: so an interpreter that exits (an uncaught exception, Ctrl-C) kills them on the way out.
+_started: Set[Cluster] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for cluster in list(_started):
+        try:
+            cluster.down(kill=True)
+            print(f"troupe: killed {cluster.state_dir} at exit (nobody took it down)", file=sys.stderr)
+        except TroupeError:
+            pass
 
 
 def run(

@@ -156,7 +156,8 @@ def _clusters_of(item: pytest.Item) -> List[Cluster]:
             found.append(value)
         elif isinstance(value, ClusterFactory):
             found.extend(value.clusters)
-    return found or list(item.config.stash[_LIVE])
+    live: List[Cluster] = item.config.stash[_LIVE]
+    return found or list(live)
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -322,6 +322,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_command_line_definition_is_consistent() {
+        crate::Cli::command().debug_assert();
+    }
+
+    #[test]
     fn every_target_command_exists() {
         let cmd = crate::Cli::command();
         for name in TARGET_COMMANDS {

@@ -152,6 +152,31 @@ fn bash_completes_subcommands_and_the_running_clusters_targets() {
         sorted(bash_complete(&script, "troupe restart main:m", &env)),
         ["majority", "minority"]
     );
+    // The same selectors as the engine accepts (it lists them when one is unknown).
+    let refused = troupe()
+        .args(["kill", "main:none-such"])
+        .env("TROUPE_STATE_DIR", state)
+        .output()
+        .unwrap();
+    let hint = String::from_utf8_lossy(&refused.stderr);
+    let engine: Vec<String> = hint
+        .split("selectors: ")
+        .nth(1)
+        .and_then(|l| l.lines().next())
+        .unwrap_or_else(|| panic!("no selector list in: {hint}"))
+        .trim_end_matches(')')
+        .split(", ")
+        .map(|s| format!("main:{s}"))
+        .collect();
+    let offered: Vec<String> = bash_complete(&script, "troupe kill main", &env)
+        .into_iter()
+        .filter(|t| t.starts_with("main:"))
+        .collect();
+    assert_eq!(
+        sorted(offered),
+        sorted(engine),
+        "update SELECTORS in crates/troupe-cli/src/shell.rs"
+    );
     // --state-dir on the command line is passed on to the query.
     let line = format!("troupe stop --state-dir {} main-", state.display());
     assert_eq!(bash_complete(&script, &line, &[]), ["main-1"]);

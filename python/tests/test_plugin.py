@@ -95,3 +95,32 @@ def test_a_cluster_that_never_comes_up_fails_the_test_with_troupes_account(pytes
         assert (kept / "nodes" / "main-1" / "node.log").exists()
     finally:
         shutil.rmtree(kept)
+
+
+def test_a_failing_test_gets_the_last_lines_of_each_log(pytester):
+    pytester.makepyfile(
+        f"""
+        from troupe.pytest_plugin import troupe_cluster
+
+        one = troupe_cluster({str(DATA / "one-etcd.toml")!r}, scope="module")
+
+        def test_passes(one):
+            one.wait_leader()
+
+        def test_fails(one):
+            assert one.kill("main:leader") == ["nobody"]
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "troupe.pytest_plugin", "--troupe-log-lines", "3")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    [kept] = kept_dirs(out)
+    try:
+        title = f"troupe logs: main-1 (killed; last 3 lines of {kept / 'nodes' / 'main-1' / 'node.log'})"
+        lines = out.splitlines()
+        at = next(i for i, line in enumerate(lines) if title in line)
+        section = lines[at + 1 : at + 4]
+        assert all(line.startswith("{") for line in section), section  # etcd's JSON log lines
+        assert is_down(kept)
+    finally:
+        shutil.rmtree(kept)

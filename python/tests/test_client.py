@@ -1,9 +1,12 @@
 """The typed client against a real 3-member etcd cluster with mTLS: endpoints, certificates,
 node operations, logs, errors that carry troupe's words, and `run` of a scenario."""
 
-import ssl
-import urllib.request
 import json
+import shutil
+import ssl
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +20,18 @@ etcd = troupe_cluster(EXAMPLES / "etcd" / "cluster.toml", scope="module")
 def health(node, context):
     with urllib.request.urlopen(node.url("client") + "/health", context=context, timeout=10) as r:
         return json.loads(r.read())
+
+
+def processes_of(state_dir):
+    """Pids of live processes whose command line names the state directory."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(state_dir).encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            pass  # gone meanwhile
+    return pids
 
 
 def test_nodes_endpoints_certificates_and_ca(etcd):
@@ -107,3 +122,22 @@ def test_a_partition_moves_the_leadership_to_the_majority():
         c.heal()
         assert [f.active for f in c.status().faults] == [False]
         c.wait_ready()
+
+
+def test_a_start_past_its_deadline_is_interrupted_and_leaves_nothing_running():
+    with pytest.raises(TroupeError) as e:
+        Cluster.up(DATA / "never-ready.toml", timeout=0.5)  # its probe would give up after 2 s
+    assert "did not finish within 0.5s" in e.value.message
+    assert "interrupted" in e.value.output, e.value.output
+    state_dir = e.value.state_dir
+    assert state_dir is not None
+    try:
+        with pytest.raises(NotRunning):
+            Cluster(state_dir).status()
+        # The supervisor may take a moment to exit after reporting: wait, with a deadline.
+        deadline = time.monotonic() + 10
+        while processes_of(state_dir) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert processes_of(state_dir) == [], f"processes of {state_dir} still run"
+    finally:
+        shutil.rmtree(state_dir)

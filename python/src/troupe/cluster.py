@@ -53,27 +53,48 @@ def _duration(seconds: float) -> str:
 
 
 def _invoke(troupe: str, args: Sequence[str], timeout: Optional[float] = None) -> str:
-    """Runs ``troupe ARGS``; returns its stdout, or raises with its message and hint."""
+    """Runs ``troupe ARGS``; returns its stdout, or raises with its message and hint.
+
+    Past ``timeout`` troupe gets SIGTERM, as from Ctrl-C: a ``troupe up --detach`` still
+    waiting then tells its supervisor to stop everything it started, and reports so.
+    """
     command = [troupe, *args]
     env = dict(os.environ, NO_COLOR="1")
     # The state directory is always passed explicitly; an inherited one must not override it.
     env.pop("TROUPE_STATE_DIR", None)
     try:
-        done = subprocess.run(
+        proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             env=env,
-            timeout=timeout,
         )
-    except subprocess.TimeoutExpired as e:
-        raise TroupeError(f"`{' '.join(command)}` did not answer within {timeout}s", command=command) from e
     except OSError as e:
         raise TroupeNotFound(f"cannot run {troupe}: {e}", command=command) from e
-    if done.returncode != 0:
-        raise from_output(done.returncode, done.stderr, command)
-    return done.stdout
+    with proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                stdout, stderr = proc.communicate(timeout=_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+            raise TroupeError(
+                f"`{' '.join(command)}` did not finish within {timeout}s and was interrupted",
+                command=command,
+                output=stderr,
+            ) from None
+    if proc.returncode != 0:
+        raise from_output(proc.returncode, stderr, command)
+    return stdout
+
+
+#: How long troupe may take to clean up after SIGTERM before it is killed.
+_GRACE = 120.0
 
 
 def _targets(targets: Sequence[str]) -> List[str]:

@@ -18,11 +18,13 @@ use troupe_spec::exit;
 
 /// The selectors of `CLUSTER:SELECTOR`, as `troupe::select` accepts them (kept in step by hand:
 /// the engine does not export its list).
-const SELECTORS: [&str; 7] = [
+const SELECTORS: [&str; 9] = [
     "leader",
     "followers",
     "random",
     "one",
+    "up",
+    "down",
     "minority",
     "majority",
     "all",

@@ -94,7 +94,8 @@ def test_an_invalid_spec_is_refused_with_a_hint():
 
 
 def test_a_context_manager_takes_the_cluster_down_and_removes_its_state_dir():
-    with Cluster.up(DATA / "one-etcd.toml") as c:
+    with Cluster.up(DATA / "one-etcd.toml", overrides={"name": "renamed", "clusters.main.nodes": 1}) as c:
+        assert c.status().name == "renamed"
         assert c.wait_leader() == "main-1"
         state_dir = c.state_dir
         assert (state_dir / "cluster.json").exists()

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Type, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Type, Union
 
 from .descriptor import Node, Status
 from .errors import TroupeError, TroupeNotFound, from_output
@@ -97,6 +97,12 @@ def _invoke(troupe: str, args: Sequence[str], timeout: Optional[float] = None) -
 _GRACE = 120.0
 
 
+def _toml(value: Any) -> str:
+    """A ``--set`` value: strings as they are, numbers, booleans and lists as TOML (whose
+    spelling of them JSON shares)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _targets(targets: Sequence[str]) -> List[str]:
     if not targets:
         raise ValueError("name at least one target: a node (main-1), a cluster (main) or main:leader")
@@ -133,17 +139,20 @@ class Cluster:
         state_dir: Optional[PathLike] = None,
         troupe: Optional[str] = None,
         timeout: Optional[float] = None,
+        overrides: Optional[Mapping[str, Any]] = None,
     ) -> "Cluster":
         """``troupe up SPEC --detach``: returns once every node is ready, or raises
         :class:`~troupe.errors.StartFailed` (with troupe's account, e.g. the end of the failing
         node's log) having stopped everything. Without ``state_dir`` a new temporary directory
-        is used; it stays for a post-mortem when the start fails."""
+        is used; it stays for a post-mortem when the start fails. ``overrides`` sets spec keys
+        for this run (``troupe up --set``): ``{"clusters.main.nodes": 5}``."""
         troupe = troupe or find_troupe()
+        sets = [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={_toml(value)}")]
         made = state_dir is None
         # Short, in /tmp: the control socket's path must fit in 108 bytes.
         directory = Path(tempfile.mkdtemp(prefix="troupe-")) if state_dir is None else Path(state_dir)
         try:
-            _invoke(troupe, ["up", os.fspath(spec), "--detach", "--state-dir", str(directory)], timeout)
+            _invoke(troupe, ["up", os.fspath(spec), "--detach", "--state-dir", str(directory), *sets], timeout)
         except TroupeError as e:
             if made and not any(directory.iterdir()):
                 directory.rmdir()  # nothing was started (an invalid spec): nothing to keep

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Generator, Iterator, List, Optional, Union
+from typing import Any, Generator, Iterator, List, Mapping, Optional, Union
 
 import pytest
 
@@ -70,11 +70,13 @@ class ClusterFactory:
         self._request = request
         self.clusters: List[Cluster] = []
 
-    def __call__(self, spec: SpecPath, *, timeout: Optional[float] = None) -> Cluster:
+    def __call__(
+        self, spec: SpecPath, *, timeout: Optional[float] = None, overrides: Optional[Mapping[str, Any]] = None
+    ) -> Cluster:
         path = Path(spec)
         if not path.is_absolute():
             path = Path(self._request.path).parent / path
-        cluster = _up(self._request.config, path, timeout)
+        cluster = _up(self._request.config, path, timeout, overrides)
         self.clusters.append(cluster)
         return cluster
 
@@ -104,18 +106,20 @@ def troupe_cluster(
     scope: str = "function",
     name: Optional[str] = None,
     timeout: Optional[float] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
 ) -> Any:
     """Declares a fixture that brings ``spec`` up for ``scope`` (``function``, ``class``,
     ``module``, ``package``, ``session``) and yields a :class:`~troupe.Cluster`. A relative
     ``spec`` is found from the file that declares the fixture. The fixture takes the name of
-    the variable it is assigned to, or ``name``."""
+    the variable it is assigned to, or ``name``. ``overrides`` sets spec keys for the run
+    (``troupe up --set``), e.g. ``{"clusters.main.nodes": 5}``."""
     path = Path(spec)
     if not path.is_absolute():
         caller = sys._getframe(1).f_globals.get("__file__")
         path = (Path(caller).parent if caller else Path.cwd()) / path
 
     def fixture(request: pytest.FixtureRequest) -> Generator[Cluster, None, None]:
-        cluster = _up(request.config, path, timeout)
+        cluster = _up(request.config, path, timeout, overrides)
         yield cluster
         _down(request.config, cluster)
 
@@ -123,9 +127,11 @@ def troupe_cluster(
     return pytest.fixture(scope=scope, name=name)(fixture)  # type: ignore[call-overload]
 
 
-def _up(config: pytest.Config, spec: Path, timeout: Optional[float]) -> Cluster:
+def _up(
+    config: pytest.Config, spec: Path, timeout: Optional[float], overrides: Optional[Mapping[str, Any]] = None
+) -> Cluster:
     try:
-        cluster = Cluster.up(spec, timeout=timeout)
+        cluster = Cluster.up(spec, timeout=timeout, overrides=overrides)
     except TroupeError as e:
         kept = f"\nstate directory kept: {e.state_dir}" if e.state_dir else ""
         if e.state_dir is not None:

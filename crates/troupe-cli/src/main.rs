@@ -13,6 +13,7 @@ macro_rules! out {
 mod certs;
 mod ctl;
 mod run;
+mod shell;
 mod signal;
 mod up;
 mod verify;
@@ -230,6 +231,19 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print a completion script: bash, zsh or fish (also completes the running cluster's targets).
+    ///
+    /// bash: troupe completions bash > ~/.local/share/bash-completion/completions/troupe
+    /// zsh: troupe completions zsh > "${fpath[1]}/_troupe"
+    /// fish: troupe completions fish > ~/.config/fish/completions/troupe.fish
+    Completions(shell::CompletionsArgs),
+    /// Print troupe's man page, or write one per command into --dir.
+    ///
+    /// troupe man --dir ~/.local/share/man/man1, then `man troupe`, `man troupe-kill`.
+    Man(shell::ManArgs),
+    /// Internal: names for the completion scripts.
+    #[command(name = "__complete", hide = true)]
+    Complete(shell::CompleteArgs),
 }
 
 #[derive(clap::Args)]
@@ -265,6 +279,9 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Certs(args) => certs::run(args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
+        Command::Complete(args) => shell::complete(args),
         Command::Status { run, json } => ctl::status(&run, json),
         Command::Env { run, json } => ctl::env(&run, json),
         Command::Logs {

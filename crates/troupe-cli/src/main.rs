@@ -405,7 +405,7 @@ pub(crate) fn overrides(sets: &[String]) -> Vec<troupe_spec::overrides::Override
 
 fn check(spec: &std::path::Path, sets: &[String]) -> i32 {
     if is_scenario(spec) {
-        return match troupe::scenario::load(spec) {
+        return match troupe::scenario::load_with(spec, overrides(sets)) {
             Ok(s) => {
                 let n = s.steps.len();
                 println!(

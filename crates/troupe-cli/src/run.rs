@@ -61,19 +61,26 @@ pub struct RunArgs {
     /// after the run [default: a new temporary directory, removed after a passing run].
     #[arg(long, value_name = "DIR")]
     run_dir: Option<PathBuf>,
+    /// Override one key of every spec the scenario brings up that has its cluster (repeatable),
+    /// validated like the file: --set clusters.main.network=namespaces
+    /// --set clusters.main.binary=$PWD/target/release/server. An `up` step's own
+    /// `set = ["KEY=VALUE"]` applies after these.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = crate::parse_set)]
+    set: Vec<String>,
 }
 
 pub fn run(args: RunArgs) -> i32 {
     // Checked whole, with every spec it brings up, before anything starts.
-    let scenario: Scenario = match troupe::scenario::load(&args.scenario) {
-        Ok(s) => s,
-        Err(problems) => {
-            for p in problems {
-                crate::report_invalid(p);
+    let scenario: Scenario =
+        match troupe::scenario::load_with(&args.scenario, crate::overrides(&args.set)) {
+            Ok(s) => s,
+            Err(problems) => {
+                for p in problems {
+                    crate::report_invalid(p);
+                }
+                return exit::INVALID_INPUT;
             }
-            return exit::INVALID_INPUT;
-        }
-    };
+        };
     let interrupt = Interrupt::new();
     forward_signals(interrupt.clone());
     let n = scenario.steps.len();

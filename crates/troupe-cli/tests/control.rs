@@ -246,3 +246,62 @@ tcp = "api"
         "a refused spec made a state dir"
     );
 }
+
+/// `troupe run --set` reaches every spec the scenario brings up that has the key's cluster, and
+/// an `up` step's own `set` (a template of the scenario's parameters) applies after it; a `--set`
+/// for a cluster no spec has is refused before anything starts.
+#[test]
+fn run_set_and_up_step_set_override_the_specs_a_scenario_brings_up() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fx.toml"),
+        r#"
+[clusters.fx]
+nodes = 1
+binary = "no-such-server-on-path"
+ports = ["api"]
+args = ["--listen", "{{ node.addrs.api }}"]
+
+[[clusters.fx.ready]]
+tcp = "api"
+timeout = "1s"
+"#,
+    )
+    .unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+[env]
+FIXTURE = "missing"
+
+[[step]]
+name = "up"
+up = "fx.toml"
+set = ["clusters.fx.binary={{ env.FIXTURE }}", "clusters.fx.ready.0.timeout=20s"]
+
+[[step]]
+name = "two nodes"
+sh = "test {{ nodes | length }} -eq 2"
+"#,
+    )
+    .unwrap();
+    let fixture = cargo_bin("troupe-fixture");
+    let run = |sets: &[&str]| {
+        let mut c = assert_cmd::Command::new(cargo_bin("troupe"));
+        c.env("FIXTURE", &fixture).arg("run").arg(&scenario);
+        for s in sets {
+            c.args(["--set", s]);
+        }
+        c.assert()
+    };
+    run(&["clusters.fx.nodes=2"]).success();
+    // Without it the spec's one node fails the check: the override was what made it pass.
+    run(&[])
+        .code(1)
+        .stdout(predicate::str::contains("two nodes"));
+    run(&["clusters.nope.nodes=2"]).code(2).stderr(
+        predicate::str::contains("--set clusters.nope.nodes=2")
+            .and(predicate::str::contains("no spec this scenario brings up")),
+    );
+}

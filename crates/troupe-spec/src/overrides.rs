@@ -39,6 +39,19 @@ impl Override {
         })
     }
 
+    /// Whether this override belongs in a spec with `text`: a key under `clusters.NAME` only
+    /// where that cluster exists (a scenario's `--set` meets specs of other clusters too).
+    pub fn applies_to(&self, text: &str) -> bool {
+        match self.key.as_slice() {
+            [root, cluster, _, ..] if root == "clusters" => text
+                .parse::<DocumentMut>()
+                .ok()
+                .and_then(|d| d.get("clusters")?.get(cluster).map(|_| ()))
+                .is_some(),
+            _ => true,
+        }
+    }
+
     /// `KEY=VALUE` again, as the user could have typed it.
     pub fn text(&self) -> String {
         format!("{}={}", self.dotted(), self.value)

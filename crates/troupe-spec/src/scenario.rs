@@ -35,6 +35,9 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     pub finally: Vec<Step>,
     pub measures: Vec<Measure>,
+    /// `troupe run --set KEY=VALUE`: applied to every spec the scenario brings up that has the
+    /// key's cluster (before each `up` step's own `set`).
+    pub overrides: Vec<crate::overrides::Override>,
 }
 
 /// A parameter declared in the scenario's `[env]` table: `VARIANT = "plain"`.
@@ -81,8 +84,12 @@ pub struct Step {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum StepKind {
-    /// Bring up specs (paths relative to the scenario).
-    Up(Vec<String>),
+    /// Bring up specs (paths relative to the scenario), with `set = ["KEY=VALUE", ...]`
+    /// overrides (templates) applied to each.
+    Up {
+        specs: Vec<String>,
+        set: Vec<String>,
+    },
     /// Stop every cluster the scenario brought up.
     Down,
     /// A node operation on targets.
@@ -299,6 +306,7 @@ struct RawStep {
     include: Option<Spanned<String>>,
     max_parallel: Option<Spanned<i64>>,
     up: Option<Spanned<OneOrMany>>,
+    set: Option<Vec<Spanned<String>>>,
     down: Option<Spanned<bool>>,
     kill: Option<Spanned<OneOrMany>>,
     stop: Option<Spanned<OneOrMany>>,
@@ -428,6 +436,7 @@ impl Scenario {
                 steps,
                 finally,
                 measures,
+                overrides: Vec::new(),
             })
         } else {
             Err(InvalidSpec {
@@ -955,7 +964,24 @@ fn step(v: &mut Validator<'_>, raw: Spanned<RawStep>, chain: Chain<'_>) -> Optio
             workload: workload_ref(v, x, "end_workload")?,
         }
     } else if let Some(up) = r.up {
-        StepKind::Up(up.into_inner().0)
+        let mut set = Vec::new();
+        for kv in r.set.take().unwrap_or_default() {
+            // A template is checked once rendered; a plain one now.
+            if !kv.get_ref().contains("{{")
+                && let Err(e) = crate::overrides::Override::parse(kv.get_ref())
+            {
+                v.err(
+                    kv.span(),
+                    e,
+                    "each entry is KEY=VALUE, e.g. set = [\"clusters.main.network=namespaces\"]",
+                );
+            }
+            set.push(kv.into_inner());
+        }
+        StepKind::Up {
+            specs: up.into_inner().0,
+            set,
+        }
     } else if r.down.as_ref().is_some_and(|d| *d.get_ref()) {
         StepKind::Down
     } else if let Some((op, targets)) = ops.into_iter().next() {
@@ -1056,6 +1082,12 @@ fn check_options(v: &mut Validator<'_>, r: &RawStep) {
         ("rate", at(&r.rate), "degrade", degrade),
         ("bridge", at(&r.bridge), "partition", partition),
         ("host", at(&r.host), "isolate", isolate),
+        (
+            "set",
+            r.set.as_ref().and_then(|s| s.first()).map(Spanned::span),
+            "up",
+            r.up.is_some(),
+        ),
     ];
     for (key, span, owner, applies) in options {
         if let Some(span) = span

@@ -27,10 +27,26 @@ pub fn check(scenario: &Scenario) -> Result<(), Vec<InvalidSpec>> {
         errors: Vec::new(),
         templates: minijinja::Environment::new(),
         params: scenario.params(|name| std::env::var(name).ok()),
+        applied: BTreeSet::new(),
     };
     c.steps(&scenario.steps, Nest::Top);
     // `finally` runs after any step, even the first: check it against what may be up.
     c.steps(&scenario.finally, Nest::Top);
+    for (i, o) in scenario.overrides.iter().enumerate() {
+        if !c.applied.contains(&i) {
+            c.errors.push(
+                troupe_spec::SpecSource::new(&scenario.source.path, "")
+                    .error(
+                        0..0,
+                        format!(
+                            "--set {}: no spec this scenario brings up has that cluster",
+                            o.text()
+                        ),
+                    )
+                    .with_help("check the cluster name against the specs' [clusters.NAME] tables"),
+            );
+        }
+    }
     let mut all = c.specs;
     // Grouped by file: an included file's problems are its own.
     let mut errors = c.errors;
@@ -55,6 +71,8 @@ enum Nest {
 
 struct Checker<'a> {
     scenario: &'a Scenario,
+    /// Which of the scenario's `--set` overrides some spec took.
+    applied: BTreeSet<usize>,
     /// Clusters up at this point of the scenario.
     views: Vec<ClusterView>,
     captured: BTreeSet<String>,
@@ -216,7 +234,27 @@ impl Checker<'_> {
         }
     }
 
-    fn up(&mut self, step: &Step, specs: &[String], nest: Nest) {
+    fn up(&mut self, step: &Step, specs: &[String], set: &[String], nest: Nest) {
+        // The step's own overrides, where only parameters are templated; others wait for the run.
+        let mut own = Vec::new();
+        for kv in set {
+            self.template(step, kv, nest);
+            let text = if kv.contains("{{") {
+                match self.with_params(kv) {
+                    Some(t) => t,
+                    None => return,
+                }
+            } else {
+                kv.clone()
+            };
+            match troupe_spec::overrides::Override::parse(&text) {
+                Ok(o) => own.push(o),
+                Err(e) => {
+                    self.err(step, format!("set: {e}"), "each entry is KEY=VALUE");
+                    return;
+                }
+            }
+        }
         for spec in specs {
             self.template(step, spec, nest);
             // A path that only reads parameters is known now: `cluster-{{ env.VARIANT }}.toml`.
@@ -226,7 +264,17 @@ impl Checker<'_> {
                 None => (spec.clone(), None),
             };
             let path = self.scenario.source.dir().join(&spec);
-            let loaded = Spec::from_path(&path).and_then(|s| crate::plan::check(&s).map(|()| s));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let mut sets: Vec<troupe_spec::overrides::Override> = Vec::new();
+            for (i, o) in self.scenario.overrides.iter().enumerate() {
+                if o.applies_to(&text) {
+                    self.applied.insert(i);
+                    sets.push(o.clone());
+                }
+            }
+            sets.extend(own.iter().cloned());
+            let loaded =
+                Spec::from_path_with(&path, &sets).and_then(|s| crate::plan::check(&s).map(|()| s));
             match loaded {
                 Ok(s) => self.add(&s),
                 Err(e) => {
@@ -288,7 +336,7 @@ impl Checker<'_> {
             self.when(step, w, nest);
         }
         match &step.kind {
-            StepKind::Up(specs) => self.up(step, specs, nest),
+            StepKind::Up { specs, set } => self.up(step, specs, set, nest),
             StepKind::Down => self.views.clear(),
             StepKind::Op { targets, .. } => self.targets(step, targets, nest),
             StepKind::Sh {
@@ -496,7 +544,7 @@ impl Checker<'_> {
 /// The key that makes a step what it is, where its errors point.
 fn key_of(kind: &StepKind) -> Option<&'static str> {
     Some(match kind {
-        StepKind::Up(_) => "up",
+        StepKind::Up { .. } => "up",
         StepKind::Op { op, .. } => op.name(),
         StepKind::Sh { .. } => "sh",
         StepKind::Exec { .. } => "exec",
@@ -564,7 +612,16 @@ fn names_used(text: &str, prefix: &str) -> Vec<String> {
 
 /// Loads and checks a scenario file: its syntax, then [`check`].
 pub fn load(path: &Path) -> Result<Scenario, Vec<InvalidSpec>> {
-    let s = Scenario::from_path(path).map_err(|e| vec![e])?;
+    load_with(path, Vec::new())
+}
+
+/// [`load`] with `troupe run --set` overrides, applied to every spec that has the key's cluster.
+pub fn load_with(
+    path: &Path,
+    overrides: Vec<troupe_spec::overrides::Override>,
+) -> Result<Scenario, Vec<InvalidSpec>> {
+    let mut s = Scenario::from_path(path).map_err(|e| vec![e])?;
+    s.overrides = overrides;
     check(&s)?;
     Ok(s)
 }

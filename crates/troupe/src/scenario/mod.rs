@@ -33,7 +33,7 @@ use crate::engine::Interrupt;
 use crate::report::{Report, StepReport, Verdict};
 use crate::template::Templates;
 
-pub use check::{check, load};
+pub use check::{check, load, load_with};
 
 /// Options of one run.
 pub struct RunOptions {
@@ -131,6 +131,7 @@ pub fn run(scenario: &Scenario, opts: RunOptions, on_event: &(dyn Fn(&Event) + S
         templates: Templates::new(),
         params: scenario.params(|name| std::env::var(name).ok()),
         continue_on_failure: scenario.continue_on_failure,
+        overrides: scenario.overrides.clone(),
         on_event,
     };
     let ctx = Ctx::default();
@@ -216,6 +217,8 @@ struct Runner<'a> {
     params: Vec<(String, String)>,
     /// The scenario's `continue_on_failure`.
     continue_on_failure: bool,
+    /// `troupe run --set`.
+    overrides: Vec<troupe_spec::overrides::Override>,
     on_event: &'a (dyn Fn(&Event) + Sync),
 }
 
@@ -450,8 +453,12 @@ impl Runner<'_> {
         }
     }
 
-    fn up(&self, specs: &[String], ctx: &Ctx) -> StepResult {
+    fn up(&self, specs: &[String], set: &[String], ctx: &Ctx) -> StepResult {
         let mut started = Vec::new();
+        let own: Vec<String> = set
+            .iter()
+            .map(|kv| self.render(kv, ctx))
+            .collect::<Result<_, _>>()?;
         for spec in specs {
             let spec = self.render(spec, ctx)?;
             let path = self.dir.join(&spec);
@@ -465,7 +472,16 @@ impl Runner<'_> {
                 state = self.run_dir.join(format!("{stem}-{i}"));
                 i += 1;
             }
-            let cluster = Cluster::builder(&path)
+            // `troupe run --set` where the spec has the key's cluster, then the step's own.
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let mut builder = Cluster::builder(&path);
+            for o in self.overrides.iter().filter(|o| o.applies_to(&text)) {
+                builder = builder.set(o.text());
+            }
+            for kv in &own {
+                builder = builder.set(kv.clone());
+            }
+            let cluster = builder
                 .state_dir(&state)
                 .interrupt(self.interrupt.clone())
                 .subreaper(self.subreaper)

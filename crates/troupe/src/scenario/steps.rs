@@ -22,7 +22,7 @@ impl Runner<'_> {
         children: &mut Vec<StepReport>,
     ) -> StepResult {
         match &step.kind {
-            StepKind::Up(specs) => self.up(specs, ctx),
+            StepKind::Up { specs, set } => self.up(specs, set, ctx),
             StepKind::Down => {
                 self.down_all();
                 Ok(None)

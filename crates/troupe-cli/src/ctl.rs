@@ -135,6 +135,19 @@ pub fn status(w: &Where, json: bool) -> i32 {
             (None, false) => "no role probe".to_string(),
         };
         println!("cluster {}: {leader}{formed}", c.name);
+        for w in &c.split_brains {
+            let lasted = match w.to_ms {
+                Some(to) => format!(
+                    "for {}",
+                    format_duration(Duration::from_millis(to.saturating_sub(w.from_ms)))
+                ),
+                None => "still".to_string(),
+            };
+            println!(
+                "  split brain: {} claimed to lead, {lasted}",
+                w.nodes.join(", ")
+            );
+        }
         for f in &c.failovers {
             match (&f.to, f.ms) {
                 (Some(to), Some(ms)) => println!(

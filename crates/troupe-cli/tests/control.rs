@@ -305,3 +305,60 @@ sh = "test {{ nodes | length }} -eq 2"
             .and(predicate::str::contains("no spec this scenario brings up")),
     );
 }
+
+/// Two nodes claim to lead: a scenario's `wait = "leader"` fails saying so (marked here as a
+/// known failure), and the scenario can count the claimants and read the recorded window.
+#[test]
+fn a_scenario_sees_a_split_brain_as_one_and_can_count_the_claimants() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fx.toml"),
+        format!(
+            r#"
+[clusters.fx]
+nodes = 3
+binary = "{bin}"
+ports = ["api"]
+args = ["--listen", "{{{{ node.addrs.api }}}}"]
+
+[clusters.fx.role]
+command = ["echo", "{{{{ node.name }}}}"]
+leader = "^fx-[13]$"
+interval = "10ms"
+
+[[clusters.fx.ready]]
+tcp = "api"
+timeout = "20s"
+"#,
+            bin = cargo_bin("troupe-fixture").display()
+        ),
+    )
+    .unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+[[step]]
+name = "up"
+up = "fx.toml"
+
+[[step]]
+name = "one leader"
+wait = "leader"
+cluster = "fx"
+timeout = "500ms"
+known_failure = "fx-1 and fx-3 both claim to lead"
+
+[[step]]
+name = "count them"
+sh = "test {{ clusters.fx.leaders | length }} -eq 2 && test '{{ clusters.fx.split_brains[0].nodes | join(',') }}' = fx-1,fx-3"
+"#,
+    )
+    .unwrap();
+    assert_cmd::Command::new(cargo_bin("troupe"))
+        .arg("run")
+        .arg(&scenario)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("split brain"));
+}

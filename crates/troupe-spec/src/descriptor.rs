@@ -139,12 +139,28 @@ pub struct ClusterStatus {
     /// for a moment, an old leader that has not heard of the new one yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leaders: Vec<String>,
+    /// Every window in which more than one node claimed to lead, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split_brains: Vec<SplitBrain>,
     /// From the first node's spawn to the last node's readiness.
     pub formation_ms: Option<f64>,
     /// Every change of leader seen, oldest first.
     pub leader_changes: Vec<LeaderChange>,
     /// Leader stopped, killed or paused → a different leader seen.
     pub failovers: Vec<Failover>,
+}
+
+/// A window in which more than one node claimed to lead: a split brain, or (for about an
+/// election timeout) an old leader that had not heard of the new one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct SplitBrain {
+    /// Unix time in milliseconds when a second claimant was first seen.
+    pub from_ms: u64,
+    /// When one claimant or none was seen again; absent while it lasts.
+    pub to_ms: Option<u64>,
+    /// Every node that claimed to lead in the window.
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -213,6 +229,16 @@ impl std::fmt::Display for NodeState {
             NodeState::Exited => "exited",
         };
         f.write_str(s)
+    }
+}
+
+impl SplitBrain {
+    pub fn new(from_ms: u64, nodes: Vec<String>) -> SplitBrain {
+        SplitBrain {
+            from_ms,
+            to_ms: None,
+            nodes,
+        }
     }
 }
 

@@ -36,7 +36,7 @@ pub mod workload;
 
 pub use descriptor::{
     ClusterStatus, Descriptor, Failover, FaultRecord, LeaderChange, NodeDescriptor, NodeEvent,
-    NodeState, NodeTls,
+    NodeState, NodeTls, SplitBrain,
 };
 pub use diag::{InvalidSpec, SpecError, SpecSource, suggest};
 pub use duration::{MAX_DURATION, checked_deadline, format_duration, parse_duration};

@@ -222,6 +222,7 @@ struct LiveInner {
     down: std::collections::BTreeSet<String>,
     changes: Vec<LeaderChange>,
     failovers: Vec<(Failover, Instant)>,
+    split_brains: Vec<troupe_spec::SplitBrain>,
 }
 
 impl ClusterLive {
@@ -315,8 +316,25 @@ impl ClusterLive {
                 _ => Some(many[0].clone()),
             },
         };
+        let claimants: Vec<String> = claimants.into_iter().cloned().collect();
         let mut inner = self.lock();
         inner.roles = answers;
+        // Windows with more than one claimant, with everyone who claimed in them.
+        let open = inner.split_brains.last_mut().filter(|w| w.to_ms.is_none());
+        match (open, claimants.len() > 1) {
+            (Some(w), true) => {
+                for n in &claimants {
+                    if !w.nodes.contains(n) {
+                        w.nodes.push(n.clone());
+                    }
+                }
+            }
+            (Some(w), false) => w.to_ms = Some(unix_ms()),
+            (None, true) => inner
+                .split_brains
+                .push(troupe_spec::SplitBrain::new(unix_ms(), claimants.clone())),
+            (None, false) => {}
+        }
         if next != current {
             inner
                 .changes
@@ -344,6 +362,7 @@ impl ClusterLive {
         s.has_role_probe = self.has_role_probe;
         s.leader = self.leader();
         s.leaders = self.claims();
+        s.split_brains = inner.split_brains.clone();
         s.formation_ms = inner.formation_ms;
         s.leader_changes = inner.changes.clone();
         s.failovers = inner.failovers.iter().map(|(f, _)| f.clone()).collect();

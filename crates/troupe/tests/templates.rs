@@ -153,6 +153,10 @@ timeout = "20s"
     let status = split.descriptor();
     let c = status.clusters.iter().find(|c| c.name == "fx").unwrap();
     assert_eq!(c.leaders, ["fx-1", "fx-3"]);
+    // Recorded as a window that is still open.
+    assert_eq!(c.split_brains.len(), 1, "{:?}", c.split_brains);
+    assert_eq!(c.split_brains[0].nodes, ["fx-1", "fx-3"]);
+    assert_eq!(c.split_brains[0].to_ms, None);
 }
 
 /// A port the system derives itself (`10000 + node id`) is checked free and locked like the

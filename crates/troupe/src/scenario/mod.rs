@@ -293,11 +293,23 @@ impl Runner<'_> {
             c["node"] = n.clone();
         }
         // Every node of every cluster up, by name: `nodes[vars.NEW].addrs.client`.
-        c["nodes"] = self
-            .descriptors()
+        let descriptors = self.descriptors();
+        c["nodes"] = descriptors
             .iter()
             .flat_map(|d| d.nodes.iter())
             .map(|n| (n.name.clone(), serde_json::to_value(n).expect("node json")))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        // Every cluster's roles now: `clusters.main.leader`, `clusters.main.leaders | length`.
+        c["clusters"] = descriptors
+            .iter()
+            .flat_map(|d| d.clusters.iter())
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    json!({"leader": c.leader, "leaders": c.leaders, "split_brains": c.split_brains}),
+                )
+            })
             .collect::<serde_json::Map<_, _>>()
             .into();
         self.templates.render(text, &c).map_err(|e| Failure {

@@ -101,7 +101,8 @@ enum Command {
     ///
     /// TROUPE_STATE_DIR, TROUPE_CA, TROUPE_NODES; per node (MAIN_1 for main-1) TROUPE_MAIN_1_HOST,
     /// _PID, _<PORT> (host:port), _<PORT>_URL, _DATA_DIR, _LOG, _CERT, _KEY, _CLIENT_CERT,
-    /// _CLIENT_KEY; per cluster TROUPE_MAIN_<PORT>_URLS (comma-separated) and TROUPE_MAIN_LEADER.
+    /// _CLIENT_KEY; per cluster TROUPE_MAIN_<PORT>_URLS and TROUPE_MAIN_<PORT>_ADDRS (comma-separated
+    /// URLs, and host:port lists for bootstrap) and TROUPE_MAIN_LEADER.
     Env {
         #[command(flatten)]
         run: ctl::Where,

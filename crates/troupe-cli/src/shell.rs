@@ -16,19 +16,7 @@ use clap_complete::Shell;
 use troupe_spec::control::Request;
 use troupe_spec::exit;
 
-/// The selectors of `CLUSTER:SELECTOR`, as `troupe::select` accepts them (kept in step by hand:
-/// the engine does not export its list).
-const SELECTORS: [&str; 9] = [
-    "leader",
-    "followers",
-    "random",
-    "one",
-    "up",
-    "down",
-    "minority",
-    "majority",
-    "all",
-];
+use troupe::SELECTORS;
 
 /// The subcommands whose positional arguments (or `--bridge`) are targets or node names.
 const TARGET_COMMANDS: [&str; 12] = [

@@ -289,7 +289,13 @@ sh = "test {{ nodes | length }} -eq 2"
     let fixture = cargo_bin("troupe-fixture");
     let run = |sets: &[&str]| {
         let mut c = assert_cmd::Command::new(cargo_bin("troupe"));
-        c.env("FIXTURE", &fixture).arg("run").arg(&scenario);
+        // A failing run keeps its directory: keep it in the test's.
+        let run_dir = tempfile::tempdir_in(dir.path()).unwrap().keep();
+        c.env("FIXTURE", &fixture)
+            .arg("run")
+            .arg(&scenario)
+            .arg("--run-dir")
+            .arg(run_dir);
         for s in sets {
             c.args(["--set", s]);
         }

@@ -54,6 +54,7 @@ pub use engine::Interrupt;
 pub use error::{Error, StartFailure, StartReason};
 pub use probe::{client_config, log_tail};
 pub use roles::unix_ms;
+pub use select::SELECTORS;
 pub use troupe_spec::history;
 pub use troupe_spec::{Descriptor, NodeDescriptor, NodeState, NodeTls, Spec};
 /// The checkers: [`verify::linearizable`], [`verify::set`], [`verify::stats`] (the

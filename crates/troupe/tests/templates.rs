@@ -421,3 +421,31 @@ interval = "20ms"
     let once = troupe_spec::Spec::from_str("cost.toml", &spec("scope = \"cluster\"")).unwrap();
     assert!(troupe::plan::probe_cost_warnings(&once).is_empty());
 }
+
+/// After a kill, `random`, `one` and `up` choose among the survivors, `down` names the dead
+/// node, and a selector that names nobody is refused saying each node's state.
+#[test]
+fn selectors_choose_among_the_nodes_that_are_up() {
+    let cluster = Cluster::from_toml("sel.toml", bootstrap_spec(""))
+        .start()
+        .unwrap();
+    assert!(
+        cluster
+            .select("fx:down")
+            .unwrap_err()
+            .to_string()
+            .contains("names no node")
+    );
+    cluster.kill("fx-1").unwrap();
+    for _ in 0..30 {
+        let picked = cluster.select("fx:random").unwrap();
+        assert_eq!(picked.len(), 1);
+        assert_ne!(picked[0], "fx-1", "random picked the dead node");
+    }
+    assert_eq!(cluster.select("fx:one").unwrap(), ["fx-2"]);
+    assert_eq!(cluster.select("fx:up").unwrap(), ["fx-2", "fx-3"]);
+    assert_eq!(cluster.select("fx:down").unwrap(), ["fx-1"]);
+    assert_eq!(cluster.start_node("fx:down").unwrap(), ["fx-1"]);
+    let err = cluster.select("fx:down").unwrap_err().to_string();
+    assert!(err.contains("fx-1 ready, fx-2 ready, fx-3 ready"), "{err}");
+}

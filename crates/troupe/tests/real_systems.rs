@@ -1,6 +1,8 @@
-//! What templates and `troupe env` can say about a run: files anywhere inside the node's
-//! directory, peers by name (`nodes["fx-2"]`), bootstrap lists (`cluster.addrs.PORT`,
-//! `TROUPE_<CLUSTER>_<PORT>_ADDRS`), and bare `host:port` URLs for ports with no URL scheme.
+//! What real systems needed that troupe lacked, each against the fixture: files anywhere inside
+//! the node's directory, peers by name (`nodes["fx-2"]`), bootstrap lists (`cluster.addrs.PORT`,
+//! `TROUPE_<CLUSTER>_<PORT>_ADDRS`), bare `host:port` URLs for ports with no URL scheme, fixed
+//! ports, bootstrap steps, cluster-scope role probes and their cost, split brains, and
+//! selectors over the nodes that are up. The examples use the same on real servers.
 
 mod common;
 

@@ -288,6 +288,15 @@ impl Report {
                 "healed_at_ms": f.healed_at_ms,
             })).collect::<Vec<_>>(),
             "workloads": self.workloads.iter().map(WorkloadOutcome::json).collect::<Vec<_>>(),
+            "split_brains": self.timeline.descriptors.iter().flat_map(|d| {
+                d.clusters.iter().flat_map(move |c| c.split_brains.iter().map(move |w| json!({
+                    "spec": d.name,
+                    "cluster": c.name,
+                    "from_ms": w.from_ms,
+                    "to_ms": w.to_ms,
+                    "nodes": w.nodes,
+                })))
+            }).collect::<Vec<_>>(),
         })
     }
 
@@ -313,6 +322,18 @@ impl Report {
                 base = base.with_node(lane);
             }
             for c in &d.clusters {
+                // A split brain is a band on the timeline, as a fault is: when, and who.
+                for w in &c.split_brains {
+                    base = base.with_fault((
+                        ns(w.from_ms),
+                        w.to_ms.map_or(end, ns),
+                        format!(
+                            "split brain in {}: {} claim to lead",
+                            c.name,
+                            w.nodes.join(", ")
+                        ),
+                    ));
+                }
                 for change in &c.leader_changes {
                     base = base.with_leader(LeaderMark::new(
                         ns(change.at_ms),

@@ -14,6 +14,13 @@ pub struct Descriptor {
     pub name: String,
     /// The CA certificate every node certificate chains to; absent when TLS is off.
     pub ca: Option<PathBuf>,
+    /// Every CA of the run by name (`default` is `ca`, then those of `[tls] cas`); empty when
+    /// TLS is off.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cas: BTreeMap<String, PathBuf>,
+    /// All the CA certificates in one file, for a node or client that trusts every CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
     /// The state directory of the run.
     pub state_dir: PathBuf,
     /// Process id of the troupe process that supervises the nodes.
@@ -181,6 +188,24 @@ pub struct NodeTls {
     /// Client certificate (client auth only), CN = node name.
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// The certificate of the CA that issued these (the cluster's or node's `ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// That CA's name: `default` or one of `[tls] cas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_name: Option<String>,
+    /// With `[tls] bad = true`: deliberately bad certificates by variant (`expired`,
+    /// `not_yet_valid`, `wrong_san`, `no_client_auth`, `no_server_auth`, `self_signed`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bad: BTreeMap<String, CertPair>,
+}
+
+/// A certificate and its private key (mode 0600).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Life-cycle state of a node.

@@ -52,17 +52,14 @@ impl TlsSpec {
         if self.ca_names().any(|n| n == name) {
             return None;
         }
-        let hint = match crate::diag::suggest(name, self.ca_names()) {
-            Some(s) => format!("did you mean `{s}`? "),
-            None => String::new(),
-        };
         let known = self.ca_names().collect::<Vec<_>>().join(", ");
-        Some((
-            format!("unknown CA `{name}`"),
-            format!(
-                "{hint}the CAs of this run are {known}; name more in `[tls]`, e.g. `cas = [\"{name}\"]`"
+        let help = match crate::diag::suggest(name, self.ca_names()) {
+            Some(s) => format!("did you mean `{s}`? the CAs of this run are {known}"),
+            None => format!(
+                "the CAs of this run are {known}; name more in `[tls]`, e.g. `cas = [\"{name}\"]`"
             ),
-        ))
+        };
+        Some((format!("unknown CA `{name}`"), help))
     }
 }
 

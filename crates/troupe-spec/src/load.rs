@@ -475,6 +475,21 @@ impl Validator<'_> {
                         format!("CA `{n}` is named twice"),
                         "remove the duplicate",
                     );
+                } else if let Some(clash) = cas.iter().find(|c| env_name(c) == env_name(n)) {
+                    self.err(
+                        ca.span(),
+                        format!(
+                            "CAs `{clash}` and `{n}` would both be TROUPE_CA_{} in `troupe env`",
+                            env_name(n)
+                        ),
+                        "rename one: names differing only in `-` and `_` (or case) collide",
+                    );
+                } else if env_name(n) == "BUNDLE" {
+                    self.err(
+                        ca.span(),
+                        format!("CA `{n}` would be TROUPE_CA_BUNDLE, the file of every CA"),
+                        "give the CA another name",
+                    );
                 } else {
                     // CA names become file names (`tls/ca-NAME.pem`) and variables (`TROUPE_CA_NAME`).
                     self.check_name(ca.span(), n, "CA name");
@@ -1422,6 +1437,11 @@ impl Validator<'_> {
 }
 
 /// The name of the one check in a probe (`tcp`, `http`, `log` or `command`).
+/// How a name appears in a `TROUPE_*` variable.
+fn env_name(name: &str) -> String {
+    name.to_ascii_uppercase().replace('-', "_")
+}
+
 fn found_kind(kinds: &[bool; 4]) -> &'static str {
     let names = ["tcp", "http", "log", "command"];
     names

@@ -259,3 +259,34 @@ impl Failover {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cluster.json written before named CAs and bad certificates existed.
+    const BEFORE_SEVERAL_CAS: &str = r#"{
+        "name": "etcd", "ca": "/s/tls/ca.pem", "state_dir": "/s", "supervisor_pid": 7,
+        "nodes": [{
+            "name": "main-1", "cluster": "main", "index": 1, "pid": 8, "state": "ready",
+            "host": "127.0.0.1", "ports": {"client": 20001}, "urls": {},
+            "data_dir": "/s/nodes/main-1/data", "log": "/s/nodes/main-1/node.log",
+            "tls": {"cert": "/c.pem", "key": "/c.key",
+                    "client_cert": "/cc.pem", "client_key": "/cc.key"},
+            "time_to_ready_ms": 1.0
+        }]
+    }"#;
+
+    #[test]
+    fn a_descriptor_from_before_several_cas_still_parses_and_writes_back_the_same() {
+        let d: Descriptor = serde_json::from_str(BEFORE_SEVERAL_CAS).unwrap();
+        assert!(d.cas.is_empty() && d.ca_bundle.is_none());
+        let tls = d.nodes[0].tls.as_ref().unwrap();
+        assert!(tls.ca.is_none() && tls.ca_name.is_none() && tls.bad.is_empty());
+        // Nothing new appears when re-written: older readers see the fields they know.
+        let again = serde_json::to_value(&d).unwrap();
+        assert!(again.get("cas").is_none() && again.get("ca_bundle").is_none());
+        let node_tls = &again["nodes"][0]["tls"];
+        assert_eq!(node_tls.as_object().unwrap().len(), 4, "{node_tls}");
+    }
+}

@@ -535,7 +535,7 @@ impl Validator<'_> {
                     "`ca` chooses the CA that issues the nodes' certificates, but TLS is off",
                     "add a `[tls]` table (with `cas = [\"NAME\"]` for CAs besides `default`), or remove `ca`",
                 ),
-                Some(tls) if !ca.get_ref().contains("{{") => {
+                Some(tls) if !ca.get_ref().contains("{{") && !ca.get_ref().contains("{%") => {
                     if let Some((msg, help)) = tls.unknown_ca(ca.get_ref()) {
                         self.err(ca.span(), msg, help);
                     }

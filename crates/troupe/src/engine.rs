@@ -228,7 +228,7 @@ impl Engine {
                 let ca_name = paths.ca_name.as_deref().unwrap_or(TlsSpec::DEFAULT_CA);
                 let ca = cas.get(ca_name).ok_or_else(|| {
                     Error::Pki(format!(
-                        "`{}` names CA `{ca_name}`, which the run has not",
+                        "`{}` names CA `{ca_name}`, which is not a CA of this run",
                         node.name
                     ))
                 })?;

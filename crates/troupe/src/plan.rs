@@ -652,10 +652,28 @@ impl Resolver<'_> {
             "node": {"index": index, "name": name},
             "cluster": {"name": c.name},
         });
-        let rendered = self.render(t, &ctx);
+        let rendered = match self.templates.render(t.get_ref(), &ctx) {
+            Ok(r) => r,
+            Err(e) => {
+                self.template_error(t, e);
+                return TlsSpec::DEFAULT_CA.to_string();
+            }
+        };
         let rendered = rendered.trim();
         if rendered.is_empty() {
-            // A template error, already recorded.
+            let err = self
+                .spec
+                .source
+                .error(
+                    t.span(),
+                    format!("`ca` renders no CA name for node `{name}`"),
+                )
+                .with_help(format!(
+                    "render one of {} for every node, e.g. with an `else`: \
+                     \"{{{{ 'other' if node.index == 3 else 'default' }}}}\"",
+                    tls.ca_names().collect::<Vec<_>>().join(", ")
+                ));
+            self.push(err);
             return TlsSpec::DEFAULT_CA.to_string();
         }
         if let Some((msg, help)) = tls.unknown_ca(rendered) {

@@ -17,6 +17,10 @@ pub struct CertsArgs {
     /// Key algorithm: p256, p384, ed25519, rsa2048, rsa3072 or rsa4096.
     #[arg(long, default_value = "p256", value_parser = parse_key_type)]
     key_type: KeyType,
+    /// Per cluster also every deliberately bad certificate, for negative tests:
+    /// `<cluster>-bad-{expired,not_yet_valid,wrong_san,no_client_auth,no_server_auth,self_signed}`.
+    #[arg(long)]
+    bad: bool,
 }
 
 fn parse_key_type(s: &str) -> Result<KeyType, String> {
@@ -31,7 +35,13 @@ pub fn run(args: CertsArgs) -> i32 {
         }
     }
     let started = Instant::now();
-    match troupe::pki::write_cluster_certs(&args.out, &args.clusters, args.key_type) {
+    let written = troupe::pki::write_cluster_certs_with_bad(
+        &args.out,
+        &args.clusters,
+        args.key_type,
+        args.bad,
+    );
+    match written {
         Ok(files) => {
             let took = started.elapsed();
             for f in &files {

@@ -99,10 +99,12 @@ enum Command {
     },
     /// Shell exports for every endpoint and certificate path: eval "$(troupe env)".
     ///
-    /// TROUPE_STATE_DIR, TROUPE_CA, TROUPE_NODES; per node (MAIN_1 for main-1) TROUPE_MAIN_1_HOST,
-    /// _PID, _<PORT> (host:port), _<PORT>_URL, _DATA_DIR, _LOG, _CERT, _KEY, _CLIENT_CERT,
-    /// _CLIENT_KEY; per cluster TROUPE_MAIN_<PORT>_URLS and TROUPE_MAIN_<PORT>_ADDRS (comma-separated
-    /// URLs, and host:port lists for bootstrap) and TROUPE_MAIN_LEADER.
+    /// TROUPE_STATE_DIR, TROUPE_CA, TROUPE_CA_BUNDLE (every CA), TROUPE_CA_<NAME> (per
+    /// `[tls] cas`), TROUPE_NODES; per node (MAIN_1 for main-1) TROUPE_MAIN_1_HOST, _PID, _<PORT>
+    /// (host:port), _<PORT>_URL, _DATA_DIR, _LOG, _CERT, _KEY, _CLIENT_CERT, _CLIENT_KEY, _CA
+    /// (the node's CA), _BAD_<VARIANT>_CERT/_KEY; per cluster TROUPE_MAIN_<PORT>_URLS and
+    /// TROUPE_MAIN_<PORT>_ADDRS (comma-separated URLs, and host:port lists for bootstrap) and
+    /// TROUPE_MAIN_LEADER.
     Env {
         #[command(flatten)]
         run: ctl::Where,

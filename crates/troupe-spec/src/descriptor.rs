@@ -14,6 +14,13 @@ pub struct Descriptor {
     pub name: String,
     /// The CA certificate every node certificate chains to; absent when TLS is off.
     pub ca: Option<PathBuf>,
+    /// Every CA of the run by name (`default` is `ca`, then those of `[tls] cas`); empty when
+    /// TLS is off.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cas: BTreeMap<String, PathBuf>,
+    /// All the CA certificates in one file, for a node or client that trusts every CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
     /// The state directory of the run.
     pub state_dir: PathBuf,
     /// Process id of the troupe process that supervises the nodes.
@@ -197,6 +204,24 @@ pub struct NodeTls {
     /// Client certificate (client auth only), CN = node name.
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// The certificate of the CA that issued these (the cluster's or node's `ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// That CA's name: `default` or one of `[tls] cas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_name: Option<String>,
+    /// With `[tls] bad = true`: deliberately bad certificates by variant (`expired`,
+    /// `not_yet_valid`, `wrong_san`, `no_client_auth`, `no_server_auth`, `self_signed`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bad: BTreeMap<String, CertPair>,
+}
+
+/// A certificate and its private key (mode 0600).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[non_exhaustive]
+pub struct CertPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Life-cycle state of a node.
@@ -258,5 +283,36 @@ impl Failover {
             to: None,
             ms: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cluster.json written before named CAs and bad certificates existed.
+    const BEFORE_SEVERAL_CAS: &str = r#"{
+        "name": "etcd", "ca": "/s/tls/ca.pem", "state_dir": "/s", "supervisor_pid": 7,
+        "nodes": [{
+            "name": "main-1", "cluster": "main", "index": 1, "pid": 8, "state": "ready",
+            "host": "127.0.0.1", "ports": {"client": 20001}, "urls": {},
+            "data_dir": "/s/nodes/main-1/data", "log": "/s/nodes/main-1/node.log",
+            "tls": {"cert": "/c.pem", "key": "/c.key",
+                    "client_cert": "/cc.pem", "client_key": "/cc.key"},
+            "time_to_ready_ms": 1.0
+        }]
+    }"#;
+
+    #[test]
+    fn a_descriptor_from_before_several_cas_still_parses_and_writes_back_the_same() {
+        let d: Descriptor = serde_json::from_str(BEFORE_SEVERAL_CAS).unwrap();
+        assert!(d.cas.is_empty() && d.ca_bundle.is_none());
+        let tls = d.nodes[0].tls.as_ref().unwrap();
+        assert!(tls.ca.is_none() && tls.ca_name.is_none() && tls.bad.is_empty());
+        // Nothing new appears when re-written: older readers see the fields they know.
+        let again = serde_json::to_value(&d).unwrap();
+        assert!(again.get("cas").is_none() && again.get("ca_bundle").is_none());
+        let node_tls = &again["nodes"][0]["tls"];
+        assert_eq!(node_tls.as_object().unwrap().len(), 4, "{node_tls}");
     }
 }

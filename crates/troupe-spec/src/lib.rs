@@ -35,8 +35,8 @@ pub mod scenario;
 pub mod workload;
 
 pub use descriptor::{
-    ClusterStatus, Descriptor, Failover, FaultRecord, LeaderChange, NodeDescriptor, NodeEvent,
-    NodeState, NodeTls, SplitBrain,
+    CertPair, ClusterStatus, Descriptor, Failover, FaultRecord, LeaderChange, NodeDescriptor,
+    NodeEvent, NodeState, NodeTls, SplitBrain,
 };
 pub use diag::{InvalidSpec, SpecError, SpecSource, suggest};
 pub use duration::{MAX_DURATION, checked_deadline, format_duration, parse_duration};

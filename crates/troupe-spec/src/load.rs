@@ -29,6 +29,9 @@ struct RawSpec {
 struct RawTls {
     enabled: Option<bool>,
     key: Option<Spanned<String>>,
+    #[serde(default)]
+    cas: Vec<Spanned<String>>,
+    bad: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +58,7 @@ struct RawCluster {
     #[serde(default)]
     fixed_ports: IndexMap<String, Spanned<toml::Value>>,
     host: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     network: Option<Spanned<String>>,
     start: Option<Spanned<String>>,
@@ -456,7 +460,47 @@ impl Validator<'_> {
                     KeyType::P256
                 }),
             };
-            Some(TlsSpec { key })
+            let mut cas: Vec<String> = Vec::new();
+            for ca in t.cas {
+                let n = ca.get_ref();
+                if n == TlsSpec::DEFAULT_CA {
+                    self.err(
+                        ca.span(),
+                        "`default` is the CA every run has; `cas` names the others",
+                        "remove it from `cas`, or give the extra CA another name, e.g. \"other\"",
+                    );
+                } else if cas.contains(n) {
+                    self.err(
+                        ca.span(),
+                        format!("CA `{n}` is named twice"),
+                        "remove the duplicate",
+                    );
+                } else if let Some(clash) = cas.iter().find(|c| env_name(c) == env_name(n)) {
+                    self.err(
+                        ca.span(),
+                        format!(
+                            "CAs `{clash}` and `{n}` would both be TROUPE_CA_{} in `troupe env`",
+                            env_name(n)
+                        ),
+                        "rename one: names differing only in `-` and `_` (or case) collide",
+                    );
+                } else if env_name(n) == "BUNDLE" {
+                    self.err(
+                        ca.span(),
+                        format!("CA `{n}` would be TROUPE_CA_BUNDLE, the file of every CA"),
+                        "give the CA another name",
+                    );
+                } else {
+                    // CA names become file names (`tls/ca-NAME.pem`) and variables (`TROUPE_CA_NAME`).
+                    self.check_name(ca.span(), n, "CA name");
+                    cas.push(ca.into_inner());
+                }
+            }
+            Some(TlsSpec {
+                key,
+                cas,
+                bad: t.bad.unwrap_or(false),
+            })
         });
         let port_range = raw.ports.and_then(|p| self.port_range(&p.get_ref().range));
 
@@ -472,12 +516,32 @@ impl Validator<'_> {
             None => self.no_clusters(0..0),
         }
         self.check_after(&clusters);
+        self.check_cas(tls.as_ref(), &clusters);
         Spec {
             name,
             source: self.src.clone(),
             tls,
             port_range,
             clusters,
+        }
+    }
+
+    /// A cluster's `ca` names a CA of `[tls]`; templates are checked per node once rendered.
+    fn check_cas(&mut self, tls: Option<&TlsSpec>, clusters: &IndexMap<String, ClusterSpec>) {
+        for ca in clusters.values().filter_map(|c| c.ca.as_ref()) {
+            match tls {
+                None => self.err(
+                    ca.span(),
+                    "`ca` chooses the CA that issues the nodes' certificates, but TLS is off",
+                    "add a `[tls]` table (with `cas = [\"NAME\"]` for CAs besides `default`), or remove `ca`",
+                ),
+                Some(tls) if !ca.get_ref().contains("{{") && !ca.get_ref().contains("{%") => {
+                    if let Some((msg, help)) = tls.unknown_ca(ca.get_ref()) {
+                        self.err(ca.span(), msg, help);
+                    }
+                }
+                Some(_) => {}
+            }
         }
     }
 
@@ -757,6 +821,7 @@ impl Validator<'_> {
             schemes,
             fixed_ports,
             host,
+            ca: c.ca,
             user: c.user,
             network,
             start,
@@ -1372,6 +1437,11 @@ impl Validator<'_> {
 }
 
 /// The name of the one check in a probe (`tcp`, `http`, `log` or `command`).
+/// How a name appears in a `TROUPE_*` variable.
+fn env_name(name: &str) -> String {
+    name.to_ascii_uppercase().replace('-', "_")
+}
+
 fn found_kind(kinds: &[bool; 4]) -> &'static str {
     let names = ["tcp", "http", "log", "command"];
     names

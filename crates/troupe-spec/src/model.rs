@@ -31,6 +31,36 @@ pub struct Spec {
 #[non_exhaustive]
 pub struct TlsSpec {
     pub key: KeyType,
+    /// Named CAs besides `default` (`cas = ["other"]`), in spec order: each a fresh CA per run
+    /// that clusters or single nodes can have their certificates issued by (`ca = "other"`).
+    pub cas: Vec<String>,
+    /// `bad = true`: per node, deliberately bad certificates for negative tests as well.
+    pub bad: bool,
+}
+
+impl TlsSpec {
+    /// The name of the CA that is always there; its files keep the names `ca.pem`/`ca.key`.
+    pub const DEFAULT_CA: &'static str = "default";
+
+    /// Every CA of the run, `default` first.
+    pub fn ca_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(Self::DEFAULT_CA).chain(self.cas.iter().map(String::as_str))
+    }
+
+    /// For a CA name the run does not have: the message and a hint (with a did-you-mean).
+    pub fn unknown_ca(&self, name: &str) -> Option<(String, String)> {
+        if self.ca_names().any(|n| n == name) {
+            return None;
+        }
+        let known = self.ca_names().collect::<Vec<_>>().join(", ");
+        let help = match crate::diag::suggest(name, self.ca_names()) {
+            Some(s) => format!("did you mean `{s}`? the CAs of this run are {known}"),
+            None => format!(
+                "the CAs of this run are {known}; name more in `[tls]`, e.g. `cas = [\"{name}\"]`"
+            ),
+        };
+        Some((format!("unknown CA `{name}`"), help))
+    }
 }
 
 /// Private key algorithm for the CA and every node certificate.
@@ -99,6 +129,9 @@ pub struct ClusterSpec {
     /// troupe checks each is free and locks it for the run like the ports it allocates.
     pub fixed_ports: BTreeMap<String, Spanned<String>>,
     pub host: String,
+    /// Which CA issues the nodes' certificates: a name from `[tls] cas` (or `default`), or a
+    /// template of `node.index`, `node.name` and `cluster.name` rendered per node. `None`: `default`.
+    pub ca: Option<Spanned<String>>,
     /// Run the nodes as this user (e.g. `postgres`, which refuses to run as root); the node's
     /// directory is given to it. Needs troupe to run as root.
     pub user: Option<Spanned<String>>,

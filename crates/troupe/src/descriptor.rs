@@ -33,6 +33,8 @@ impl Engine {
         let mut d: Descriptor = serde_json::from_value(serde_json::json!({
             "name": self.plan.name,
             "ca": self.plan.ca,
+            "cas": self.plan.cas.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "ca_bundle": self.plan.ca_bundle,
             "state_dir": self.state.path,
             "supervisor_pid": std::process::id(),
             "supervisor_start_time": crate::sys::start_time(std::process::id()),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use troupe_spec::{NodeState, Spec};
+use troupe_spec::{NodeState, Spec, TlsSpec};
 
 use crate::error::{Error, io_err};
 use crate::keeper::Keeper;
@@ -24,7 +24,7 @@ use crate::net::links::{LinkMap, Links};
 use crate::net::netns::NetNs;
 use crate::net::plan::Resolved;
 use crate::node::Node;
-use crate::pki::{Ca, write_private};
+use crate::pki::{BadCert, Ca, write_private};
 use crate::plan::{self, Plan, PortMap};
 use crate::ports::{PortAllocator, PortLease};
 use crate::roles::ClusterLive;
@@ -199,28 +199,57 @@ impl Engine {
             }
             net.create()?;
         }
-        let ca = match &spec.tls {
-            Some(tls) => {
-                let dir = state.path.join("tls");
-                private_dir(&dir)?;
-                let ca = Ca::new(&format!("troupe {} CA {run_id}", plan.name), tls.key)?;
-                crate::pki::write_pair(&dir, "ca", ca.cert())?;
-                Some(ca)
+        // Every CA of the run by name; `default` keeps `tls/ca.pem`, the others `tls/ca-NAME.pem`.
+        let mut cas = BTreeMap::new();
+        if let Some(tls) = &spec.tls {
+            private_dir(&state.path.join("tls"))?;
+            let mut bundle = String::new();
+            for (name, path) in &plan.cas {
+                let cn = if name == TlsSpec::DEFAULT_CA {
+                    format!("troupe {} CA {run_id}", plan.name)
+                } else {
+                    format!("troupe {} CA {name} {run_id}", plan.name)
+                };
+                let ca = Ca::new(&cn, tls.key)?;
+                write_private(path, &ca.cert().cert_pem, 0o644)?;
+                write_private(&path.with_extension("key"), &ca.cert().key_pem, 0o600)?;
+                bundle.push_str(&ca.cert().cert_pem);
+                cas.insert(name.clone(), ca);
             }
-            None => None,
-        };
+            if let Some(path) = &plan.ca_bundle {
+                write_private(path, &bundle, 0o644)?;
+            }
+        }
         let mut nodes = Vec::new();
         for node in plan.nodes() {
             private_dir(&node.data_dir)?;
             let mut tls = None;
-            if let (Some(ca), Some(paths), Some(ca_path)) = (&ca, &node.tls, &plan.ca) {
+            if let (Some(paths), Some(ca_path)) = (&node.tls, &node.ca) {
+                let ca_name = paths.ca_name.as_deref().unwrap_or(TlsSpec::DEFAULT_CA);
+                let ca = cas.get(ca_name).ok_or_else(|| {
+                    Error::Pki(format!(
+                        "`{}` names CA `{ca_name}`, which is not a CA of this run",
+                        node.name
+                    ))
+                })?;
                 private_dir(&node.dir.join("tls"))?;
-                let server = ca.issue_server(&node.name, std::slice::from_ref(&node.host))?;
+                let host = std::slice::from_ref(&node.host);
+                let server = ca.issue_server(&node.name, host)?;
                 write_private(&paths.cert, &server.cert_pem, 0o644)?;
                 write_private(&paths.key, &server.key_pem, 0o600)?;
                 let client = ca.issue_client(&node.name)?;
                 write_private(&paths.client_cert, &client.cert_pem, 0o644)?;
                 write_private(&paths.client_key, &client.key_pem, 0o600)?;
+                if !paths.bad.is_empty() {
+                    private_dir(&node.dir.join("tls/bad"))?;
+                }
+                for variant in BadCert::ALL {
+                    if let Some(pair) = paths.bad.get(variant.name()) {
+                        let bad = ca.issue_bad(variant, &node.name, host)?;
+                        write_private(&pair.cert, &bad.cert_pem, 0o644)?;
+                        write_private(&pair.key, &bad.key_pem, 0o600)?;
+                    }
+                }
                 tls = Some(
                     crate::probe::client_config(
                         ca_path,

@@ -31,6 +31,13 @@ pub fn vars(d: &Descriptor) -> Vec<(String, String)> {
     if let Some(ca) = &d.ca {
         v.push(("TROUPE_CA".into(), ca.display().to_string()));
     }
+    // Named CAs (`default` is TROUPE_CA) and all of them in one file.
+    for (name, ca) in d.cas.iter().filter(|(n, _)| *n != "default") {
+        v.push((format!("TROUPE_CA_{}", var(name)), ca.display().to_string()));
+    }
+    if let Some(bundle) = &d.ca_bundle {
+        v.push(("TROUPE_CA_BUNDLE".into(), bundle.display().to_string()));
+    }
     v.push(("TROUPE_SUPERVISOR_PID".into(), d.supervisor_pid.to_string()));
     v.push((
         "TROUPE_NODES".into(),
@@ -66,6 +73,14 @@ pub fn vars(d: &Descriptor) -> Vec<(String, String)> {
                 format!("{p}_CLIENT_KEY"),
                 t.client_key.display().to_string(),
             ));
+            if let Some(ca) = &t.ca {
+                v.push((format!("{p}_CA"), ca.display().to_string()));
+            }
+            for (variant, pair) in &t.bad {
+                let b = format!("{p}_BAD_{}", var(variant));
+                v.push((format!("{b}_CERT"), pair.cert.display().to_string()));
+                v.push((format!("{b}_KEY"), pair.key.display().to_string()));
+            }
         }
     }
     for c in &d.clusters {

@@ -2,6 +2,10 @@
 //! (server and client auth, so it also serves as a peer identity) and a client certificate
 //! (client auth only). No openssl: rcgen in-process, P-256 by default, RSA on request.
 //!
+//! For negative tests a CA also issues deliberately bad certificates ([`BadCert`]): each is
+//! wrong in exactly one way and right in every other (same CA, same SANs, both usages), so a
+//! peer that refuses it can only be refusing it for that reason.
+//!
 //! Private keys are written with mode 0600 from the moment they exist (never chmod'ed after).
 
 use std::fs;
@@ -55,12 +59,96 @@ fn name(cn: &str) -> DistinguishedName {
     dn
 }
 
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 fn validity(params: &mut CertificateParams) {
     // Valid from a day ago (clock skew between hosts later) for a year: runs are short, but a
     // kept state dir should still be usable for a while.
     let now = std::time::SystemTime::now();
-    params.not_before = (now - std::time::Duration::from_secs(86_400)).into();
-    params.not_after = (now + std::time::Duration::from_secs(365 * 86_400)).into();
+    params.not_before = (now - DAY).into();
+    params.not_after = (now + 365 * DAY).into();
+}
+
+/// A certificate that is wrong in one way, for tests that a peer refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadCert {
+    /// Validity ended yesterday.
+    Expired,
+    /// Validity starts tomorrow.
+    NotYetValid,
+    /// Its only SAN is `wrong-san.invalid`: no `localhost`, no address of the node.
+    WrongSan,
+    /// Server auth only: refused as a client certificate.
+    NoClientAuth,
+    /// Client auth only: refused as a server certificate.
+    NoServerAuth,
+    /// Signed by its own key, not by a CA.
+    SelfSigned,
+}
+
+impl BadCert {
+    pub const ALL: [BadCert; 6] = [
+        BadCert::Expired,
+        BadCert::NotYetValid,
+        BadCert::WrongSan,
+        BadCert::NoClientAuth,
+        BadCert::NoServerAuth,
+        BadCert::SelfSigned,
+    ];
+
+    /// The name in templates (`node.tls.bad.<name>`), file names and `TROUPE_*` variables.
+    pub fn name(self) -> &'static str {
+        match self {
+            BadCert::Expired => "expired",
+            BadCert::NotYetValid => "not_yet_valid",
+            BadCert::WrongSan => "wrong_san",
+            BadCert::NoClientAuth => "no_client_auth",
+            BadCert::NoServerAuth => "no_server_auth",
+            BadCert::SelfSigned => "self_signed",
+        }
+    }
+}
+
+/// SANs `localhost`, `127.0.0.1`, `::1` and `extra` (IP addresses become IP SANs, anything
+/// else a DNS name).
+fn server_sans(extra: &[String]) -> Result<Vec<SanType>, Error> {
+    let mut sans = vec![
+        SanType::DnsName("localhost".try_into().expect("ascii")),
+        SanType::IpAddress(IpAddr::from([127, 0, 0, 1])),
+        SanType::IpAddress("::1".parse().expect("ip")),
+    ];
+    for s in extra {
+        let san = match s.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                s.as_str()
+                    .try_into()
+                    .map_err(|e| pki_err(&format!("SAN `{s}`"), e))?,
+            ),
+        };
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
+    }
+    Ok(sans)
+}
+
+fn leaf_params(
+    common_name: &str,
+    sans: Vec<SanType>,
+    eku: Vec<ExtendedKeyUsagePurpose>,
+) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(common_name);
+    params.subject_alt_names = sans;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = eku;
+    validity(&mut params);
+    params
 }
 
 impl Ca {
@@ -97,62 +185,77 @@ impl Ca {
     /// A server certificate: SANs `localhost`, `127.0.0.1`, `::1` and `extra_sans` (IP addresses
     /// become IP SANs, anything else a DNS name); server and client auth.
     pub fn issue_server(&self, common_name: &str, extra_sans: &[String]) -> Result<Issued, Error> {
-        let mut sans = vec![
-            SanType::DnsName("localhost".try_into().expect("ascii")),
-            SanType::IpAddress(IpAddr::from([127, 0, 0, 1])),
-            SanType::IpAddress("::1".parse().expect("ip")),
-        ];
-        for s in extra_sans {
-            let san = match s.parse::<IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(
-                    s.as_str()
-                        .try_into()
-                        .map_err(|e| pki_err(&format!("SAN `{s}`"), e))?,
-                ),
-            };
-            if !sans.contains(&san) {
-                sans.push(san);
-            }
-        }
-        self.issue(
+        let params = leaf_params(
             common_name,
-            sans,
+            server_sans(extra_sans)?,
             vec![
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,
             ],
-        )
+        );
+        self.sign(common_name, params)
     }
 
     /// A client certificate: `CN = <common_name>`, client auth only.
     pub fn issue_client(&self, common_name: &str) -> Result<Issued, Error> {
-        self.issue(
+        let params = leaf_params(
             common_name,
             vec![],
             vec![ExtendedKeyUsagePurpose::ClientAuth],
-        )
+        );
+        self.sign(common_name, params)
     }
 
-    fn issue(
+    /// A certificate like [`Ca::issue_server`]'s (so usable as a server's or a client's) but
+    /// wrong in the one way `bad` says.
+    pub fn issue_bad(
         &self,
+        bad: BadCert,
         common_name: &str,
-        sans: Vec<SanType>,
-        eku: Vec<ExtendedKeyUsagePurpose>,
+        extra_sans: &[String],
     ) -> Result<Issued, Error> {
+        use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        let sans = server_sans(extra_sans)?;
+        let mut params = leaf_params(common_name, sans, vec![ServerAuth, ClientAuth]);
+        let now = std::time::SystemTime::now();
+        match bad {
+            BadCert::Expired => {
+                params.not_before = (now - 30 * DAY).into();
+                params.not_after = (now - DAY).into();
+            }
+            BadCert::NotYetValid => {
+                params.not_before = (now + DAY).into();
+                params.not_after = (now + 365 * DAY).into();
+            }
+            BadCert::WrongSan => {
+                params.subject_alt_names = vec![SanType::DnsName(
+                    "wrong-san.invalid".try_into().expect("ascii"),
+                )];
+            }
+            BadCert::NoClientAuth => params.extended_key_usages = vec![ServerAuth],
+            BadCert::NoServerAuth => params.extended_key_usages = vec![ClientAuth],
+            BadCert::SelfSigned => {
+                let key = key_pair(self.key_type)
+                    .map_err(|e| pki_err(&format!("generating the key of `{common_name}`"), e))?;
+                let cert = params.self_signed(&key).map_err(|e| {
+                    pki_err(
+                        &format!("self-signing the certificate of `{common_name}`"),
+                        e,
+                    )
+                })?;
+                return Ok(Issued {
+                    cert_pem: cert.pem(),
+                    key_pem: key.serialize_pem(),
+                });
+            }
+        }
+        self.sign(common_name, params)
+    }
+
+    fn sign(&self, common_name: &str, mut params: CertificateParams) -> Result<Issued, Error> {
         let key = key_pair(self.key_type)
             .map_err(|e| pki_err(&format!("generating the key of `{common_name}`"), e))?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = name(common_name);
-        params.subject_alt_names = sans;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = eku;
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params);
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|e| pki_err(&format!("signing the certificate of `{common_name}`"), e))?;
@@ -192,6 +295,17 @@ pub fn write_cluster_certs(
     clusters: &[String],
     key_type: KeyType,
 ) -> Result<Vec<PathBuf>, Error> {
+    write_cluster_certs_with_bad(out, clusters, key_type, false)
+}
+
+/// [`write_cluster_certs`], and with `bad` per cluster every [`BadCert`] as
+/// `<cluster>-bad-<variant>.pem/.key` too (`a-bad-expired.pem`, ...).
+pub fn write_cluster_certs_with_bad(
+    out: &Path,
+    clusters: &[String],
+    key_type: KeyType,
+    bad: bool,
+) -> Result<Vec<PathBuf>, Error> {
     fs::create_dir_all(out).map_err(|e| io_err("create directory", out, e))?;
     let ca = Ca::new("troupe CA", key_type)?;
     let mut written = Vec::new();
@@ -204,6 +318,11 @@ pub fn write_cluster_certs(
         let client = ca.issue_client(&format!("{cluster}-client"))?;
         let (c, k) = write_pair(out, &format!("{cluster}-client"), &client)?;
         written.extend([c, k]);
+        for variant in BadCert::ALL.into_iter().filter(|_| bad) {
+            let cert = ca.issue_bad(variant, &format!("{cluster}-bad"), &[])?;
+            let (c, k) = write_pair(out, &format!("{cluster}-bad-{}", variant.name()), &cert)?;
+            written.extend([c, k]);
+        }
     }
     Ok(written)
 }

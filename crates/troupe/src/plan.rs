@@ -11,7 +11,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value as Json, json};
-use troupe_spec::{InvalidSpec, NodeTls, ProbeKind, Spanned, Spec, SpecError, StartMode, StopSpec};
+use troupe_spec::{
+    InvalidSpec, NodeTls, ProbeKind, Spanned, Spec, SpecError, StartMode, StopSpec, TlsSpec,
+};
 
 use crate::http::Url;
 use crate::resolved::{Probe, ProbeCheck, RoleProbe, RoleRule, RoleSource};
@@ -25,6 +27,10 @@ pub struct Plan {
     pub state_dir: PathBuf,
     /// The CA certificate, when TLS is on.
     pub ca: Option<PathBuf>,
+    /// Every CA certificate by name, `default` (= `ca`) first; empty when TLS is off.
+    pub cas: Vec<(String, PathBuf)>,
+    /// All CA certificates in one file, when TLS is on.
+    pub ca_bundle: Option<PathBuf>,
     /// In start order.
     pub clusters: Vec<ClusterPlan>,
 }
@@ -59,6 +65,7 @@ pub struct NodePlan {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub tls: Option<NodeTls>,
+    /// The certificate of the CA that issued the node's (what its probes trust).
     pub ca: Option<PathBuf>,
     pub program: PathBuf,
     /// The network namespace the node runs in (`/run/netns/...`), if any.
@@ -418,7 +425,16 @@ impl Resolver<'_> {
     ) -> Plan {
         let spec = self.spec;
         let tls_on = spec.tls.is_some();
-        let ca = tls_on.then(|| state_dir.join("tls").join("ca.pem"));
+        let ca = tls_on.then(|| ca_path(state_dir, TlsSpec::DEFAULT_CA));
+        let cas: Vec<(String, PathBuf)> = spec
+            .tls
+            .iter()
+            .flat_map(|t| t.ca_names())
+            .map(|n| (n.to_string(), ca_path(state_dir, n)))
+            .collect();
+        let ca_bundle = tls_on.then(|| state_dir.join("tls").join("cas.pem"));
+        // Each node's certificates, by node name.
+        let mut node_certs: BTreeMap<String, NodeTls> = BTreeMap::new();
 
         // Everything templates can see about every node, built first so that each node can
         // refer to its peers.
@@ -461,13 +477,16 @@ impl Resolver<'_> {
                     "log": dir.join("node.log"),
                     "files": files,
                 });
-                if tls_on {
-                    let t = node_tls(&dir);
+                if let Some(tls) = &spec.tls {
+                    let ca_name = self.node_ca(tls, c, i, &name);
+                    let t = node_tls(&dir, &ca_path(state_dir, &ca_name), &ca_name, tls.bad);
                     n["tls"] = json!({
                         "cert": t.cert, "key": t.key,
                         "client_cert": t.client_cert, "client_key": t.client_key,
-                        "ca": ca,
+                        "ca": t.ca, "ca_name": t.ca_name, "bundle": ca_bundle,
+                        "bad": t.bad,
                     });
+                    node_certs.insert(name.clone(), t);
                 }
                 if let Some(peers) = links.get(&name) {
                     let mut l = serde_json::Map::new();
@@ -504,7 +523,12 @@ impl Resolver<'_> {
             );
         }
         let tls_ctx = match &ca {
-            Some(ca) => json!({"enabled": true, "ca": ca}),
+            Some(ca) => json!({
+                "enabled": true,
+                "ca": ca,
+                "cas": cas.iter().cloned().collect::<BTreeMap<_, _>>(),
+                "bundle": ca_bundle,
+            }),
             None => json!({"enabled": false}),
         };
         let run_ctx = json!({
@@ -576,8 +600,8 @@ impl Resolver<'_> {
                     ports: p,
                     data_dir: dir.join("data"),
                     log: dir.join("node.log"),
-                    tls: tls_on.then(|| node_tls(&dir)),
-                    ca: ca.clone(),
+                    ca: node_certs.get(&name).and_then(|t| t.ca.clone()),
+                    tls: node_certs.get(&name).cloned(),
                     dir,
                     program: program.unwrap_or_default(),
                     user,
@@ -606,8 +630,62 @@ impl Resolver<'_> {
             run_id: run_id.to_string(),
             state_dir: state_dir.to_path_buf(),
             ca,
+            cas,
+            ca_bundle,
             clusters,
         }
+    }
+
+    /// The name of the CA that issues node `index`'s certificates: the cluster's `ca`, rendered
+    /// with `node.index`, `node.name` and `cluster.name`, or `default`.
+    fn node_ca(
+        &mut self,
+        tls: &TlsSpec,
+        c: &troupe_spec::ClusterSpec,
+        index: u32,
+        name: &str,
+    ) -> String {
+        let Some(t) = &c.ca else {
+            return TlsSpec::DEFAULT_CA.to_string();
+        };
+        let ctx = json!({
+            "node": {"index": index, "name": name},
+            "cluster": {"name": c.name},
+        });
+        let rendered = match self.templates.render(t.get_ref(), &ctx) {
+            Ok(r) => r,
+            Err(e) => {
+                self.template_error(t, e);
+                return TlsSpec::DEFAULT_CA.to_string();
+            }
+        };
+        let rendered = rendered.trim();
+        if rendered.is_empty() {
+            let err = self
+                .spec
+                .source
+                .error(
+                    t.span(),
+                    format!("`ca` renders no CA name for node `{name}`"),
+                )
+                .with_help(format!(
+                    "render one of {} for every node, e.g. with an `else`: \
+                     \"{{{{ 'other' if node.index == 3 else 'default' }}}}\"",
+                    tls.ca_names().collect::<Vec<_>>().join(", ")
+                ));
+            self.push(err);
+            return TlsSpec::DEFAULT_CA.to_string();
+        }
+        if let Some((msg, help)) = tls.unknown_ca(rendered) {
+            let err = self
+                .spec
+                .source
+                .error(t.span(), format!("{msg} (for node `{name}`)"))
+                .with_help(help);
+            self.push(err);
+            return TlsSpec::DEFAULT_CA.to_string();
+        }
+        rendered.to_string()
     }
 
     /// Renders one template string; on error, records it (once) at the template's place.
@@ -898,12 +976,37 @@ fn narrow(text: &str, t: &Spanned<String>, e: &TemplateError) -> Range<usize> {
     span
 }
 
-fn node_tls(dir: &Path) -> NodeTls {
+/// A CA's certificate: `tls/ca.pem` for `default` (as before there were several), else
+/// `tls/ca-<name>.pem`; the key beside it as `.key`.
+pub fn ca_path(state_dir: &Path, name: &str) -> PathBuf {
+    let stem = if name == TlsSpec::DEFAULT_CA {
+        "ca".to_string()
+    } else {
+        format!("ca-{name}")
+    };
+    state_dir.join("tls").join(format!("{stem}.pem"))
+}
+
+/// A node's certificate paths; bad ones under `tls/bad/` when asked for.
+fn node_tls(dir: &Path, ca: &Path, ca_name: &str, bad: bool) -> NodeTls {
+    let bad: BTreeMap<&str, Json> = crate::pki::BadCert::ALL
+        .into_iter()
+        .filter(|_| bad)
+        .map(|b| {
+            let stem = dir.join("tls/bad").join(b.name());
+            let pair =
+                json!({"cert": stem.with_extension("pem"), "key": stem.with_extension("key")});
+            (b.name(), pair)
+        })
+        .collect();
     serde_json::from_value(json!({
         "cert": dir.join("tls/server.pem"),
         "key": dir.join("tls/server.key"),
         "client_cert": dir.join("tls/client.pem"),
         "client_key": dir.join("tls/client.key"),
+        "ca": ca,
+        "ca_name": ca_name,
+        "bad": bad,
     }))
     .expect("NodeTls from paths")
 }

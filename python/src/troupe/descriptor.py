@@ -55,7 +55,8 @@ class Node:
     data_dir: Optional[Path] = None
     log: Optional[Path] = None
     tls: Optional[NodeTls] = None
-    #: The run's CA certificate (the same for every node); None without TLS.
+    #: The CA that issued this node's certificates (the run's default CA unless the spec
+    #: names another with ``ca = "..."``); None without TLS.
     ca: Optional[Path] = None
     time_to_ready_ms: Optional[float] = None
     #: How the last process exited (``exit code 1``, ``killed by SIGKILL``).
@@ -79,7 +80,7 @@ class Node:
             data_dir=_path(d.get("data_dir")),
             log=_path(d.get("log")),
             tls=NodeTls.from_json(d["tls"]) if d.get("tls") else None,
-            ca=ca,
+            ca=_path((d.get("tls") or {}).get("ca")) or ca,
             time_to_ready_ms=d.get("time_to_ready_ms"),
             exit=d.get("exit"),
             role=d.get("role"),

@@ -120,10 +120,10 @@ pub fn journal_append(path: &Path, entry: serde_json::Value) -> Result<(), Error
 impl NetNs {
     /// Chooses a subnet and names for `nodes`; changes nothing on the system yet.
     pub fn allocate(state_dir: &Path, run_id: &str, nodes: &[String]) -> Result<NetNs, Error> {
-        if !nix::unistd::geteuid().is_root() {
+        if super::userns::needed() {
             return Err(Error::Environment {
-                message: "`network = \"namespaces\"` needs root (network namespaces, a bridge and nftables)".into(),
-                help: Some("run troupe as root, or use the default host network".into()),
+                message: "`network = \"namespaces\"` needs root or a user namespace of its own (network namespaces, a bridge and nftables)".into(),
+                help: Some("the troupe CLI (`troupe up`, `troupe run`) enters a user namespace by itself when not root; a test process using troupe::Cluster can run under `troupe exec --new -- cargo test ...`; or run as root, or use the default host network".into()),
             });
         }
         if nodes.len() > 240 {
@@ -207,7 +207,7 @@ impl NetNs {
         let host = format!("{}/24", self.host_ip());
         journal_append(
             &self.journal,
-            json!({"op": "create", "kind": "bridge", "name": self.bridge, "table": self.table, "at_ms": crate::roles::unix_ms()}),
+            json!({"op": "create", "kind": "bridge", "name": self.bridge, "table": self.table, "userns": super::userns::entered(), "at_ms": crate::roles::unix_ms()}),
         )?;
         run(&["ip", "link", "add", &self.bridge, "type", "bridge"])?;
         run(&["ip", "addr", "add", &host, "dev", &self.bridge])?;
@@ -528,6 +528,7 @@ pub fn cleanup(journal: &Path) -> usize {
     let mut bridges = Vec::new();
     let mut tables = Vec::new();
     let mut forwards: Vec<(String, String)> = Vec::new();
+    let mut apart = false;
     for line in text.lines() {
         let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -538,6 +539,7 @@ pub fn cleanup(journal: &Path) -> usize {
                 veths.extend(e["veth"].as_str().map(str::to_string));
             }
             (Some("create"), Some("bridge")) => {
+                apart |= e["userns"] == json!(true);
                 bridges.extend(e["name"].as_str().map(str::to_string));
                 tables.extend(e["table"].as_str().map(str::to_string));
             }
@@ -547,6 +549,7 @@ pub fn cleanup(journal: &Path) -> usize {
                 }
             }
             (Some("destroyed"), _) => {
+                apart = false;
                 forwards.clear();
                 netns.clear();
                 veths.clear();
@@ -555,6 +558,20 @@ pub fn cleanup(journal: &Path) -> usize {
             }
             _ => {}
         }
+    }
+    // A rootless run's network lived in its own user namespace, gone with its last process:
+    // from outside it there is nothing to remove, and the names mean nothing on the host.
+    if apart && !super::userns::entered() {
+        forwards.clear();
+        netns.clear();
+        veths.clear();
+        bridges.clear();
+        tables.clear();
+        let _ = journal_append(
+            journal,
+            json!({"op": "destroyed", "at_ms": crate::roles::unix_ms()}),
+        );
+        return 0;
     }
     let mut removed = 0;
     for (tool, bridge) in &forwards {

@@ -26,7 +26,7 @@ pub fn scenario_needs(scenario: &Scenario) -> bool {
                 set.iter().any(|kv| kv.contains("namespaces"))
                     || specs.iter().any(|p| {
                         let base = s.source.path.parent().unwrap_or(Path::new("."));
-                        Spec::from_path_with(&base.join(p), &scenario.overrides)
+                        Spec::from_path_with(base.join(p), &scenario.overrides)
                             .is_ok_and(|spec| spec_needs(&spec))
                     })
             }

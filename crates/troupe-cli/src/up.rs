@@ -390,7 +390,7 @@ fn print_footer(d: &Descriptor, took_ms: Option<f64>) {
         d.state_dir.display()
     );
     if d.rootless {
-        out!("{}", rootless_note(&d));
+        out!("{}", rootless_note(d));
     }
 }
 

@@ -624,3 +624,35 @@ pub fn cleanup(journal: &Path) -> usize {
     }
     removed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rootless run's namespaces die with its supervisor: cleanup from outside must not run
+    /// `ip`/`nft` on the host for names that were never the host's, only close the journal.
+    #[test]
+    fn cleanup_of_a_rootless_runs_journal_touches_nothing_on_the_host_and_closes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join(JOURNAL);
+        journal_append(
+            &journal,
+            json!({"op": "create", "kind": "bridge", "name": "trbzz0000", "table": "troupe_zz0000", "userns": true}),
+        )
+        .unwrap();
+        journal_append(
+            &journal,
+            json!({"op": "create", "kind": "netns", "name": "troupe-zz0000-a-1", "veth": "trzz000000h"}),
+        )
+        .unwrap();
+        assert_eq!(cleanup(&journal), 0);
+        let text = std::fs::read_to_string(&journal).unwrap();
+        assert!(
+            text.lines()
+                .last()
+                .unwrap()
+                .contains("\"op\":\"destroyed\""),
+            "{text}"
+        );
+    }
+}

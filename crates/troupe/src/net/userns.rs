@@ -171,13 +171,6 @@ fn ns_id(pid: &str, kind: &str) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).ok()
 }
 
-/// Whether the supervisor `pid` runs in a user namespace other than this process's: the run is
-/// rootless and its nodes are reachable only from inside.
-pub fn is_apart(pid: u32) -> bool {
-    let pid = pid.to_string();
-    ns_id(&pid, "net").is_some_and(|n| Some(n) != ns_id("self", "net"))
-}
-
 /// Enters the user, network and mount namespaces of process `pid` (a rootless run's
 /// supervisor), keeping the working directory. Namespaces this process already shares are
 /// left alone, so for a run under root this changes nothing. Call only while single-threaded.

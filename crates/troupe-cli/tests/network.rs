@@ -673,3 +673,92 @@ fn rootless_exec_new_gives_a_command_namespaces_of_its_own() {
         "the namespace leaked to the host"
     );
 }
+
+/// What the library test does when re-run by [`rootless_library_refuses_namespaces_with_a_hint_and_starts_them_under_troupe_exec_new`].
+const LIBRARY_ROLE: &str = "TROUPE_TEST_LIBRARY_ROLE";
+
+/// troupe::Cluster cannot enter a user namespace (a test process has threads): without root it
+/// refuses namespaces, naming the way out; under `troupe exec --new` the same test starts them
+/// and reaches its nodes. Re-runs this test binary as `nobody` when the test process is root.
+#[test]
+fn rootless_library_refuses_namespaces_with_a_hint_and_starts_them_under_troupe_exec_new() {
+    const NAME: &str =
+        "rootless_library_refuses_namespaces_with_a_hint_and_starts_them_under_troupe_exec_new";
+    let spec_text = |fixture: &str| {
+        format!(
+            "[clusters.fx]\nnodes = 2\nbinary = \"{fixture}\"\nnetwork = \"namespaces\"\nports = [\"main\"]\nargs = [\"--listen\", \"{{{{ node.addrs.main }}}}\"]\n[[clusters.fx.ready]]\ntcp = \"main\"\ntimeout = \"10s\"\n"
+        )
+    };
+    match std::env::var(LIBRARY_ROLE).as_deref() {
+        Ok("refuse") => {
+            let fixture = std::env::var("TROUPE_TEST_FIXTURE").unwrap();
+            let err = troupe::Cluster::from_toml("fx.toml", spec_text(&fixture))
+                .start()
+                .err()
+                .expect("namespaces without root are refused");
+            let text = format!("{:?}", miette::Report::new(err));
+            assert!(
+                text.contains("needs root or a user namespace")
+                    && text.contains("troupe exec --new -- cargo test"),
+                "{text}"
+            );
+            return;
+        }
+        Ok("start") => {
+            let fixture = std::env::var("TROUPE_TEST_FIXTURE").unwrap();
+            let cluster = troupe::Cluster::from_toml("fx.toml", spec_text(&fixture))
+                .start()
+                .unwrap();
+            let node = cluster.node("fx-2").unwrap();
+            assert!(node.host().starts_with("10.213."), "{}", node.host());
+            std::net::TcpStream::connect(node.addr("main")).expect("the node is reachable inside");
+            return;
+        }
+        _ => {}
+    }
+    let dir = Run::rootless_dir();
+    let nobody = nix::unistd::geteuid().is_root();
+    let exe = runnable_by_nobody(&std::env::current_exe().unwrap(), dir.path());
+    let troupe = runnable_by_nobody(&cargo_bin("troupe"), dir.path());
+    let fixture = runnable_by_nobody(&cargo_bin("troupe-fixture"), dir.path());
+    let as_user = |program: &Path| {
+        let mut c = if nobody {
+            let mut c = Command::new("setpriv");
+            c.args([
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+                "--clear-groups".into(),
+            ])
+            .arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        c.env("HOME", dir.path())
+            .env("TMPDIR", dir.path())
+            .env("TROUPE_TEST_FIXTURE", &fixture)
+            .current_dir(dir.path());
+        c
+    };
+    let refuse = as_user(&exe)
+        .args(["--exact", NAME, "--nocapture"])
+        .env(LIBRARY_ROLE, "refuse")
+        .output()
+        .unwrap();
+    assert!(
+        refuse.status.success() && String::from_utf8_lossy(&refuse.stdout).contains("1 passed"),
+        "{refuse:?}"
+    );
+    let start = as_user(&troupe)
+        .args(["exec", "--new", "--"])
+        .arg(&exe)
+        .args(["--exact", NAME, "--nocapture"])
+        .env(LIBRARY_ROLE, "start")
+        .output()
+        .unwrap();
+    assert!(start.status.success(), "{start:?}");
+    assert!(
+        String::from_utf8_lossy(&start.stdout).contains("1 passed"),
+        "{start:?}"
+    );
+}

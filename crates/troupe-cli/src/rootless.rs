@@ -22,8 +22,9 @@ pub fn scenario_needs(scenario: &Scenario) -> bool {
     fn walk(steps: &[Step], scenario: &Scenario) -> bool {
         steps.iter().any(|s| match &s.kind {
             StepKind::Up { specs, set } => {
-                // A templated `set` is rendered at run time; read its text.
-                set.iter().any(|kv| kv.contains("namespaces"))
+                // A templated `set` is rendered at run time: any that sets a network may ask
+                // for namespaces (entering one costs a few milliseconds).
+                set.iter().any(|kv| kv.contains("network"))
                     || specs.iter().any(|p| {
                         let base = s.source.path.parent().unwrap_or(Path::new("."));
                         Spec::from_path_with(base.join(p), &scenario.overrides)
@@ -113,5 +114,31 @@ pub fn exec(args: ExecArgs) -> i32 {
         127
     } else {
         126
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(rel: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(rel)
+    }
+
+    #[test]
+    fn a_scenario_needs_a_user_namespace_only_when_a_spec_it_brings_up_has_namespaces() {
+        let load = |rel: &str, sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            troupe::scenario::load_with(&example(rel), crate::overrides(&sets))
+                .unwrap_or_else(|e| panic!("{rel}: {e:?}"))
+        };
+        assert!(scenario_needs(&load("etcd-partition/scenario.toml", &[])));
+        assert!(!scenario_needs(&load("etcd-kv/scenario.toml", &[])));
+        assert!(scenario_needs(&load(
+            "etcd-kv/scenario.toml",
+            &["clusters.main.network=namespaces"]
+        )));
     }
 }

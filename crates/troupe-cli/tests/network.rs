@@ -28,6 +28,9 @@ fn spec(name: &str) -> PathBuf {
 /// The uid and gid troupe runs as in the `rootless_*` tests when the test process is root.
 const NOBODY: u32 = 65534;
 
+/// A user's `PATH` as Debian sets it: without `/usr/sbin`, where `ip`, `tc` and `nft` are.
+const USER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
 struct Run {
     _dir: tempfile::TempDir,
     state: PathBuf,
@@ -102,7 +105,8 @@ impl Run {
                 "--clear-groups".into(),
             ])
             .arg(&self.troupe_bin)
-            .env("HOME", self._dir.path());
+            .env("HOME", self._dir.path())
+            .env("PATH", USER_PATH);
             c
         } else {
             assert_cmd::Command::new(&self.troupe_bin)
@@ -114,8 +118,7 @@ impl Run {
     /// `troupe exec -- ARGS`: where the nodes are reachable, whichever path the run took.
     fn exec(&self, args: &[&str]) -> std::process::Output {
         self.troupe()
-            .arg("exec")
-            .arg("--")
+            .args(["exec", "--", "env", "PATH=/usr/sbin:/sbin:/usr/bin:/bin"])
             .args(args)
             .output()
             .unwrap()
@@ -613,7 +616,8 @@ fn rootless_etcd_partition_scenario_passes() {
             "--clear-groups".into(),
         ])
         .arg(&troupe)
-        .env("HOME", dir.path());
+        .env("HOME", dir.path())
+        .env("PATH", USER_PATH);
         c
     } else {
         Command::new(&troupe)
@@ -647,7 +651,8 @@ fn rootless_exec_new_gives_a_command_namespaces_of_its_own() {
         cargo_bin("troupe")
     };
     let name = format!("troupe-test-exec-new-{}", std::process::id());
-    let script = format!("id -u && ip netns add {name} && ip netns list");
+    let script =
+        format!("PATH=/usr/sbin:/sbin:$PATH; id -u && ip netns add {name} && ip netns list");
     let mut cmd = if nobody {
         let mut c = Command::new("setpriv");
         c.args([
@@ -655,7 +660,8 @@ fn rootless_exec_new_gives_a_command_namespaces_of_its_own() {
             format!("--regid={NOBODY}"),
             "--clear-groups".into(),
         ])
-        .arg(&troupe);
+        .arg(&troupe)
+        .env("PATH", USER_PATH);
         c
     } else {
         Command::new(&troupe)
@@ -729,7 +735,8 @@ fn rootless_library_refuses_namespaces_with_a_hint_and_starts_them_under_troupe_
                 format!("--regid={NOBODY}"),
                 "--clear-groups".into(),
             ])
-            .arg(program);
+            .arg(program)
+            .env("PATH", USER_PATH);
             c
         } else {
             Command::new(program)

@@ -64,8 +64,23 @@ fn net_missing(args: &[&str], e: &std::io::Error) -> Error {
     }
 }
 
+/// Where a network tool is: on `PATH`, or else in `/usr/sbin` or `/sbin`, which a user's
+/// `PATH` often lacks (Debian's does) though `ip`, `tc`, `nft` and `iptables` live there and
+/// work for that user inside troupe's own user namespace.
+pub(crate) fn sbin(name: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 fn run(args: &[&str]) -> Result<(), Error> {
-    let out = Command::new(args[0])
+    let out = Command::new(sbin(args[0]))
         .args(&args[1..])
         .output()
         .map_err(|e| net_missing(args, &e))?;
@@ -80,7 +95,7 @@ fn run(args: &[&str]) -> Result<(), Error> {
 
 fn run_with_input(args: &[&str], input: &str) -> Result<(), Error> {
     use std::process::Stdio;
-    let mut child = Command::new(args[0])
+    let mut child = Command::new(sbin(args[0]))
         .args(&args[1..])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -279,7 +294,7 @@ impl NetNs {
             return Ok(());
         }
         for tool in ["iptables-nft", "iptables-legacy"] {
-            let drops = Command::new(tool)
+            let drops = Command::new(sbin(tool))
                 .args(["-S", "FORWARD"])
                 .output()
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("-P FORWARD DROP"));
@@ -371,7 +386,7 @@ impl NetNs {
                 }
                 None => {
                     // Nothing to remove is fine.
-                    let _ = Command::new("tc")
+                    let _ = Command::new(sbin("tc"))
                         .args(["-n", &n.netns, "qdisc", "del", "dev", "eth0", "root"])
                         .output();
                 }
@@ -389,7 +404,7 @@ impl NetNs {
                 return false;
             };
             let tc = |args: &[&str]| {
-                Command::new("tc")
+                Command::new(sbin("tc"))
                     .args(["-n", &n.netns])
                     .args(args)
                     .output()
@@ -510,7 +525,7 @@ fn forward_rule<'a>(tool: &'a str, action: &'a str, bridge: &'a str) -> Vec<&'a 
 }
 
 fn address_in_use(ip: Ipv4Addr) -> bool {
-    Command::new("ip")
+    Command::new(sbin("ip"))
         .args(["-4", "-o", "addr", "show"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {ip}/")))
@@ -576,7 +591,7 @@ pub fn cleanup(journal: &Path) -> usize {
     let mut removed = 0;
     for (tool, bridge) in &forwards {
         let args = forward_rule(tool, "-D", bridge);
-        if Command::new(args[0])
+        if Command::new(sbin(args[0]))
             .args(&args[1..])
             .output()
             .is_ok_and(|o| o.status.success())
@@ -585,7 +600,7 @@ pub fn cleanup(journal: &Path) -> usize {
         }
     }
     for t in &tables {
-        if Command::new("nft")
+        if Command::new(sbin("nft"))
             .args(["delete", "table", "bridge", t])
             .output()
             .is_ok_and(|o| o.status.success())
@@ -596,10 +611,10 @@ pub fn cleanup(journal: &Path) -> usize {
     // A namespace lives on in the kernel while its sockets linger (TIME_WAIT: a minute), and
     // its veth pair with it; deleting the host end removes the pair at once.
     for v in &veths {
-        let _ = Command::new("ip").args(["link", "del", v]).output();
+        let _ = Command::new(sbin("ip")).args(["link", "del", v]).output();
     }
     for n in &netns {
-        if Command::new("ip")
+        if Command::new(sbin("ip"))
             .args(["netns", "del", n])
             .output()
             .is_ok_and(|o| o.status.success())
@@ -608,7 +623,7 @@ pub fn cleanup(journal: &Path) -> usize {
         }
     }
     for b in &bridges {
-        if Command::new("ip")
+        if Command::new(sbin("ip"))
             .args(["link", "del", b])
             .output()
             .is_ok_and(|o| o.status.success())

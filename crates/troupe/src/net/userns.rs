@@ -144,7 +144,7 @@ pub fn enter() -> Result<(), Error> {
         mount_tmpfs(Path::new("/run"))?;
         std::fs::create_dir(netns_dir).map_err(|e| crate::error::io_err("create", netns_dir, e))?;
     }
-    let lo = std::process::Command::new("ip")
+    let lo = std::process::Command::new(super::netns::sbin("ip"))
         .args(["link", "set", "lo", "up"])
         .output()
         .map_err(|e| {

@@ -769,3 +769,39 @@ fn rootless_library_refuses_namespaces_with_a_hint_and_starts_them_under_troupe_
         "{start:?}"
     );
 }
+
+/// Where the host never had a named namespace, /run/netns does not exist and only the host's
+/// root could create it: troupe mounts a tmpfs of its own on /run instead. Simulated by hiding
+/// the host's /run under an empty tmpfs first.
+#[test]
+fn rootless_exec_new_works_where_the_host_has_no_run_netns() {
+    let dir = Run::rootless_dir();
+    let nobody = nix::unistd::geteuid().is_root();
+    let troupe = runnable_by_nobody(&cargo_bin("troupe"), dir.path());
+    let inner = format!(
+        "mount -t tmpfs tmpfs /run && test ! -e /run/netns && exec {} exec --new -- sh -c 'PATH=/usr/sbin:/sbin:$PATH; ip netns add t && ip netns list'",
+        troupe.display()
+    );
+    let mut cmd = if nobody {
+        let mut c = Command::new("setpriv");
+        c.args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+            "unshare".into(),
+        ]);
+        c
+    } else {
+        Command::new("unshare")
+    };
+    let out = cmd
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &inner])
+        .env("PATH", USER_PATH)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("t"),
+        "{out:?}"
+    );
+}

@@ -211,9 +211,21 @@ fn in_user_namespace(ns: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// A network tool from `PATH` or, for a user whose `PATH` lacks it, `/usr/sbin` or `/sbin`.
+fn tool(name: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 fn leftovers(prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let ns = Command::new(tool("ip"))
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
     out.extend(
         String::from_utf8_lossy(&ns.stdout)
             .lines()
@@ -221,14 +233,17 @@ fn leftovers(prefix: &str) -> Vec<String> {
             .map(str::to_string),
     );
     let id = prefix.trim_start_matches("troupe-").trim_end_matches('-');
-    let links = Command::new("ip").args(["-br", "link"]).output().unwrap();
+    let links = Command::new(tool("ip"))
+        .args(["-br", "link"])
+        .output()
+        .unwrap();
     out.extend(
         String::from_utf8_lossy(&links.stdout)
             .lines()
             .filter(|l| l.contains(&format!("tr{id}")) || l.starts_with(&format!("trb{id}")))
             .map(str::to_string),
     );
-    let tables = Command::new("nft")
+    let tables = Command::new(tool("nft"))
         .args(["list", "tables"])
         .output()
         .unwrap();
@@ -407,20 +422,9 @@ fn a_fault_on_a_host_network_cluster_is_refused_not_skipped() {
 /// Whether this kernel has the netem qdisc, asked in a namespace of the test's own.
 fn kernel_has_netem() -> bool {
     Command::new("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--net",
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            "lo",
-            "root",
-            "netem",
-            "delay",
-            "1ms",
-        ])
+        .args(["--user", "--map-root-user", "--net"])
+        .arg(tool("tc"))
+        .args(["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])
         .output()
         .unwrap()
         .status
@@ -673,7 +677,10 @@ fn rootless_exec_new_gives_a_command_namespaces_of_its_own() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(text.starts_with("0\n") && text.contains(&name), "{text}");
-    let host = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let host = Command::new(tool("ip"))
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
     assert!(
         !String::from_utf8_lossy(&host.stdout).contains(&name),
         "the namespace leaked to the host"

@@ -113,7 +113,7 @@ def test_run_returns_the_json_report(tmp_path):
 
 
 def test_a_partition_moves_the_leadership_to_the_majority():
-    # Nodes in network namespaces: needs root, as CI has (the README lists this test).
+    # Nodes in network namespaces: under root, root's path; otherwise troupe enters a user namespace.
     with Cluster.up(EXAMPLES / "etcd-partition" / "cluster.toml") as c:
         old = c.wait_leader()
         c.partition("main:leader", "main:followers")

@@ -115,6 +115,9 @@ pub fn status(w: &Where, json: bool) -> i32 {
         d.supervisor_pid,
         d.state_dir.display()
     );
+    if d.rootless {
+        println!("{}", crate::up::rootless_note(&d));
+    }
     crate::up::print_nodes(&d);
     for c in &d.clusters {
         let formed = c

@@ -12,6 +12,7 @@ macro_rules! out {
 
 mod certs;
 mod ctl;
+mod rootless;
 mod run;
 mod shell;
 mod signal;
@@ -234,6 +235,13 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run a command where the run's nodes are reachable: `troupe exec -- etcdctl get k`.
+    ///
+    /// A run started without root lives in a user and network namespace of its own (`troupe
+    /// status` says so); CMD enters it, as root there, and reaches every node at its address
+    /// (and `ip netns` sees the nodes' namespaces). Under root CMD runs as it is. Exits with
+    /// CMD's status. --new runs CMD in a fresh namespace of its own instead.
+    Exec(rootless::ExecArgs),
     /// Print a completion script: bash, zsh or fish (also completes the running cluster's targets).
     ///
     /// bash: troupe completions bash > ~/.local/share/bash-completion/completions/troupe
@@ -285,6 +293,7 @@ fn main() -> ExitCode {
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),
         Command::Complete(args) => shell::complete(args),
+        Command::Exec(args) => rootless::exec(args),
         Command::Status { run, json } => ctl::status(&run, json),
         Command::Env { run, json } => ctl::env(&run, json),
         Command::Logs {

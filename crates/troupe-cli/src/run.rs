@@ -81,6 +81,10 @@ pub fn run(args: RunArgs) -> i32 {
                 return exit::INVALID_INPUT;
             }
         };
+    // Before the signal thread: a user namespace is entered only while single-threaded.
+    if let Err(code) = crate::rootless::enter_if(crate::rootless::scenario_needs(&scenario)) {
+        return code;
+    }
     let interrupt = Interrupt::new();
     forward_signals(interrupt.clone());
     let n = scenario.steps.len();

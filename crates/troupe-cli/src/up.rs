@@ -64,6 +64,26 @@ pub fn run(args: UpArgs) -> i32 {
     if args.detach {
         return detach(&args.spec, &state_dir, &args.set);
     }
+    // The supervisor (this process, or the detached one) holds the namespaces: entered here,
+    // before the runtime and the signal thread exist.
+    if crate::rootless::spec_needs(&spec)
+        && troupe::net::userns::needed()
+        && let Err(e) = troupe::net::userns::enter()
+    {
+        let code = crate::code_of(&e);
+        match args.ready_fd {
+            Some(fd) => {
+                // SAFETY: the fd was handed to us by `troupe up --detach`; nothing else owns it.
+                let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+                let text = format!("{:?}", miette::Report::new(e));
+                let _ = writeln!(f, "{}", json!({"ok": false, "code": code, "error": text}));
+            }
+            None => {
+                crate::report(e);
+            }
+        }
+        return code;
+    }
     let nodes: u32 = spec.clusters.values().map(|c| c.nodes).sum();
     if args.ready_fd.is_none() {
         eprintln!(
@@ -369,4 +389,15 @@ fn print_footer(d: &Descriptor, took_ms: Option<f64>) {
         "logs:        {}/nodes/<node>/node.log",
         d.state_dir.display()
     );
+    if d.rootless {
+        out!("{}", rootless_note(d));
+    }
+}
+
+/// How to reach the nodes of a run without root.
+pub fn rootless_note(d: &Descriptor) -> String {
+    format!(
+        "rootless:    the nodes are in troupe's own user and network namespace; reach them with `troupe exec --state-dir {} -- CMD`",
+        d.state_dir.display()
+    )
 }

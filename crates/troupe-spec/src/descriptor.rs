@@ -29,6 +29,10 @@ pub struct Descriptor {
     /// later troupe can prove a pid is still that process before it signals it.
     #[serde(default)]
     pub supervisor_start_time: Option<u64>,
+    /// The supervisor runs in a user namespace of its own (a run without root): its nodes are
+    /// reachable only from inside, through `troupe exec -- CMD`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rootless: bool,
     /// Per cluster: leader, formation time, leader changes and failovers.
     #[serde(default)]
     pub clusters: Vec<ClusterStatus>,

@@ -38,6 +38,7 @@ impl Engine {
             "state_dir": self.state.path,
             "supervisor_pid": std::process::id(),
             "supervisor_start_time": crate::sys::start_time(std::process::id()),
+            "rootless": crate::net::userns::entered(),
             "clusters": [],
             "faults": [],
             "nodes": [],

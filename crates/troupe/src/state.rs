@@ -124,6 +124,12 @@ pub fn is_live(path: &Path) -> bool {
     }
 }
 
+/// Whether `pid` is alive and still the process that started at `start` (a descriptor's
+/// `supervisor_pid` and `supervisor_start_time`).
+pub fn is_same_supervisor(pid: u32, start: u64) -> bool {
+    crate::sys::is_same_process(pid, start)
+}
+
 /// Kills what a run recorded in `cluster.json` and left alive, and the run's supervisor,
 /// proving each pid by its start time: troupe never signals a process it cannot show it
 /// started. Returns how many were killed. Call only when no live troupe holds the directory,

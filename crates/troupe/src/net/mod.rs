@@ -8,15 +8,16 @@
 //!   can be healed by its id, or all at once. System calls run on blocking threads, never on
 //!   the async runtime and never under a lock a probe or a kill timer needs.
 //! - A [`NetworkBackend`] applies rules to its own nodes: [`netns`] (network namespaces, a
-//!   bridge, nftables and netem; needs root) or [`links`] (a userspace [`proxy`] per directed
-//!   link; any user). A rule a backend cannot apply is refused before anything is journaled,
-//!   never skipped.
+//!   bridge, nftables and netem; needs root, or the user namespace [`userns`] enters) or
+//!   [`links`] (a userspace [`proxy`] per directed link; any user). A rule a backend cannot
+//!   apply is refused before anything is journaled, never skipped.
 
 pub(crate) mod faults;
 pub(crate) mod links;
 pub(crate) mod netns;
 pub(crate) mod plan;
 pub mod proxy;
+pub mod userns;
 
 use crate::error::Error;
 

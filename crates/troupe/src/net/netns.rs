@@ -64,8 +64,23 @@ fn net_missing(args: &[&str], e: &std::io::Error) -> Error {
     }
 }
 
+/// Where a network tool is: on `PATH`, or else in `/usr/sbin` or `/sbin`, which a user's
+/// `PATH` often lacks (Debian's does) though `ip`, `tc`, `nft` and `iptables` live there and
+/// work for that user inside troupe's own user namespace.
+pub(crate) fn sbin(name: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 fn run(args: &[&str]) -> Result<(), Error> {
-    let out = Command::new(args[0])
+    let out = Command::new(sbin(args[0]))
         .args(&args[1..])
         .output()
         .map_err(|e| net_missing(args, &e))?;
@@ -80,7 +95,7 @@ fn run(args: &[&str]) -> Result<(), Error> {
 
 fn run_with_input(args: &[&str], input: &str) -> Result<(), Error> {
     use std::process::Stdio;
-    let mut child = Command::new(args[0])
+    let mut child = Command::new(sbin(args[0]))
         .args(&args[1..])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -120,10 +135,10 @@ pub fn journal_append(path: &Path, entry: serde_json::Value) -> Result<(), Error
 impl NetNs {
     /// Chooses a subnet and names for `nodes`; changes nothing on the system yet.
     pub fn allocate(state_dir: &Path, run_id: &str, nodes: &[String]) -> Result<NetNs, Error> {
-        if !nix::unistd::geteuid().is_root() {
+        if super::userns::needed() {
             return Err(Error::Environment {
-                message: "`network = \"namespaces\"` needs root (network namespaces, a bridge and nftables)".into(),
-                help: Some("run troupe as root, or use the default host network".into()),
+                message: "`network = \"namespaces\"` needs root or a user namespace of its own (network namespaces, a bridge and nftables)".into(),
+                help: Some("the troupe CLI (`troupe up`, `troupe run`) enters a user namespace by itself when not root; a test process using troupe::Cluster can run under `troupe exec --new -- cargo test ...`; or run as root, or use the default host network".into()),
             });
         }
         if nodes.len() > 240 {
@@ -207,7 +222,7 @@ impl NetNs {
         let host = format!("{}/24", self.host_ip());
         journal_append(
             &self.journal,
-            json!({"op": "create", "kind": "bridge", "name": self.bridge, "table": self.table, "at_ms": crate::roles::unix_ms()}),
+            json!({"op": "create", "kind": "bridge", "name": self.bridge, "table": self.table, "userns": super::userns::entered(), "at_ms": crate::roles::unix_ms()}),
         )?;
         run(&["ip", "link", "add", &self.bridge, "type", "bridge"])?;
         run(&["ip", "addr", "add", &host, "dev", &self.bridge])?;
@@ -279,7 +294,7 @@ impl NetNs {
             return Ok(());
         }
         for tool in ["iptables-nft", "iptables-legacy"] {
-            let drops = Command::new(tool)
+            let drops = Command::new(sbin(tool))
                 .args(["-S", "FORWARD"])
                 .output()
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("-P FORWARD DROP"));
@@ -371,7 +386,7 @@ impl NetNs {
                 }
                 None => {
                     // Nothing to remove is fine.
-                    let _ = Command::new("tc")
+                    let _ = Command::new(sbin("tc"))
                         .args(["-n", &n.netns, "qdisc", "del", "dev", "eth0", "root"])
                         .output();
                 }
@@ -389,7 +404,7 @@ impl NetNs {
                 return false;
             };
             let tc = |args: &[&str]| {
-                Command::new("tc")
+                Command::new(sbin("tc"))
                     .args(["-n", &n.netns])
                     .args(args)
                     .output()
@@ -510,7 +525,7 @@ fn forward_rule<'a>(tool: &'a str, action: &'a str, bridge: &'a str) -> Vec<&'a 
 }
 
 fn address_in_use(ip: Ipv4Addr) -> bool {
-    Command::new("ip")
+    Command::new(sbin("ip"))
         .args(["-4", "-o", "addr", "show"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {ip}/")))
@@ -528,6 +543,7 @@ pub fn cleanup(journal: &Path) -> usize {
     let mut bridges = Vec::new();
     let mut tables = Vec::new();
     let mut forwards: Vec<(String, String)> = Vec::new();
+    let mut apart = false;
     for line in text.lines() {
         let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -538,6 +554,7 @@ pub fn cleanup(journal: &Path) -> usize {
                 veths.extend(e["veth"].as_str().map(str::to_string));
             }
             (Some("create"), Some("bridge")) => {
+                apart |= e["userns"] == json!(true);
                 bridges.extend(e["name"].as_str().map(str::to_string));
                 tables.extend(e["table"].as_str().map(str::to_string));
             }
@@ -547,6 +564,7 @@ pub fn cleanup(journal: &Path) -> usize {
                 }
             }
             (Some("destroyed"), _) => {
+                apart = false;
                 forwards.clear();
                 netns.clear();
                 veths.clear();
@@ -556,10 +574,24 @@ pub fn cleanup(journal: &Path) -> usize {
             _ => {}
         }
     }
+    // A rootless run's network lived in its own user namespace, gone with its last process:
+    // from outside it there is nothing to remove, and the names mean nothing on the host.
+    if apart && !super::userns::entered() {
+        forwards.clear();
+        netns.clear();
+        veths.clear();
+        bridges.clear();
+        tables.clear();
+        let _ = journal_append(
+            journal,
+            json!({"op": "destroyed", "at_ms": crate::roles::unix_ms()}),
+        );
+        return 0;
+    }
     let mut removed = 0;
     for (tool, bridge) in &forwards {
         let args = forward_rule(tool, "-D", bridge);
-        if Command::new(args[0])
+        if Command::new(sbin(args[0]))
             .args(&args[1..])
             .output()
             .is_ok_and(|o| o.status.success())
@@ -568,7 +600,7 @@ pub fn cleanup(journal: &Path) -> usize {
         }
     }
     for t in &tables {
-        if Command::new("nft")
+        if Command::new(sbin("nft"))
             .args(["delete", "table", "bridge", t])
             .output()
             .is_ok_and(|o| o.status.success())
@@ -579,10 +611,10 @@ pub fn cleanup(journal: &Path) -> usize {
     // A namespace lives on in the kernel while its sockets linger (TIME_WAIT: a minute), and
     // its veth pair with it; deleting the host end removes the pair at once.
     for v in &veths {
-        let _ = Command::new("ip").args(["link", "del", v]).output();
+        let _ = Command::new(sbin("ip")).args(["link", "del", v]).output();
     }
     for n in &netns {
-        if Command::new("ip")
+        if Command::new(sbin("ip"))
             .args(["netns", "del", n])
             .output()
             .is_ok_and(|o| o.status.success())
@@ -591,7 +623,7 @@ pub fn cleanup(journal: &Path) -> usize {
         }
     }
     for b in &bridges {
-        if Command::new("ip")
+        if Command::new(sbin("ip"))
             .args(["link", "del", b])
             .output()
             .is_ok_and(|o| o.status.success())
@@ -606,4 +638,36 @@ pub fn cleanup(journal: &Path) -> usize {
         );
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rootless run's namespaces die with its supervisor: cleanup from outside must not run
+    /// `ip`/`nft` on the host for names that were never the host's, only close the journal.
+    #[test]
+    fn cleanup_of_a_rootless_runs_journal_touches_nothing_on_the_host_and_closes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join(JOURNAL);
+        journal_append(
+            &journal,
+            json!({"op": "create", "kind": "bridge", "name": "trbzz0000", "table": "troupe_zz0000", "userns": true}),
+        )
+        .unwrap();
+        journal_append(
+            &journal,
+            json!({"op": "create", "kind": "netns", "name": "troupe-zz0000-a-1", "veth": "trzz000000h"}),
+        )
+        .unwrap();
+        assert_eq!(cleanup(&journal), 0);
+        let text = std::fs::read_to_string(&journal).unwrap();
+        assert!(
+            text.lines()
+                .last()
+                .unwrap()
+                .contains("\"op\":\"destroyed\""),
+            "{text}"
+        );
+    }
 }

@@ -133,13 +133,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_millis(5);
 impl Spec {
     /// Reads and validates a spec file.
     pub fn from_path(path: impl AsRef<Path>) -> Result<Spec, InvalidSpec> {
-        let path = path.as_ref();
-        let text = read_text(
-            path,
-            "spec",
-            "check the path; specs are TOML files such as examples/etcd/cluster.toml",
-        )?;
-        Spec::from_str(path, &text)
+        Spec::from_path_with(path, &[])
     }
 
     /// Reads a spec file, applies `--set` overrides to its text, and validates the result: an

@@ -109,30 +109,38 @@ fn a_peer_that_does_not_exist_is_named_with_the_nodes_that_do() {
     assert!(shown.contains("fx-1, fx-2, fx-3"), "{shown}");
 }
 
-/// Every node's role probe answers "leader": a split brain, which `wait_leader` must report as
-/// one, never pass. With one claimant it passes and names it.
-#[test]
-fn two_nodes_that_claim_to_lead_are_a_split_brain_not_a_leader() {
-    let spec = |leaders: &str| {
-        format!(
-            r#"
+/// Three fixture nodes listening on `api`, ready when it accepts, and `extra` TOML after.
+fn fx_spec(extra: &str) -> String {
+    format!(
+        r#"
 [clusters.fx]
 nodes = 3
 binary = "{bin}"
 ports = ["api"]
 args = ["--listen", "{{{{ node.addrs.api }}}}"]
 
+[[clusters.fx.ready]]
+tcp = "api"
+timeout = "20s"
+{extra}
+"#,
+        bin = common::fixture_bin().display()
+    )
+}
+
+/// Every node's role probe answers "leader": a split brain, which `wait_leader` must report as
+/// one, never pass. With one claimant it passes and names it.
+#[test]
+fn two_nodes_that_claim_to_lead_are_a_split_brain_not_a_leader() {
+    let spec = |leaders: &str| {
+        fx_spec(&format!(
+            r#"
 [clusters.fx.role]
 command = ["echo", "{{{{ node.name }}}}"]
 leader = "{leaders}"
 interval = "10ms"
-
-[[clusters.fx.ready]]
-tcp = "api"
-timeout = "20s"
-"#,
-            bin = common::fixture_bin().display()
-        )
+"#
+        ))
     };
     let one = Cluster::from_toml("one.toml", spec("^fx-2$"))
         .start()
@@ -231,30 +239,12 @@ timeout = "20s"
     );
 }
 
-fn bootstrap_spec(steps: &str) -> String {
-    format!(
-        r#"
-[clusters.fx]
-nodes = 3
-binary = "{bin}"
-ports = ["api"]
-args = ["--listen", "{{{{ node.addrs.api }}}}"]
-
-[[clusters.fx.ready]]
-tcp = "api"
-timeout = "20s"
-{steps}
-"#,
-        bin = common::fixture_bin().display()
-    )
-}
-
 /// A Raft store whose nodes start uninitialised: `POST /init` on one node, then a step on each
 /// node in turn that keeps failing until it has been tried a few times. `start` returns only
 /// once all have passed, in order, so the cluster is formed and not merely running.
 #[test]
 fn bootstrap_steps_run_in_order_and_are_retried_before_the_cluster_counts_as_formed() {
-    let spec = bootstrap_spec(
+    let spec = fx_spec(
         r#"
 [[clusters.fx.bootstrap]]
 http = "{{ node.urls.api }}/init"
@@ -310,7 +300,7 @@ timeout = "10s"
 /// what the node said.
 #[test]
 fn a_bootstrap_step_that_never_passes_fails_the_start_saying_which_step_and_where() {
-    let spec = bootstrap_spec(
+    let spec = fx_spec(
         r#"
 [[clusters.fx.bootstrap]]
 on = "fx-2"
@@ -428,9 +418,7 @@ interval = "20ms"
 /// node, and a selector that names nobody is refused saying each node's state.
 #[test]
 fn selectors_choose_among_the_nodes_that_are_up() {
-    let cluster = Cluster::from_toml("sel.toml", bootstrap_spec(""))
-        .start()
-        .unwrap();
+    let cluster = Cluster::from_toml("sel.toml", fx_spec("")).start().unwrap();
     assert!(
         cluster
             .select("fx:down")

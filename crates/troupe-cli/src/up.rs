@@ -7,6 +7,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -144,19 +145,39 @@ fn detach(spec: &Path, state_dir: &Path, sets: &[String]) -> i32 {
             Ok(())
         });
     }
+    // Ctrl-C (or SIGTERM) while waiting: ask the supervisor to give up; it reports
+    // "interrupted". Installed before the spawn, so a signal in between is not lost: it is
+    // remembered and passed on once the supervisor's pid is known.
+    let target: Arc<Mutex<(Option<u32>, bool)>> = Arc::new(Mutex::new((None, false)));
+    let term = |pid: u32| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    };
+    {
+        let target = target.clone();
+        crate::signal::Signals::install().on_each(move |_| {
+            let mut t = target.lock().expect("supervisor pid");
+            match t.0 {
+                Some(pid) => term(pid),
+                None => t.1 = true,
+            }
+        });
+    }
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return crate::report_io("start the supervisor", e),
     };
     drop(write);
     let pid = child.id();
-    // Ctrl-C while waiting: ask the supervisor to give up; it reports "interrupted".
-    crate::signal::Signals::install().on_each(move |_| {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    });
+    {
+        let mut t = target.lock().expect("supervisor pid");
+        t.0 = Some(pid);
+        if t.1 {
+            term(pid);
+        }
+    }
     let mut line = String::new();
     let got = BufReader::new(std::fs::File::from(read)).read_line(&mut line);
     let msg: serde_json::Value = match got {

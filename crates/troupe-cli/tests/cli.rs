@@ -362,6 +362,73 @@ fn sigterm_right_after_ready_stops_troupe_up_instead_of_being_swallowed() {
     }
 }
 
+/// SIGTERM to `troupe up --detach` at any moment, even before its supervisor exists, leaves no
+/// supervisor behind: a signal that lands before the spawn is remembered and passed on.
+#[test]
+fn sigterm_to_up_detach_at_any_moment_leaves_no_supervisor_behind() {
+    let fixture = cargo_bin("troupe-fixture");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("slow.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "[clusters.fx]\nnodes = 1\nbinary = \"{}\"\nports = [\"main\"]\nargs = [\"--ready-after\", \"3000\", \"--listen\", \"{{{{ node.addrs.main }}}}\"]\n[[clusters.fx.ready]]\ntcp = \"main\"\ntimeout = \"20s\"\n",
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    // The supervisors of this test, found by their state directory (read only; nothing is
+    // signalled by pattern).
+    let supervisors = |state: &Path| -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("--ready-fd") && c.contains(&*state.to_string_lossy())
+                })
+            })
+            .collect()
+    };
+    // Signal moments swept across the start, the spawn of the supervisor among them.
+    for (round, delay_us) in (0..60u64).map(|i| i * 150).enumerate() {
+        let state = dir.path().join(format!("state{round}"));
+        let mut child = Command::new(cargo_bin("troupe"))
+            .arg("up")
+            .arg(&spec)
+            .arg("--detach")
+            .arg("--state-dir")
+            .arg(&state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(delay_us)); // the moment of the signal, not a wait
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        wait_until(
+            Duration::from_secs(20),
+            "troupe up --detach to exit",
+            || child.try_wait().unwrap().is_some(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut left = supervisors(&state);
+        while !left.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            left = supervisors(&state);
+        }
+        if !left.is_empty() {
+            // Ours, by pid: stop them (their nodes go with them) before failing.
+            for pid in &left {
+                let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+            }
+            panic!("SIGTERM after {delay_us} µs left supervisors {left:?} running");
+        }
+    }
+}
+
 #[test]
 fn a_signal_early_in_troupe_run_interrupts_it_instead_of_killing_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -375,6 +442,9 @@ fn a_signal_early_in_troupe_run_interrupts_it_instead_of_killing_it() {
     let mut child = Command::new(cargo_bin("troupe"))
         .arg("run")
         .arg(&scenario)
+        // An interrupted run keeps its directory: keep it in the test's.
+        .arg("--run-dir")
+        .arg(dir.path().join("run"))
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(Stdio::null())
         .spawn()

@@ -316,6 +316,11 @@ pub fn wait(w: &Where, until: WaitFor, cluster: Option<String>, timeout: &str) -
             if let Some(l) = r.leader {
                 println!("{l}");
             }
+            if until == WaitFor::AnyLeader
+                && let Some(all) = r.detail.filter(|d| d.contains(' '))
+            {
+                eprintln!("troupe: several nodes claim to lead (split brain): {all}");
+            }
             exit::OK
         }
         Err(code) => code,

@@ -270,8 +270,12 @@ struct Targets {
 enum Until {
     /// Every node (of --cluster, or all) is ready.
     Ready,
-    /// The cluster has a leader; prints its name.
+    /// Exactly one node of the cluster claims to lead; prints its name. Several claimants (a
+    /// split brain) fail the wait, naming them.
     Leader,
+    /// At least one node claims to lead, split brain or not; prints the first and, when there
+    /// are several, names them all on stderr.
+    AnyLeader,
 }
 
 fn main() -> ExitCode {
@@ -317,6 +321,7 @@ fn main() -> ExitCode {
             let until = match until {
                 Until::Ready => troupe_spec::control::WaitFor::Ready,
                 Until::Leader => troupe_spec::control::WaitFor::Leader,
+                Until::AnyLeader => troupe_spec::control::WaitFor::AnyLeader,
             };
             ctl::wait(&run, until, cluster, &timeout)
         }

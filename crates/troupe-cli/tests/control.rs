@@ -368,3 +368,60 @@ sh = "test {{ clusters.fx.leaders | length }} -eq 2 && test '{{ clusters.fx.spli
         .success()
         .stdout(predicate::str::contains("split brain"));
 }
+
+/// From the shell: `troupe wait leader` fails on a split brain naming the claimants, and
+/// `troupe wait any-leader` is how a test asks for a claimant anyway.
+#[test]
+fn wait_leader_fails_on_a_split_brain_and_wait_any_leader_names_the_claimants() {
+    let run = Run::new();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("split.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+[clusters.fx]
+nodes = 3
+binary = "{bin}"
+ports = ["api"]
+args = ["--listen", "{{{{ node.addrs.api }}}}"]
+
+[clusters.fx.role]
+command = ["echo", "{{{{ node.name }}}}"]
+leader = "^fx-[13]$"
+interval = "10ms"
+
+[[clusters.fx.ready]]
+tcp = "api"
+timeout = "20s"
+"#,
+            bin = cargo_bin("troupe-fixture").display()
+        ),
+    )
+    .unwrap();
+    run.troupe()
+        .arg("up")
+        .arg(&spec)
+        .arg("--detach")
+        .assert()
+        .success();
+    run.troupe()
+        .args(["wait", "leader", "--timeout", "500ms"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("split brain").and(predicate::str::contains("fx-1, fx-3")),
+        );
+    run.troupe()
+        .args(["wait", "any-leader", "--timeout", "10s"])
+        .assert()
+        .success()
+        .stdout("fx-1\n")
+        .stderr(predicate::str::contains("fx-1 fx-3"));
+    run.troupe()
+        .arg("status")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("SPLIT BRAIN: fx-1, fx-3"));
+    run.troupe().arg("down").assert().success();
+}

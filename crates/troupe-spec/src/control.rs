@@ -268,7 +268,11 @@ fn check_targets(op: &str, field: &str, targets: &[String]) -> Result<(), String
 #[serde(rename_all = "snake_case")]
 pub enum WaitFor {
     Ready,
+    /// Exactly one node claims to lead (several: a split brain, which fails the wait).
     Leader,
+    /// At least one node claims to lead, split brain or not: for a test that looks at the
+    /// claimants itself. The answer's `leader` is the first, `detail` lists every claimant.
+    AnyLeader,
 }
 
 /// The supervisor's answer.

@@ -169,7 +169,7 @@ async fn handle(
                     .wait_ready(cluster.as_deref(), limit)
                     .await
                     .map(|()| Response::ok()),
-                WaitFor::Leader => {
+                WaitFor::Leader | WaitFor::AnyLeader => {
                     let cluster = match cluster.or_else(|| engine.only_cluster_with_roles()) {
                         Some(c) => c,
                         None => {
@@ -178,11 +178,20 @@ async fn handle(
                             );
                         }
                     };
-                    engine.wait_leader(&cluster, limit).await.map(|l| {
-                        let mut r = Response::ok();
-                        r.leader = Some(l);
-                        r
-                    })
+                    if until == WaitFor::AnyLeader {
+                        engine.wait_claimants(&cluster, limit).await.map(|all| {
+                            let mut r = Response::ok();
+                            r.leader = all.first().cloned();
+                            r.detail = Some(all.join(" "));
+                            r
+                        })
+                    } else {
+                        engine.wait_leader(&cluster, limit).await.map(|l| {
+                            let mut r = Response::ok();
+                            r.leader = Some(l);
+                            r
+                        })
+                    }
                 }
             }
         }

@@ -491,6 +491,43 @@ impl Engine {
         }
     }
 
+    /// Waits until at least one node of `cluster` claims to lead, split brain or not, up to
+    /// `limit`; returns every claimant.
+    pub async fn wait_claimants(
+        &self,
+        cluster: &str,
+        limit: Duration,
+    ) -> Result<Vec<String>, Error> {
+        let live = self.live_of(cluster)?;
+        if !live.has_role_probe {
+            return Err(Error::Target {
+                message: format!(
+                    "cluster `{cluster}` has no role probe, so troupe cannot tell who leads"
+                ),
+                help: Some(format!("add a [clusters.{cluster}.role] table to the spec")),
+            });
+        }
+        let mut rx = live.subscribe_claims();
+        match tokio::time::timeout_at(
+            crate::deadline::after(limit),
+            rx.wait_for(|c| !c.is_empty()),
+        )
+        .await
+        {
+            Ok(Ok(c)) => Ok(c.clone()),
+            _ => Err(Error::Timeout {
+                message: format!(
+                    "no node of cluster `{cluster}` claims to lead after {}",
+                    troupe_spec::format_duration(limit)
+                ),
+                help: Some(
+                    "`troupe status` shows each node's state and role; the node logs say why"
+                        .into(),
+                ),
+            }),
+        }
+    }
+
     /// Waits until `cluster` has a leader, up to `limit`.
     pub async fn wait_leader(&self, cluster: &str, limit: Duration) -> Result<String, Error> {
         self.wait_new_leader(cluster, None, limit).await

@@ -161,7 +161,14 @@ async fn start(docker: Docker, name: String, plan: &NodePlan) -> Result<NodeHand
         .and_then(|s| s.pid)
         .unwrap_or(0);
     let (handle, ctl_rx, status) = NodeHandle::new(pid.max(0) as u32, log_offset);
-    tokio::spawn(supervise(docker, name, plan.name.clone(), copier, ctl_rx, status));
+    tokio::spawn(supervise(
+        docker,
+        name,
+        plan.name.clone(),
+        copier,
+        ctl_rx,
+        status,
+    ));
     Ok(handle)
 }
 
@@ -248,6 +255,9 @@ fn container_body(
 /// Makes the empty image image-less containers start from, once per Engine: an import of an
 /// empty tar, so no registry is needed.
 async fn base_image(docker: &Docker) -> Result<(), String> {
+    // Clusters start together: one import at a time, or the losers leave untagged copies.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = ONE_AT_A_TIME.lock().await;
     if docker.inspect_image(BASE_IMAGE).await.is_ok() {
         return Ok(());
     }
@@ -433,7 +443,10 @@ pub fn remove_recorded(state_dir: &Path) -> usize {
             n
         }
         Err(e) => {
-            eprintln!("troupe: could not remove the containers of run {}: {e}", id.trim());
+            eprintln!(
+                "troupe: could not remove the containers of run {}: {e}",
+                id.trim()
+            );
             0
         }
     }

@@ -336,6 +336,74 @@ timeout = "10s"
     );
 }
 
+/// The states (`running`, `exited`, ...) of the containers labelled `label`. The Engine must
+/// be reachable: this fails, never skips, without it.
+fn container_states(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "--all", "--filter", &format!("label={label}")])
+        .args(["--format", "{{.State}}"])
+        .output()
+        .expect("the docker client runs");
+    assert!(
+        out.status.success(),
+        "docker ps: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Containers are children of the Engine, not of troupe: the keeper kills their first
+/// processes when troupe is SIGKILLed, and `down --force` removes what is left, by run label.
+#[test]
+fn sigkill_of_troupe_up_stops_its_containers_and_down_force_removes_them() {
+    let fixture = cargo_bin("troupe-fixture");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("docker.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+[clusters.fx]
+nodes = 2
+binary = "{}"
+runtime = "docker"
+ports = ["main"]
+args = ["--fork-grandchild", "--listen", "{{{{ node.addrs.main }}}}"]
+[[clusters.fx.ready]]
+tcp = "main"
+timeout = "30s"
+"#,
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let mut up = Up::spawn(&spec, &state);
+    up.ready(Duration::from_secs(60));
+    let run = std::fs::read_to_string(state.join("docker.run")).expect("the run is recorded");
+    let label = format!("troupe.run={}", run.trim());
+    assert_eq!(container_states(&label), ["running", "running"]);
+    kill(up.pid(), Signal::SIGKILL).unwrap();
+    up.child.wait().unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the keeper to stop every container",
+        || container_states(&label).iter().all(|s| s != "running"),
+    );
+    troupe()
+        .args(["down", "--force", "--state-dir"])
+        .arg(&state)
+        .assert()
+        .success();
+    assert!(
+        container_states(&label).is_empty(),
+        "down --force removes the run's containers"
+    );
+}
+
 #[test]
 fn sigterm_right_after_ready_stops_troupe_up_instead_of_being_swallowed() {
     let fixture = cargo_bin("troupe-fixture");

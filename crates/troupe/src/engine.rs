@@ -306,7 +306,8 @@ impl Engine {
         if let Some(l) = &links {
             backends.push(l.clone());
         }
-        let runtimes = docker_runtimes(spec, &run_id);
+        let keeper = Keeper::start().map(Arc::new);
+        let runtimes = docker_runtimes(spec, &run_id, &keeper);
         let containers = (!runtimes.is_empty()).then(|| run_id.clone());
         if containers.is_some() {
             state.write_atomic(crate::runtime::docker::RUN_RECORD, run_id.as_bytes())?;
@@ -319,7 +320,7 @@ impl Engine {
             state,
             live,
             run: RunState::new(),
-            runtime: Arc::new(ProcessRuntime::new(Keeper::start().map(Arc::new))),
+            runtime: Arc::new(ProcessRuntime::new(keeper)),
             runtimes,
             containers,
             faults,
@@ -774,13 +775,18 @@ impl Engine {
 }
 
 /// A docker runtime for each cluster that asks for one.
-fn docker_runtimes(spec: &Spec, run_id: &str) -> BTreeMap<String, Arc<dyn NodeRuntime>> {
+fn docker_runtimes(
+    spec: &Spec,
+    run_id: &str,
+    keeper: &Option<Arc<Keeper>>,
+) -> BTreeMap<String, Arc<dyn NodeRuntime>> {
     spec.clusters
         .values()
         .filter(|c| c.runtime == troupe_spec::Runtime::Docker)
         .map(|c| {
             let image = c.image.as_ref().map(|i| i.get_ref().clone());
-            let rt: Arc<dyn NodeRuntime> = Arc::new(DockerRuntime::new(run_id, image));
+            let rt: Arc<dyn NodeRuntime> =
+                Arc::new(DockerRuntime::new(run_id, image, keeper.clone()));
             (c.name.clone(), rt)
         })
         .collect()

@@ -14,6 +14,11 @@
 //! Every container carries the labels `troupe.run=<run id>` and `troupe.node=<name>`;
 //! [`remove_run`] removes a run's containers by label, never by name pattern. A node's
 //! container is created once and started again by `start`/`restart`: same data, same ports.
+//!
+//! A container's first process is a child of the Engine, not of troupe, so no parent-death
+//! signal reaches it. It leads its own process group, though, so the [`Keeper`] kills it (and
+//! with it the whole container) when troupe dies, even by SIGKILL; the stopped container is
+//! then removed by the next `up` or `down --force` on the state directory ([`RUN_RECORD`]).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -36,6 +41,7 @@ use tokio::sync::{OnceCell, mpsc, watch};
 use troupe_spec::NodeState;
 
 use super::{Ctl, NodeHandle, NodeRuntime, Status};
+use crate::keeper::Keeper;
 use crate::plan::NodePlan;
 
 /// Label naming the run a container belongs to.
@@ -54,15 +60,18 @@ pub struct DockerRuntime {
     run_id: String,
     image: Option<String>,
     client: OnceCell<Docker>,
+    keeper: Option<Arc<Keeper>>,
 }
 
 impl DockerRuntime {
-    /// `image`: the image to run; `None` runs the host's binary on the host's files.
-    pub fn new(run_id: &str, image: Option<String>) -> DockerRuntime {
+    /// `image`: the image to run; `None` runs the host's binary on the host's files. With a
+    /// keeper, each container's first process dies with troupe.
+    pub fn new(run_id: &str, image: Option<String>, keeper: Option<Arc<Keeper>>) -> DockerRuntime {
         DockerRuntime {
             run_id: run_id.to_string(),
             image,
             client: OnceCell::new(),
+            keeper,
         }
     }
 
@@ -118,13 +127,18 @@ impl NodeRuntime for DockerRuntime {
                     .await
                     .map_err(|e| format!("cannot create container {name}: {e}"))?;
             }
-            start(docker, name, plan).await
+            start(docker, name, plan, self.keeper.clone()).await
         })
     }
 }
 
 /// Attaches the log, starts the (created) container and hands it to its supervising task.
-async fn start(docker: Docker, name: String, plan: &NodePlan) -> Result<NodeHandle, String> {
+async fn start(
+    docker: Docker,
+    name: String,
+    plan: &NodePlan,
+    keeper: Option<Arc<Keeper>>,
+) -> Result<NodeHandle, String> {
     let mut log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -160,12 +174,19 @@ async fn start(docker: Docker, name: String, plan: &NodePlan) -> Result<NodeHand
         .and_then(|i| i.state)
         .and_then(|s| s.pid)
         .unwrap_or(0);
-    let (handle, ctl_rx, status) = NodeHandle::new(pid.max(0) as u32, log_offset);
+    let pid = pid.max(0) as u32;
+    // The first process leads its own group (the container runtime makes it a session leader).
+    let watched = keeper.filter(|_| pid > 0).map(|k| (k, pid));
+    if let Some((k, pid)) = &watched {
+        k.watch(*pid);
+    }
+    let (handle, ctl_rx, status) = NodeHandle::new(pid, log_offset);
     tokio::spawn(supervise(
         docker,
         name,
         plan.name.clone(),
         copier,
+        watched,
         ctl_rx,
         status,
     ));
@@ -284,6 +305,7 @@ async fn supervise(
     container: String,
     node: String,
     copier: tokio::task::JoinHandle<()>,
+    watched: Option<(Arc<Keeper>, u32)>,
     mut ctl_rx: mpsc::UnboundedReceiver<Ctl>,
     status: Arc<watch::Sender<Status>>,
 ) {
@@ -352,6 +374,12 @@ async fn supervise(
                 kill_at = None;
             }
         }
+    }
+    // Forgotten as soon as the Engine reports the exit. Unlike a process group, whose unreaped
+    // leader keeps its id ours, this leaves a short window in which the id could be reused, and
+    // killed if troupe died in that very moment.
+    if let Some((k, pid)) = &watched {
+        k.forget(*pid);
     }
     // The output ends with the container; wait for its last lines to be in the log.
     let _ = tokio::time::timeout(Duration::from_secs(5), copier).await;

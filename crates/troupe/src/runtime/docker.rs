@@ -479,3 +479,92 @@ pub fn remove_recorded(state_dir: &Path) -> usize {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn node(extra: &str) -> NodePlan {
+        let text = format!(
+            "[clusters.db]\nnodes = 1\nbinary = \"/opt/db/bin/db\"\nruntime = \"docker\"\nargs = [\"--data={{{{ node.data_dir }}}}\"]\nenv = {{ MODE = \"test\" }}\n{extra}"
+        );
+        let spec = troupe_spec::Spec::from_str("db.toml", &text).unwrap();
+        let plan = crate::plan::resolve(
+            &spec,
+            Path::new("/state"),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            "abc123",
+        );
+        let mut plan = plan.unwrap_or_else(|e| panic!("{e:?}"));
+        plan.clusters.remove(0).nodes.remove(0)
+    }
+
+    fn binds(body: &ContainerCreateBody) -> Vec<String> {
+        body.host_config.as_ref().unwrap().binds.clone().unwrap()
+    }
+
+    #[test]
+    fn an_image_less_container_sees_host_files_read_only_and_its_directory_read_write() {
+        let n = node("image = \"db:local\"");
+        let body = container_body(&n, "abc123", BASE_IMAGE.into(), true);
+        let binds = binds(&body);
+        assert!(
+            binds.contains(&"/state/nodes/db-1:/state/nodes/db-1".to_string()),
+            "{binds:?}"
+        );
+        assert!(binds.iter().any(|b| b.ends_with(":/usr:ro")), "{binds:?}");
+        assert!(binds.iter().any(|b| b.ends_with(":/etc:ro")), "{binds:?}");
+        // Every host mount is read-only; only the node's directory is writable.
+        let writable: Vec<_> = binds.iter().filter(|b| !b.ends_with(":ro")).collect();
+        assert_eq!(writable, ["/state/nodes/db-1:/state/nodes/db-1"]);
+        let host = body.host_config.as_ref().unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(body.entrypoint, Some(vec!["/opt/db/bin/db".to_string()]));
+        assert_eq!(
+            body.cmd,
+            Some(vec!["--data=/state/nodes/db-1/data".to_string()])
+        );
+        assert_eq!(body.working_dir.as_deref(), Some("/state/nodes/db-1"));
+        let env = body.env.clone().unwrap();
+        assert!(env.contains(&"MODE=test".to_string()), "{env:?}");
+        assert!(
+            env.iter().any(|e| e.starts_with("PATH=")),
+            "troupe's environment: {env:?}"
+        );
+        let labels = body.labels.clone().unwrap();
+        assert_eq!(labels[RUN_LABEL], "abc123");
+        assert_eq!(labels[NODE_LABEL], "db-1");
+        let me = format!("{}:{}", nix::unistd::getuid(), nix::unistd::getgid());
+        assert_eq!(body.user.as_deref(), Some(me.as_str()));
+    }
+
+    #[test]
+    fn an_image_gets_only_the_nodes_files_and_the_specs_environment() {
+        let n = node("image = \"db:local\"");
+        let body = container_body(&n, "abc123", "db:local".into(), false);
+        assert_eq!(
+            binds(&body),
+            ["/state/nodes/db-1:/state/nodes/db-1".to_string()]
+        );
+        assert_eq!(body.image.as_deref(), Some("db:local"));
+        let env = body.env.clone().unwrap();
+        assert!(!env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
+        assert!(env.contains(&"MODE=test".to_string()), "{env:?}");
+    }
+
+    #[test]
+    fn certificates_outside_the_nodes_directory_are_mounted_read_only() {
+        let n = node("image = \"db:local\"\n[tls]\n");
+        let body = container_body(&n, "abc123", "db:local".into(), false);
+        let binds = binds(&body);
+        let tls = n.tls.as_ref().expect("certificates planned");
+        // The node's own certificates are in its (mounted) directory; the CA's is not.
+        assert!(tls.cert.starts_with(&n.dir), "{tls:?}");
+        let ca = tls.ca.as_ref().or(n.ca.as_ref()).expect("a CA certificate");
+        let dir = ca.parent().unwrap().display().to_string();
+        assert!(binds.contains(&format!("{dir}:{dir}:ro")), "{binds:?}");
+    }
+}

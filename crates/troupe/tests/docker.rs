@@ -13,8 +13,9 @@ use bollard::models::ContainerSummary;
 use bollard::query_parameters::ListContainersOptions;
 use troupe::{Cluster, Error, NodeState};
 
-/// Containers carrying `label` (`key=value`), running or not.
-fn containers(label: &str) -> Vec<ContainerSummary> {
+/// Runs `f` against the local Docker Engine, which must be reachable: these tests fail, never
+/// skip, without it.
+fn with_docker<T>(f: impl AsyncFnOnce(Docker) -> T) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -25,6 +26,13 @@ fn containers(label: &str) -> Vec<ContainerSummary> {
             .negotiate_version()
             .await
             .expect("the Docker Engine is reachable (these tests need it: start dockerd)");
+        f(docker).await
+    })
+}
+
+/// Containers carrying `label` (`key=value`), running or not.
+fn containers(label: &str) -> Vec<ContainerSummary> {
+    with_docker(async |docker| {
         let options = ListContainersOptions {
             all: true,
             filters: Some(HashMap::from([(
@@ -196,4 +204,103 @@ timeout = "30s"
         containers("troupe.cluster=dockerfails").is_empty(),
         "a failed start removes its containers"
     );
+}
+
+/// An image holding only the fixture and the libraries it links, imported from a tar (no
+/// registry, no base image); removed when dropped.
+struct FixtureImage(String);
+
+impl FixtureImage {
+    fn build() -> FixtureImage {
+        let bin = common::fixture_bin();
+        let ldd = std::process::Command::new("ldd")
+            .arg(&bin)
+            .output()
+            .unwrap();
+        let mut files: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+            .map(str::to_string)
+            .collect();
+        files.push(bin.display().to_string());
+        // `h`: the libraries' links are followed, so the image holds the files themselves.
+        let tar = std::process::Command::new("tar")
+            .args(["-c", "-h", "-f", "-"])
+            .args(&files)
+            .output()
+            .unwrap();
+        assert!(
+            tar.status.success(),
+            "tar: {}",
+            String::from_utf8_lossy(&tar.stderr)
+        );
+        let name = format!("troupe-fixture-test:{}", std::process::id());
+        let (repo, tag) = name.split_once(':').unwrap();
+        with_docker(async |docker| {
+            use futures_util::StreamExt;
+            let options = bollard::query_parameters::CreateImageOptions {
+                from_src: Some("-".into()),
+                repo: Some(repo.into()),
+                tag: Some(tag.into()),
+                changes: vec!["LABEL troupe.test=fixture-image".into()],
+                ..Default::default()
+            };
+            let body = bollard::body_full(tar.stdout.into());
+            let mut steps = docker.create_image(Some(options), Some(body), None);
+            while let Some(step) = steps.next().await {
+                step.expect("the image imports");
+            }
+        });
+        FixtureImage(name)
+    }
+}
+
+impl Drop for FixtureImage {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        with_docker(async |docker| {
+            let _ = docker
+                .remove_image(
+                    &name,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await;
+        });
+    }
+}
+
+#[test]
+fn an_image_runs_with_binary_as_the_program_inside_it() {
+    let image = FixtureImage::build();
+    let text = format!(
+        r#"
+[clusters.img]
+nodes = 2
+binary = "{bin}"
+runtime = "docker"
+image = "{image}"
+ports = ["main"]
+args = ["--listen", "{{{{ node.addrs.main }}}}", "--say", "in an image"]
+[[clusters.img.ready]]
+tcp = "main"
+timeout = "30s"
+"#,
+        bin = common::fixture_bin().display(),
+        image = image.0,
+    );
+    let cluster = Cluster::from_toml("image.toml", text).start().unwrap();
+    for n in cluster.nodes() {
+        assert!(answers(&n.addr("main")), "{} answers on the host", n.name());
+        let log = std::fs::read_to_string(n.log()).unwrap();
+        assert!(log.contains("in an image"), "{log}");
+    }
+    let label = "troupe.cluster=img";
+    let images: Vec<_> = containers(label)
+        .into_iter()
+        .filter_map(|c| c.image)
+        .collect();
+    assert_eq!(images, [image.0.clone(), image.0.clone()]);
+    drop(cluster);
+    assert!(containers(label).is_empty(), "drop removes the containers");
 }

@@ -23,7 +23,6 @@
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::future::Future;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -139,7 +138,7 @@ async fn start(
     plan: &NodePlan,
     keeper: Option<Arc<Keeper>>,
 ) -> Result<NodeHandle, String> {
-    let mut log = OpenOptions::new()
+    let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&plan.log)
@@ -157,11 +156,13 @@ async fn start(
         .await
         .map_err(|e| format!("cannot attach to container {name}: {e}"))?
         .output;
+    let mut log = tokio::fs::File::from_std(log);
     let copier = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
         while let Some(Ok(chunk)) = output.next().await {
-            // Blocking, but a small append to a local file, like the process runtime's.
-            let _ = log.write_all(&chunk.into_bytes());
+            let _ = log.write_all(&chunk.into_bytes()).await;
         }
+        let _ = log.flush().await;
     });
     if let Err(e) = docker.start_container(&name, None).await {
         copier.abort();

@@ -148,8 +148,11 @@ fn docker_nodes_are_labelled_containers_that_node_operations_drive_and_drop_remo
     assert_eq!(cluster.node("fx-2").unwrap().addr("main"), port);
     assert!(answers(&port), "fx-2 answers again on the same port");
 
-    // Stop is graceful: the signal reaches the program, whose output is in node.log.
+    // Stop is graceful, even of a paused node: the signal reaches the program, whose output is
+    // in node.log.
     let sh = cluster.node("sh-1").unwrap();
+    cluster.pause("sh-1").unwrap();
+    wait_state(&run, "sh-1", "paused");
     cluster.stop_node("sh-1").unwrap();
     wait_state(&run, "sh-1", "exited");
     let log = std::fs::read_to_string(sh.log()).unwrap();

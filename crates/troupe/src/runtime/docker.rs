@@ -343,9 +343,10 @@ async fn supervise(
                     if requested.is_none() {
                         requested = Some(NodeState::Stopped);
                     }
-                    signal(sig).await;
-                    // A paused container must run to act on the signal.
+                    // A paused container must run to act on the signal (and some Engines
+                    // refuse to signal one).
                     let _ = docker.unpause_container(&container).await;
+                    signal(sig).await;
                     let at = crate::deadline::after(grace);
                     kill_at = Some(kill_at.map_or(at, |k| k.min(at)));
                 }

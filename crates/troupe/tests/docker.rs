@@ -307,3 +307,24 @@ timeout = "30s"
     drop(cluster);
     assert!(containers(label).is_empty(), "drop removes the containers");
 }
+
+#[test]
+fn a_missing_image_fails_the_start_and_says_troupe_never_pulls() {
+    let text = r#"
+[clusters.noimage]
+nodes = 1
+binary = "/server"
+runtime = "docker"
+image = "troupe-no-such-image:1"
+"#;
+    match Cluster::from_toml("noimage.toml", text).start() {
+        Err(Error::Start(f)) => {
+            let msg = f.to_string();
+            assert!(msg.contains("No such image"), "{msg}");
+            assert!(msg.contains("troupe never pulls"), "{msg}");
+        }
+        Err(other) => panic!("expected a start failure, got {other:?}"),
+        Ok(_) => panic!("the cluster started"),
+    }
+    assert!(containers("troupe.cluster=noimage").is_empty());
+}

@@ -108,7 +108,12 @@ impl NodeRuntime for DockerRuntime {
         Box::pin(async move {
             let docker = self.client().await?.clone();
             let name = container_name(&self.run_id, &plan.name);
-            if docker.inspect_container(&name, None).await.is_err() {
+            let exists = match docker.inspect_container(&name, None).await {
+                Ok(_) => true,
+                Err(e) if not_found(&e) => false,
+                Err(e) => return Err(format!("cannot inspect container {name}: {e}")),
+            };
+            if !exists {
                 let image = match &self.image {
                     Some(i) => i.clone(),
                     None => {
@@ -124,11 +129,30 @@ impl NodeRuntime for DockerRuntime {
                 docker
                     .create_container(Some(options), body)
                     .await
-                    .map_err(|e| format!("cannot create container {name}: {e}"))?;
+                    .map_err(|e| {
+                        let hint = match &self.image {
+                            Some(i) if not_found(&e) => format!(
+                                "\n(hint: troupe never pulls: build or load {i} into the local Engine first)"
+                            ),
+                            _ => String::new(),
+                        };
+                        format!("cannot create container {name}: {e}{hint}")
+                    })?;
             }
             start(docker, name, plan, self.keeper.clone()).await
         })
     }
+}
+
+/// Whether the Engine answered "no such container" (or image).
+fn not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 /// Attaches the log, starts the (created) container and hands it to its supervising task.

@@ -174,6 +174,9 @@ fn docker_nodes_are_labelled_containers_that_node_operations_drive_and_drop_remo
     let boots = std::fs::read_to_string(sh.data_dir().join("boots")).unwrap();
     assert_eq!(boots.lines().count(), 3, "data kept across stop and start");
 
+    // Dropping kills even a paused node's container, and removes them all.
+    cluster.pause("fx-3").unwrap();
+    wait_state(&run, "fx-3", "paused");
     drop(cluster);
     assert!(
         containers(&format!("troupe.run={run}")).is_empty(),

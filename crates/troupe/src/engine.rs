@@ -785,8 +785,12 @@ fn docker_runtimes(
         .filter(|c| c.runtime == troupe_spec::Runtime::Docker)
         .map(|c| {
             let image = c.image.as_ref().map(|i| i.get_ref().clone());
-            let rt: Arc<dyn NodeRuntime> =
-                Arc::new(DockerRuntime::new(run_id, image, keeper.clone()));
+            let rt: Arc<dyn NodeRuntime> = Arc::new(DockerRuntime::new(
+                run_id,
+                image,
+                spec.source.dir(),
+                keeper.clone(),
+            ));
             (c.name.clone(), rt)
         })
         .collect()

@@ -58,17 +58,29 @@ const HOST_DIRS: [&str; 9] = [
 pub struct DockerRuntime {
     run_id: String,
     image: Option<String>,
+    /// The spec's directory, mounted read-only into image-less containers (scripts and files
+    /// next to the spec), if it is not a host directory already mounted.
+    spec_dir: Option<PathBuf>,
     client: OnceCell<Docker>,
     keeper: Option<Arc<Keeper>>,
 }
 
 impl DockerRuntime {
-    /// `image`: the image to run; `None` runs the host's binary on the host's files. With a
-    /// keeper, each container's first process dies with troupe.
-    pub fn new(run_id: &str, image: Option<String>, keeper: Option<Arc<Keeper>>) -> DockerRuntime {
+    /// `image`: the image to run; `None` runs the host's binary on the host's files (and the
+    /// spec's directory). With a keeper, each container's first process dies with troupe.
+    pub fn new(
+        run_id: &str,
+        image: Option<String>,
+        spec_dir: &Path,
+        keeper: Option<Arc<Keeper>>,
+    ) -> DockerRuntime {
+        let spec_dir = std::fs::canonicalize(spec_dir)
+            .ok()
+            .filter(|d| d.parent().is_some());
         DockerRuntime {
             run_id: run_id.to_string(),
             image,
+            spec_dir,
             client: OnceCell::new(),
             keeper,
         }
@@ -121,7 +133,13 @@ impl NodeRuntime for DockerRuntime {
                         BASE_IMAGE.to_string()
                     }
                 };
-                let body = container_body(plan, &self.run_id, image, self.image.is_none());
+                let files = match self.image {
+                    Some(_) => Files::Image,
+                    None => Files::Host {
+                        spec_dir: self.spec_dir.as_deref(),
+                    },
+                };
+                let body = container_body(plan, &self.run_id, image, files);
                 let options = CreateContainerOptions {
                     name: Some(name.clone()),
                     ..Default::default()
@@ -218,12 +236,21 @@ async fn start(
     Ok(handle)
 }
 
+/// Where a container's files come from, besides the node's own directory.
+#[derive(Clone, Copy)]
+enum Files<'a> {
+    /// The host's system directories, the program and the spec's directory, read-only.
+    Host { spec_dir: Option<&'a Path> },
+    /// The image's.
+    Image,
+}
+
 /// What a node's container is made of.
 fn container_body(
     plan: &NodePlan,
     run_id: &str,
     image: String,
-    host_files: bool,
+    files: Files,
 ) -> ContainerCreateBody {
     let mut binds = Vec::new();
     let mut env: Vec<String> = Vec::new();
@@ -234,13 +261,17 @@ fn container_body(
         binds.push(format!("{0}:{0}", plan.data_dir.display()));
         mounted.push(plan.data_dir.clone());
     }
-    if host_files {
+    if let Files::Host { spec_dir } = files {
         for dir in HOST_DIRS {
             // `/bin` is often a link to `usr/bin`: mount what it points at.
             if let Ok(real) = std::fs::canonicalize(dir) {
                 binds.push(format!("{}:{dir}:ro", real.display()));
                 mounted.push(PathBuf::from(dir));
             }
+        }
+        if let Some(d) = spec_dir.filter(|d| !under(d, &mounted)) {
+            binds.push(format!("{0}:{0}:ro", d.display()));
+            mounted.push(d.to_path_buf());
         }
         if !under(&plan.program, &mounted) {
             binds.push(format!("{0}:{0}:ro", plan.program.display()));
@@ -277,7 +308,8 @@ fn container_body(
         (NODE_LABEL.to_string(), plan.name.clone()),
         ("troupe.cluster".to_string(), plan.cluster.clone()),
     ]);
-    let tmpfs = host_files.then(|| HashMap::from([("/tmp".to_string(), "mode=1777".to_string())]));
+    let tmpfs = matches!(files, Files::Host { .. })
+        .then(|| HashMap::from([("/tmp".to_string(), "mode=1777".to_string())]));
     ContainerCreateBody {
         image: Some(image),
         entrypoint: Some(vec![plan.program.display().to_string()]),
@@ -535,7 +567,14 @@ mod tests {
     #[test]
     fn an_image_less_container_sees_host_files_read_only_and_its_directory_read_write() {
         let n = node("image = \"db:local\"");
-        let body = container_body(&n, "abc123", BASE_IMAGE.into(), true);
+        let body = container_body(
+            &n,
+            "abc123",
+            BASE_IMAGE.into(),
+            Files::Host {
+                spec_dir: Some(Path::new("/specs")),
+            },
+        );
         let binds = binds(&body);
         assert!(
             binds.contains(&"/state/nodes/db-1:/state/nodes/db-1".to_string()),
@@ -543,6 +582,7 @@ mod tests {
         );
         assert!(binds.iter().any(|b| b.ends_with(":/usr:ro")), "{binds:?}");
         assert!(binds.iter().any(|b| b.ends_with(":/etc:ro")), "{binds:?}");
+        assert!(binds.contains(&"/specs:/specs:ro".to_string()), "{binds:?}");
         // Every host mount is read-only; only the node's directory is writable.
         let writable: Vec<_> = binds.iter().filter(|b| !b.ends_with(":ro")).collect();
         assert_eq!(writable, ["/state/nodes/db-1:/state/nodes/db-1"]);
@@ -570,7 +610,7 @@ mod tests {
     #[test]
     fn an_image_gets_only_the_nodes_files_and_the_specs_environment() {
         let n = node("image = \"db:local\"");
-        let body = container_body(&n, "abc123", "db:local".into(), false);
+        let body = container_body(&n, "abc123", "db:local".into(), Files::Image);
         assert_eq!(
             binds(&body),
             ["/state/nodes/db-1:/state/nodes/db-1".to_string()]
@@ -584,7 +624,7 @@ mod tests {
     #[test]
     fn certificates_outside_the_nodes_directory_are_mounted_read_only() {
         let n = node("image = \"db:local\"\n[tls]\n");
-        let body = container_body(&n, "abc123", "db:local".into(), false);
+        let body = container_body(&n, "abc123", "db:local".into(), Files::Image);
         let binds = binds(&body);
         let tls = n.tls.as_ref().expect("certificates planned");
         // The node's own certificates are in its (mounted) directory; the CA's is not.

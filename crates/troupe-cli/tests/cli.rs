@@ -30,11 +30,17 @@ struct Up {
 
 impl Up {
     fn spawn(spec: &Path, state: &Path) -> Up {
+        Up::spawn_with(spec, state, &[])
+    }
+
+    /// `troupe up SPEC --state-dir STATE ARGS...`.
+    fn spawn_with(spec: &Path, state: &Path, args: &[&str]) -> Up {
         let child = Command::new(cargo_bin("troupe"))
             .arg("up")
             .arg(spec)
             .arg("--state-dir")
             .arg(state)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -206,14 +212,38 @@ fn sigkill_of_troupe_up_leaves_no_node_alive() {
 
 #[test]
 fn eight_concurrent_ups_of_one_spec_all_come_up_on_disjoint_ports_and_stop_cleanly() {
+    eight_concurrent_ups(&[]);
+}
+
+#[test]
+fn eight_concurrent_docker_ups_of_one_spec_come_up_on_disjoint_ports_and_leave_no_container() {
+    let runs = eight_concurrent_ups(&["--set", "clusters.main.runtime=docker"]);
+    for run in runs {
+        let label = format!("troupe.run={}", run.expect("each docker run is recorded"));
+        assert!(
+            container_states(&label).is_empty(),
+            "{label} left containers"
+        );
+    }
+}
+
+/// Eight `troupe up ARGS...` of the etcd example at once: disjoint ports, and every node gone
+/// after SIGTERM. Returns each run's container label value, if it used containers.
+fn eight_concurrent_ups(args: &[&str]) -> Vec<Option<String>> {
     let dir = tempfile::tempdir().unwrap();
     let mut ups: Vec<Up> = (0..8)
-        .map(|i| Up::spawn(&etcd_spec(), &dir.path().join(format!("run{i}"))))
+        .map(|i| Up::spawn_with(&etcd_spec(), &dir.path().join(format!("run{i}")), args))
         .collect();
     let mut ports = Vec::new();
     let mut pids = Vec::new();
+    let mut runs = Vec::new();
     for up in &mut ups {
         let d = up.ready(Duration::from_secs(120));
+        runs.push(
+            std::fs::read_to_string(up.state.join("docker.run"))
+                .ok()
+                .map(|r| r.trim().to_string()),
+        );
         for n in &d.nodes {
             ports.extend(n.ports.values().copied());
             pids.push(n.pid.unwrap());
@@ -242,6 +272,7 @@ fn eight_concurrent_ups_of_one_spec_all_come_up_on_disjoint_ports_and_stop_clean
         pids.iter().all(|p| !alive(*p)),
         "a node survived a graceful stop"
     );
+    runs
 }
 
 #[test]

@@ -30,11 +30,17 @@ struct Up {
 
 impl Up {
     fn spawn(spec: &Path, state: &Path) -> Up {
+        Up::spawn_with(spec, state, &[])
+    }
+
+    /// `troupe up SPEC --state-dir STATE ARGS...`.
+    fn spawn_with(spec: &Path, state: &Path, args: &[&str]) -> Up {
         let child = Command::new(cargo_bin("troupe"))
             .arg("up")
             .arg(spec)
             .arg("--state-dir")
             .arg(state)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -206,14 +212,38 @@ fn sigkill_of_troupe_up_leaves_no_node_alive() {
 
 #[test]
 fn eight_concurrent_ups_of_one_spec_all_come_up_on_disjoint_ports_and_stop_cleanly() {
+    eight_concurrent_ups(&[]);
+}
+
+#[test]
+fn eight_concurrent_docker_ups_of_one_spec_come_up_on_disjoint_ports_and_leave_no_container() {
+    let runs = eight_concurrent_ups(&["--set", "clusters.main.runtime=docker"]);
+    for run in runs {
+        let label = format!("troupe.run={}", run.expect("each docker run is recorded"));
+        assert!(
+            container_states(&label).is_empty(),
+            "{label} left containers"
+        );
+    }
+}
+
+/// Eight `troupe up ARGS...` of the etcd example at once: disjoint ports, and every node gone
+/// after SIGTERM. Returns each run's container label value, if it used containers.
+fn eight_concurrent_ups(args: &[&str]) -> Vec<Option<String>> {
     let dir = tempfile::tempdir().unwrap();
     let mut ups: Vec<Up> = (0..8)
-        .map(|i| Up::spawn(&etcd_spec(), &dir.path().join(format!("run{i}"))))
+        .map(|i| Up::spawn_with(&etcd_spec(), &dir.path().join(format!("run{i}")), args))
         .collect();
     let mut ports = Vec::new();
     let mut pids = Vec::new();
+    let mut runs = Vec::new();
     for up in &mut ups {
         let d = up.ready(Duration::from_secs(120));
+        runs.push(
+            std::fs::read_to_string(up.state.join("docker.run"))
+                .ok()
+                .map(|r| r.trim().to_string()),
+        );
         for n in &d.nodes {
             ports.extend(n.ports.values().copied());
             pids.push(n.pid.unwrap());
@@ -242,6 +272,7 @@ fn eight_concurrent_ups_of_one_spec_all_come_up_on_disjoint_ports_and_stop_clean
         pids.iter().all(|p| !alive(*p)),
         "a node survived a graceful stop"
     );
+    runs
 }
 
 #[test]
@@ -333,6 +364,74 @@ timeout = "10s"
     assert!(
         survivors.is_empty(),
         "processes survived SIGKILL of troupe: {survivors:?}"
+    );
+}
+
+/// The states (`running`, `exited`, ...) of the containers labelled `label`. The Engine must
+/// be reachable: this fails, never skips, without it.
+fn container_states(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "--all", "--filter", &format!("label={label}")])
+        .args(["--format", "{{.State}}"])
+        .output()
+        .expect("the docker client runs");
+    assert!(
+        out.status.success(),
+        "docker ps: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Containers are children of the Engine, not of troupe: the keeper kills their first
+/// processes when troupe is SIGKILLed, and `down --force` removes what is left, by run label.
+#[test]
+fn sigkill_of_troupe_up_stops_its_containers_and_down_force_removes_them() {
+    let fixture = cargo_bin("troupe-fixture");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("docker.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+[clusters.fx]
+nodes = 2
+binary = "{}"
+runtime = "docker"
+ports = ["main"]
+args = ["--fork-grandchild", "--listen", "{{{{ node.addrs.main }}}}"]
+[[clusters.fx.ready]]
+tcp = "main"
+timeout = "30s"
+"#,
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let mut up = Up::spawn(&spec, &state);
+    up.ready(Duration::from_secs(60));
+    let run = std::fs::read_to_string(state.join("docker.run")).expect("the run is recorded");
+    let label = format!("troupe.run={}", run.trim());
+    assert_eq!(container_states(&label), ["running", "running"]);
+    kill(up.pid(), Signal::SIGKILL).unwrap();
+    up.child.wait().unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the keeper to stop every container",
+        || container_states(&label).iter().all(|s| s != "running"),
+    );
+    troupe()
+        .args(["down", "--force", "--state-dir"])
+        .arg(&state)
+        .assert()
+        .success();
+    assert!(
+        container_states(&label).is_empty(),
+        "down --force removes the run's containers"
     );
 }
 

@@ -19,6 +19,16 @@ fn run(scenario: &Path) -> (i32, serde_json::Value, String) {
 /// Runs a scenario with variables set in its environment; returns the exit code, the JSON
 /// report, the console and the JUnit report.
 fn run_with_env(scenario: &Path, env: &[(&str, &str)]) -> (i32, serde_json::Value, String, String) {
+    run_with(scenario, env, &[])
+}
+
+/// Runs `troupe run SCENARIO ARGS...` with `env`; returns the exit code, the JSON report, the
+/// console output and the JUnit XML.
+fn run_with(
+    scenario: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (i32, serde_json::Value, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let junit = dir.path().join("report.xml");
@@ -32,6 +42,7 @@ fn run_with_env(scenario: &Path, env: &[(&str, &str)]) -> (i32, serde_json::Valu
         .arg(&json)
         .arg("--junit")
         .arg(&junit)
+        .args(args)
         .envs(env.iter().copied())
         .output()
         .unwrap();
@@ -98,6 +109,38 @@ fn etcd_kv_suite_passes_and_its_broken_variant_fails_where_expected() {
 
 /// Every bad client certificate troupe issues (and one of another CA) is refused by etcd for
 /// its own reason; an etcd that trusts every CA of the run lets the other CA's client in.
+/// The same etcd-kv suite with every member in a container of the local Docker Engine (the
+/// host's etcd, in a container of host files): it passes, and no container is left.
+#[test]
+fn etcd_kv_suite_passes_on_the_docker_runtime_and_leaves_no_container() {
+    let scenario = examples().join("etcd-kv/scenario.toml");
+    let (code, report, console, _) =
+        run_with(&scenario, &[], &["--set", "clusters.main.runtime=docker"]);
+    assert_eq!(code, 0, "etcd-kv on docker should pass:\n{console}");
+    assert_eq!(report["verdict"], "passed");
+    // The Engine must be reachable: this fails, never skips, without it.
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "--all",
+            "--quiet",
+            "--filter",
+            "label=troupe.cluster=main",
+        ])
+        .output()
+        .expect("the docker client runs");
+    assert!(
+        out.status.success(),
+        "docker ps: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "",
+        "no container is left"
+    );
+}
+
 #[test]
 fn etcd_tls_matrix_suite_passes_and_its_broken_variant_fails_where_expected() {
     suite("etcd-tls-matrix");

@@ -42,5 +42,6 @@ pub use diag::{InvalidSpec, SpecError, SpecSource, suggest};
 pub use duration::{MAX_DURATION, checked_deadline, format_duration, parse_duration};
 pub use model::{
     BootstrapOn, BootstrapStep, ClusterSpec, FileSpec, KeyType, Network, ProbeKind, ProbeSpec,
-    RoleRuleSpec, RoleScope, RoleSourceSpec, RoleSpec, Spanned, Spec, StartMode, StopSpec, TlsSpec,
+    RoleRuleSpec, RoleScope, RoleSourceSpec, RoleSpec, Runtime, Spanned, Spec, StartMode, StopSpec,
+    TlsSpec,
 };

@@ -61,6 +61,8 @@ struct RawCluster {
     ca: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     network: Option<Spanned<String>>,
+    runtime: Option<Spanned<String>>,
+    image: Option<Spanned<String>>,
     start: Option<Spanned<String>>,
     #[serde(default)]
     after: Vec<Spanned<String>>,
@@ -754,6 +756,7 @@ impl Validator<'_> {
                 Network::Host
             }
         };
+        let runtime = self.runtime(&c.runtime, &c.network, network, &c.image);
         let start = match c.start.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("parallel") => StartMode::Parallel,
             Some("sequential") => StartMode::Sequential,
@@ -818,6 +821,8 @@ impl Validator<'_> {
             ca: c.ca,
             user: c.user,
             network,
+            runtime,
+            image: c.image,
             start,
             after: c.after,
             started,
@@ -827,6 +832,54 @@ impl Validator<'_> {
             stop,
             span,
         }
+    }
+
+    /// A cluster's `runtime`, checked against what this runtime supports: `docker` runs on
+    /// the host's network only, and `image` means nothing to a process.
+    fn runtime(
+        &mut self,
+        raw: &Option<Spanned<String>>,
+        raw_network: &Option<Spanned<String>>,
+        network: Network,
+        image: &Option<Spanned<String>>,
+    ) -> Runtime {
+        let runtime = match raw.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("process") => Runtime::Process,
+            Some("docker") => Runtime::Docker,
+            Some(other) => {
+                let s = raw.as_ref().expect("runtime");
+                let hint = match crate::suggest(other, ["process", "docker"]) {
+                    Some(x) => format!("did you mean \"{x}\"? "),
+                    None => String::new(),
+                };
+                self.err(
+                    s.span(),
+                    format!("unknown runtime `{other}`"),
+                    format!("{hint}use \"process\" (the default: each node a local process group) or \"docker\" (each node a container of the local Docker Engine)"),
+                );
+                return Runtime::Process;
+            }
+        };
+        if runtime == Runtime::Docker
+            && network != Network::Host
+            && let Some(n) = raw_network
+        {
+            self.err(
+                n.span(),
+                format!("`network = \"{}\"` is not supported with `runtime = \"docker\"` yet", n.get_ref()),
+                "containers run on the host's network for now: remove `network` (or use `runtime = \"process\"` for namespaces and proxies)",
+            );
+        }
+        if runtime == Runtime::Process
+            && let Some(i) = image
+        {
+            self.err(
+                i.span(),
+                "`image` needs `runtime = \"docker\"`",
+                "add `runtime = \"docker\"` to run the image, or remove `image` to run `binary` as a local process",
+            );
+        }
+        runtime
     }
 
     /// A bootstrap step: a probe plus the node it runs on (`on`, default the first node).

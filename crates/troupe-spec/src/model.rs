@@ -137,6 +137,11 @@ pub struct ClusterSpec {
     pub user: Option<Spanned<String>>,
     /// Where the nodes' network lives.
     pub network: Network,
+    /// What runs each node's program: a local process group (default) or a container.
+    pub runtime: Runtime,
+    /// With `runtime = "docker"`: the (locally built) image to run; `binary` is then the
+    /// program's path inside it. `None`: the host's `binary` in a container of host files.
+    pub image: Option<Spanned<String>>,
     pub start: StartMode,
     /// Clusters that must be ready before this one starts.
     pub after: Vec<Spanned<String>>,
@@ -167,6 +172,16 @@ pub enum Network {
     /// (`node.links.<peer>` in templates), so each link can be cut, delayed or throttled on
     /// its own. Portable, no privileges; the system must reach its peers by configured address.
     Proxies,
+}
+
+/// What runs a cluster's nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Runtime {
+    /// Each node a local process group.
+    #[default]
+    Process,
+    /// Each node a container of the local Docker Engine, on the host's network.
+    Docker,
 }
 
 /// How the nodes of a cluster are started.

@@ -29,6 +29,7 @@ use crate::plan::{self, Plan, PortMap};
 use crate::ports::{PortAllocator, PortLease};
 use crate::roles::ClusterLive;
 use crate::runtime::NodeRuntime;
+use crate::runtime::docker::DockerRuntime;
 use crate::runtime::process::ProcessRuntime;
 use crate::select::{ClusterView, Liveness, Selector, Target, Topology};
 use crate::state::{StateDir, private_dir};
@@ -80,6 +81,10 @@ pub(crate) struct Engine {
     pub live: BTreeMap<String, Arc<ClusterLive>>,
     pub run: RunState,
     pub runtime: Arc<dyn NodeRuntime>,
+    /// The runtimes of clusters that do not run as processes, by cluster name.
+    pub runtimes: BTreeMap<String, Arc<dyn NodeRuntime>>,
+    /// The run id that labels this run's containers, if any cluster runs in containers.
+    pub containers: Option<String>,
     pub faults: Faults,
     pub links: Option<Arc<Links>>,
     views: Vec<ClusterView>,
@@ -301,6 +306,12 @@ impl Engine {
         if let Some(l) = &links {
             backends.push(l.clone());
         }
+        let keeper = Keeper::start().map(Arc::new);
+        let runtimes = docker_runtimes(spec, &run_id, &keeper);
+        let containers = (!runtimes.is_empty()).then(|| run_id.clone());
+        if containers.is_some() {
+            state.write_atomic(crate::runtime::docker::RUN_RECORD, run_id.as_bytes())?;
+        }
         let seed = u64::from_str_radix(&run_id, 16).unwrap_or(0);
         let faults = Faults::new(backends, state.path.join("network.journal"), seed);
         Ok(Engine {
@@ -309,7 +320,9 @@ impl Engine {
             state,
             live,
             run: RunState::new(),
-            runtime: Arc::new(ProcessRuntime::new(Keeper::start().map(Arc::new))),
+            runtime: Arc::new(ProcessRuntime::new(keeper)),
+            runtimes,
+            containers,
             faults,
             links,
             views,
@@ -643,7 +656,7 @@ impl Engine {
             return Ok(());
         }
         self.live[&n.plan.cluster].back(name);
-        let result = n.start(self.runtime.as_ref(), &self.run).await;
+        let result = n.start(self.runtime_of(&n.plan.cluster), &self.run).await;
         self.persist_quietly().await;
         result
     }
@@ -765,6 +778,21 @@ impl Engine {
     /// every node is gone.
     pub fn destroy_network(&self) {
         self.faults.destroy();
+        if let Some(run) = &self.containers {
+            match crate::runtime::docker::remove_run(run) {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(
+                        self.state.path.join(crate::runtime::docker::RUN_RECORD),
+                    );
+                }
+                Err(e) => eprintln!("troupe: could not remove the containers of run {run}: {e}"),
+            }
+        }
+    }
+
+    /// What runs the nodes of `cluster`.
+    pub fn runtime_of(&self, cluster: &str) -> &dyn NodeRuntime {
+        self.runtimes.get(cluster).unwrap_or(&self.runtime).as_ref()
     }
 
     /// Keeps every cluster's leader current until every node is gone.
@@ -781,6 +809,28 @@ impl Engine {
             ));
         }
     }
+}
+
+/// A docker runtime for each cluster that asks for one.
+fn docker_runtimes(
+    spec: &Spec,
+    run_id: &str,
+    keeper: &Option<Arc<Keeper>>,
+) -> BTreeMap<String, Arc<dyn NodeRuntime>> {
+    spec.clusters
+        .values()
+        .filter(|c| c.runtime == troupe_spec::Runtime::Docker)
+        .map(|c| {
+            let image = c.image.as_ref().map(|i| i.get_ref().clone());
+            let rt: Arc<dyn NodeRuntime> = Arc::new(DockerRuntime::new(
+                run_id,
+                image,
+                spec.source.dir(),
+                keeper.clone(),
+            ));
+            (c.name.clone(), rt)
+        })
+        .collect()
 }
 
 fn run_id() -> String {

@@ -126,7 +126,7 @@ impl Engine {
     async fn start_cluster(&self, cluster: &ClusterPlan) -> Result<(), Error> {
         let began = Instant::now();
         let nodes = self.cluster_nodes(&cluster.name);
-        let runtime = self.runtime.as_ref();
+        let runtime = self.runtime_of(&cluster.name);
         match cluster.start {
             StartMode::Manual => return Ok(()),
             StartMode::Parallel => {

@@ -555,7 +555,11 @@ impl Resolver<'_> {
                     "run": run_ctx,
                 });
                 let dir = state_dir.join("nodes").join(&name);
-                let program = self.binary(&c.binary, &ctx);
+                // In an image, `binary` names the program inside it: nothing to find here.
+                let program = match &c.image {
+                    Some(_) => Some(PathBuf::from(self.render(&c.binary, &ctx))),
+                    None => self.binary(&c.binary, &ctx),
+                };
                 let args = c.args.iter().map(|a| self.render(a, &ctx)).collect();
                 let mut env: Vec<(String, String)> = vec![
                     ("TROUPE_NODE".into(), name.clone()),

@@ -135,7 +135,11 @@ pub fn is_same_supervisor(pid: u32, start: u64) -> bool {
 /// started. Returns how many were killed. Call only when no live troupe holds the directory,
 /// or to force one down.
 pub fn kill_leftovers(path: &Path) -> usize {
-    let network = || crate::net::netns::cleanup(&path.join("network.journal"));
+    // Namespaces, bridge and fault rules the run recorded in its journal, and its containers.
+    let network = || {
+        crate::net::netns::cleanup(&path.join("network.journal"))
+            + crate::runtime::docker::remove_recorded(path)
+    };
     let Ok(text) = fs::read_to_string(path.join("cluster.json")) else {
         return network();
     };

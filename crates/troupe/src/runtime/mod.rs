@@ -1,5 +1,5 @@
-//! Node runtimes: what runs one node's program. Today's runtime starts it as a local process
-//! group ([`process`]); a container runtime implements the same trait next.
+//! Node runtimes: what runs one node's program: a local process group ([`process`], the
+//! default) or a container of the local Docker Engine ([`docker`]), chosen per cluster.
 //!
 //! A runtime only spawns. The node it returns is driven through a [`NodeHandle`], the same for
 //! every runtime: requests go in on a channel ([`Ctl`]), the node's [`Status`] comes out on a
@@ -7,6 +7,7 @@
 //! without polling. One task per node (owned by the runtime) owns the program and serves
 //! both channels.
 
+pub mod docker;
 pub mod process;
 
 use std::future::Future;

@@ -150,6 +150,9 @@ impl Spec {
             "spec",
             "check the path; specs are TOML files such as examples/etcd/cluster.toml",
         )?;
+        if sets.is_empty() {
+            return Spec::from_str(path, &text);
+        }
         let text = crate::overrides::apply(path, &text, sets)?;
         Spec::from_str(path, &text).map_err(|mut e| {
             // The snippet shows the spec as overridden, which is not quite the file on disk.

@@ -7,6 +7,11 @@ Reads one JSON request per line on stdin, answers one per line on stdout (see th
 "Workloads"): `add` publishes the value to the stream (Nats-Msg-Id = the value, so a retry is
 stored once) and is ok once acknowledged; `read` returns every value in the stream as this
 node's copy holds it (direct gets, which the local replica answers).
+
+A direct get that finds no message at a sequence inside the stream's range fails the whole read
+(troupe retries it): nats-server before 2.9.17 lets a replica that is still catching up answer
+direct gets (nats-server#4171), so such a gap is a stale replica, not a verdict. A value that is
+really gone never succeeds and the check fails anyway: "no successful final read".
 """
 import asyncio, json, sys
 
@@ -15,11 +20,15 @@ from nats.errors import NoRespondersError
 from nats.js.errors import NotFoundError
 
 
+class Gap(Exception):
+    """A sequence inside the stream's range that this copy does not serve."""
+
+
 async def get(js, stream, seq):
     try:
         return int((await js.get_msg(stream, seq, direct=True)).data)
     except NotFoundError:
-        return None
+        raise Gap(seq) from None
 
 
 async def main(url, stream):
@@ -36,9 +45,17 @@ async def main(url, stream):
                 out = {"type": "ok"}
             else:
                 state = (await js.stream_info(stream)).state
-                seqs = range(state.first_seq, state.last_seq + 1)
-                got = await asyncio.gather(*(get(js, stream, s) for s in seqs))
-                out = {"type": "ok", "value": [v for v in got if v is not None]}
+                if state.num_deleted:
+                    raise RuntimeError(f"{state.num_deleted} messages deleted: this client reads every sequence")
+                # An empty stream reports first_seq 0 (and last_seq 0): there is nothing to get.
+                seqs = range(max(state.first_seq, 1), state.last_seq + 1)
+                try:
+                    got = await asyncio.gather(*(get(js, stream, s) for s in seqs))
+                except Gap as gap:
+                    raise RuntimeError(
+                        f"sequence {gap} of {state.first_seq}..{state.last_seq} not served by this copy (yet)"
+                    ) from None
+                out = {"type": "ok", "value": got}
         except NoRespondersError:
             out = {"type": "fail", "error": "no responders: nothing stored it"}
         except Exception as e:  # a timeout or a lost connection: the add may have landed

@@ -59,6 +59,21 @@ fn run_with(
     let page =
         std::fs::read_to_string(&html).unwrap_or_else(|_| panic!("no HTML report:\n{console}"));
     assert!(page.starts_with("<!DOCTYPE html>"), "HTML report written");
+    let mut report = report;
+    if let Some(workloads) = report["workloads"].as_array_mut() {
+        // A test may judge the history itself: read it before the run directory goes.
+        for w in workloads {
+            if let Some(ops) = w["history"]
+                .as_str()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+            {
+                w["ops"] = ops
+                    .lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                    .collect();
+            }
+        }
+    }
     if let Some(kept) = report["state_dir"].as_str() {
         // A failing run keeps its logs; the test has read what it needs.
         let _ = std::fs::remove_dir_all(kept);
@@ -219,19 +234,75 @@ fn etcd_linearizable_workload_is_judged_and_stale_reads_are_named() {
 }
 
 /// The NATS partition as a set workload: values added through every node while the meta leader
-/// is cut off (the stream led from the majority), each node's copy read at the end: nothing
-/// acknowledged is missing. (set-workload-minority.toml, the stream leader on the minority
-/// side, is not run here: nats-server 2.9.10 loses data there in most runs, not all.)
+/// is cut off (the stream led from the majority), each node's copy read at the end.
+///
+/// No acknowledged value may be missing from every copy, and the checker's verdict must match
+/// what the copies hold, as this test reads them itself. One thing is allowed: copies that
+/// disagree. Debian's nats-server 2.9.10 sometimes leaves the node that was cut off holding an
+/// unacknowledged add at the sequence where the other two hold an acknowledged one (or the
+/// other way round), 3 runs in about 20 on a loaded machine, once in CI; the scenario then
+/// fails at its verify step, as it should, and this test says so on stderr
+/// (examples/nats-partition/README.md, "The set workload"). set-workload-minority.toml, the
+/// stream leader on the minority side, is not run here: it loses data in most runs, not all.
 #[test]
 fn nats_set_workload_keeps_every_acknowledged_value_through_a_partition() {
-    let (code, report, console) = run(&examples().join("nats-partition/set-workload.toml"));
-    assert_eq!(code, 0, "set-workload.toml should pass:\n{console}");
+    use std::collections::{BTreeMap, BTreeSet};
+    let scenario = examples().join("nats-partition/set-workload.toml");
+    let (code, report, console, _) = run_with(&scenario, &[], &["--keep"]);
     let w = &report["workloads"][0];
-    assert_eq!(w["verdict"], "valid", "{w}");
-    assert!(w["calls"].as_u64().unwrap() > 1_000, "{w}");
+    assert!(w["calls"].as_u64().unwrap() > 1_000, "{w}\n{console}");
     let check = &w["check"];
-    assert_eq!(check["lost"].as_array().map(Vec::len), Some(0), "{check}");
     assert!(check["acknowledged"].as_u64().unwrap() > 1_000, "{check}");
+    for anomaly in ["unexpected", "failed_but_read", "duplicated"] {
+        assert_eq!(check[anomaly].as_array().map(Vec::len), Some(0), "{check}");
+    }
+
+    let ops = w["ops"].as_array().expect("the history was read");
+    let acked: BTreeSet<u64> = ops
+        .iter()
+        .filter(|o| o["f"] == "add" && o["type"] == "ok")
+        .map(|o| o["value"].as_u64().unwrap())
+        .collect();
+    // The last successful read through each node: that node's copy.
+    let mut copies: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+    for o in ops.iter().filter(|o| o["f"] == "read" && o["type"] == "ok") {
+        let values = o["value"].as_array().unwrap().iter();
+        copies.insert(
+            o["node"].as_str().unwrap().to_string(),
+            values.map(|v| v.as_u64().unwrap()).collect(),
+        );
+    }
+    assert_eq!(copies.len(), 3, "a read of each node's copy:\n{console}");
+    let on_no_copy: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|v| copies.values().all(|c| !c.contains(v)))
+        .collect();
+    assert_eq!(
+        on_no_copy,
+        Vec::<u64>::new(),
+        "acknowledged, on no copy:\n{console}"
+    );
+    let disagree: Vec<(&String, Vec<u64>)> = copies
+        .iter()
+        .map(|(node, c)| (node, acked.difference(c).copied().collect::<Vec<_>>()))
+        .filter(|(_, missing)| !missing.is_empty())
+        .collect();
+    if disagree.is_empty() {
+        assert_eq!(code, 0, "set-workload.toml should pass:\n{console}");
+        assert_eq!(w["verdict"], "valid", "{w}");
+    } else {
+        eprintln!(
+            "nats-server's copies disagree (acknowledged values missing per copy: {disagree:?}): \
+             the replica divergence examples/nats-partition/README.md describes"
+        );
+        assert_eq!(code, 1, "the divergence must fail the scenario:\n{console}");
+        assert_eq!(w["verdict"], "invalid", "{w}");
+        assert_eq!(
+            report["failed_step"], "every node's copy holds every acknowledged value",
+            "{console}"
+        );
+    }
 }
 
 /// One scenario for both etcd-kv variants: the caller's VARIANT picks the spec, the step for the

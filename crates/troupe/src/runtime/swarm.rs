@@ -1064,3 +1064,186 @@ pub fn remove_recorded(state_dir: &Path) -> usize {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// The nodes of a 2-node swarm cluster `db`, planned with ports 100+ (client) and 200+.
+    fn nodes(extra: &str) -> Vec<NodePlan> {
+        let text = format!(
+            r#"
+[clusters.db]
+nodes = 2
+binary = "/usr/bin/db"
+runtime = "swarm"
+image = "db:local"
+ports = ["client", "peer"]
+args = ["--me={{{{ node.addrs.peer }}}}", "--listen={{{{ node.listen.peer }}}}", "--bind={{{{ node.bind }}}}",
+        "--peers={{{{ cluster.nodes | each('{{{{ urls.peer }}}}') | join(',') }}}}"]
+placement = ["node.labels.disk == ssd", "node.hostname == host{{{{ node.index }}}}"]
+[clusters.db.files."conf/db.conf"]
+template = "peers = {{{{ cluster.addrs.peer }}}}"
+[[clusters.db.ready]]
+http = "{{{{ node.urls.client }}}}/health"
+timeout = "30s"
+[clusters.db.stop]
+signal = "SIGINT"
+grace = "7s"
+{extra}"#
+        );
+        let spec =
+            troupe_spec::Spec::from_str("db.toml", &text).unwrap_or_else(|e| panic!("{e:?}"));
+        let ports: crate::plan::PortMap = (1..=2)
+            .map(|i| {
+                let p = BTreeMap::from([
+                    ("client".to_string(), 100 + i as u16),
+                    ("peer".to_string(), 200 + i as u16),
+                ]);
+                (format!("db-{i}"), p)
+            })
+            .collect();
+        let plan = crate::plan::resolve(
+            &spec,
+            Path::new("/state"),
+            &ports,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            "abc123",
+        );
+        plan.unwrap_or_else(|e| panic!("{e:?}"))
+            .clusters
+            .remove(0)
+            .nodes
+    }
+
+    #[test]
+    fn a_node_reads_its_peers_by_name_and_troupe_reaches_it_on_the_host() {
+        let n = &nodes("")[0];
+        // What the node reads: names on the overlay network, listening on every address.
+        assert_eq!(
+            n.args,
+            [
+                "--me=db-1:201",
+                "--listen=0.0.0.0:201",
+                "--bind=0.0.0.0",
+                "--peers=http://db-1:201,http://db-2:202",
+            ]
+        );
+        assert_eq!(n.files[0].1, "peers = db-1:201,db-2:202");
+        assert_eq!(
+            n.placement,
+            ["node.labels.disk == ssd", "node.hostname == host1"]
+        );
+        // What troupe and the host see: the published ports on the Engine's host.
+        assert_eq!(n.host, "127.0.0.1");
+        assert_eq!(n.peer_host.as_deref(), Some("db-1"));
+        assert_eq!(n.urls["client"], "http://127.0.0.1:101");
+        let probe = format!("{:?}", n.ready[0].check);
+        assert!(
+            probe.contains("127.0.0.1") && probe.contains("101"),
+            "{probe}"
+        );
+        assert!(!probe.contains("db-1"), "{probe}");
+    }
+
+    #[test]
+    fn a_nodes_service_is_one_replica_never_restarted_on_the_runs_network() {
+        let n = &nodes("[tls]\n")[1];
+        let ids = HashMap::from([("troupe-abc123-db-2-c0".to_string(), "id0".to_string())]);
+        let spec = service_spec(n, "abc123", "db:local", "net-id", &ids);
+        assert_eq!(spec.name.as_deref(), Some("troupe-abc123-db-2"));
+        let labels = spec.labels.clone().unwrap();
+        assert_eq!(labels[RUN_LABEL], "abc123");
+        assert_eq!(labels[NODE_LABEL], "db-2");
+        let mode = spec.mode.clone().unwrap().replicated.unwrap();
+        assert_eq!(mode.replicas, Some(1));
+        let task = spec.task_template.clone().unwrap();
+        assert_eq!(
+            task.restart_policy.unwrap().condition,
+            Some(TaskSpecRestartPolicyConditionEnum::NONE)
+        );
+        let net = &task.networks.unwrap()[0];
+        assert_eq!(net.target.as_deref(), Some("net-id"));
+        assert_eq!(net.aliases, Some(vec!["db-2".to_string()]));
+        assert_eq!(
+            task.placement.unwrap().constraints.unwrap(),
+            ["node.labels.disk == ssd", "node.hostname == host2"]
+        );
+        let c = task.container_spec.unwrap();
+        assert_eq!(c.image.as_deref(), Some("db:local"));
+        assert_eq!(c.command, Some(vec!["/usr/bin/db".to_string()]));
+        assert_eq!(c.hostname.as_deref(), Some("db-2"));
+        assert_eq!(c.labels.unwrap()[RUN_LABEL], "abc123");
+        assert_eq!(c.stop_signal.as_deref(), Some("SIGINT"));
+        assert_eq!(c.stop_grace_period, Some(7_000_000_000));
+        let mount = &c.mounts.unwrap()[0];
+        assert_eq!(mount.source.as_deref(), Some("troupe-abc123-db-2-data"));
+        assert_eq!(mount.target.as_deref(), Some("/state/nodes/db-2/data"));
+        assert_eq!(mount.typ, Some(MountType::VOLUME));
+        // Files and certificates are configs, keys secrets, each where the host has it.
+        let configs = c.configs.unwrap();
+        let config = &configs[0];
+        assert_eq!(
+            config.file.as_ref().unwrap().name.as_deref(),
+            Some("/state/nodes/db-2/conf/db.conf")
+        );
+        assert_eq!(config.config_id.as_deref(), Some("id0"));
+        let secrets: Vec<String> = c
+            .secrets
+            .unwrap()
+            .into_iter()
+            .filter_map(|s| s.file.and_then(|f| f.name))
+            .collect();
+        let tls = n.tls.as_ref().unwrap();
+        assert_eq!(
+            secrets,
+            [
+                tls.key.display().to_string(),
+                tls.client_key.display().to_string()
+            ]
+        );
+        assert!(
+            configs
+                .iter()
+                .any(|c| c.file.as_ref().and_then(|f| f.name.clone())
+                    == Some(tls.cert.display().to_string())),
+            "{configs:?}"
+        );
+        // Published on the task's host with the same numbers inside and out.
+        let ports = spec.endpoint_spec.unwrap().ports.unwrap();
+        let published: Vec<_> = ports
+            .iter()
+            .map(|p| (p.target_port, p.published_port, p.publish_mode))
+            .collect();
+        let host = Some(EndpointPortConfigPublishModeEnum::HOST);
+        assert_eq!(
+            published,
+            [(Some(102), Some(102), host), (Some(202), Some(202), host)]
+        );
+    }
+
+    #[test]
+    fn delete_paths_name_services_first_and_the_network_last() {
+        let nodes = nodes("[tls]\n");
+        let refs: Vec<&NodePlan> = nodes.iter().collect();
+        let paths = delete_paths("abc123", &refs);
+        assert_eq!(paths[0], "/services/troupe-abc123-db-1");
+        assert_eq!(paths[1], "/services/troupe-abc123-db-2");
+        assert_eq!(paths.last().unwrap(), "/networks/troupe-abc123");
+        assert!(paths.contains(&"/volumes/troupe-abc123-db-2-data".to_string()));
+        assert!(paths.contains(&"/configs/troupe-abc123-db-1-c0".to_string()));
+        let secrets = paths.iter().filter(|p| p.starts_with("/secrets/")).count();
+        assert_eq!(secrets, 4, "two keys per node: {paths:?}");
+        let volume = paths
+            .iter()
+            .position(|p| p.starts_with("/volumes/"))
+            .unwrap();
+        let config = paths
+            .iter()
+            .rposition(|p| p.starts_with("/configs/"))
+            .unwrap();
+        assert!(config < volume, "{paths:?}");
+    }
+}

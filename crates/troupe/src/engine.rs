@@ -174,6 +174,19 @@ impl Engine {
                 leases.extend(got);
             }
         }
+        // Swarm nodes of a remote Engine (DOCKER_HOST of a manager) are reached on that host,
+        // through the swarm's routing mesh.
+        if let Some(remote) = crate::runtime::swarm::remote_engine_host() {
+            for c in spec
+                .clusters
+                .values()
+                .filter(|c| c.runtime == troupe_spec::Runtime::Swarm)
+            {
+                for i in 1..=c.nodes {
+                    hosts.insert(plan::node_name(&c.name, i), remote.clone());
+                }
+            }
+        }
         // A port on 127.0.0.1 for every directed link (and port) of a proxies cluster.
         let mut links = LinkMap::new();
         let loopback = IpAddr::from([127, 0, 0, 1]);
@@ -823,7 +836,7 @@ impl Engine {
         match self.runtime_of(&n.plan.cluster).refuse(&n.plan.name, op) {
             Some(message) => Err(Error::Refused {
                 message,
-                help: Some("deploy troupe's commands next to that task's Engine (DOCKER_HOST of that host), or pin the node to the manager's host with `placement`".into()),
+                help: Some("pin the node to the Engine's host with `placement` (e.g. \"node.role == manager\"), or stop, start and restart it instead; see \"On Docker Swarm\" in the README".into()),
             }),
             None => Ok(()),
         }

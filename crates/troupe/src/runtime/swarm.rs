@@ -157,6 +157,28 @@ impl SwarmRuntime {
     }
 }
 
+/// The host of the Engine troupe talks to, when `DOCKER_HOST` names another machine
+/// (`tcp://manager:2376`, `ssh://user@manager`): troupe reaches swarm nodes there, through the
+/// routing mesh. `None` for the local socket.
+pub fn remote_engine_host() -> Option<String> {
+    engine_host_of(&std::env::var("DOCKER_HOST").ok()?)
+}
+
+fn engine_host_of(docker_host: &str) -> Option<String> {
+    let (scheme, rest) = docker_host.split_once("://")?;
+    if !matches!(scheme, "tcp" | "http" | "https" | "ssh") {
+        return None;
+    }
+    let rest = rest.split('/').next()?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => rest.split(':').next()?,
+    };
+    let local = matches!(host, "" | "localhost" | "127.0.0.1" | "::1");
+    (!local).then(|| host.to_string())
+}
+
 /// The run's overlay network.
 pub fn network_name(run_id: &str) -> String {
     format!("troupe-{run_id}")
@@ -313,6 +335,14 @@ fn service_spec(
         }),
         ..Default::default()
     };
+    // On a remote Engine troupe reaches every node at the manager's address, whichever host
+    // runs it: that takes the routing mesh. Locally a port published on the task's own host
+    // is enough, and works where the mesh cannot (it needs IPVS, which not every kernel has).
+    let publish = if remote_engine_host().is_some() {
+        EndpointPortConfigPublishModeEnum::INGRESS
+    } else {
+        EndpointPortConfigPublishModeEnum::HOST
+    };
     let ports = plan
         .ports
         .values()
@@ -320,9 +350,7 @@ fn service_spec(
             protocol: Some(EndpointPortConfigProtocolEnum::TCP),
             target_port: Some(i64::from(*p)),
             published_port: Some(i64::from(*p)),
-            // The routing mesh needs IPVS, which not every kernel has; a published port on
-            // the task's own host works everywhere.
-            publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+            publish_mode: Some(publish),
             ..Default::default()
         })
         .collect();
@@ -1222,6 +1250,38 @@ grace = "7s"
             published,
             [(Some(102), Some(102), host), (Some(202), Some(202), host)]
         );
+    }
+
+    #[test]
+    fn a_remote_engine_is_reached_at_its_host() {
+        let host = |h: &str| engine_host_of(h);
+        assert_eq!(
+            host("tcp://manager.lan:2376").as_deref(),
+            Some("manager.lan")
+        );
+        assert_eq!(host("ssh://ops@10.1.2.3").as_deref(), Some("10.1.2.3"));
+        assert_eq!(host("tcp://[fd00::1]:2375").as_deref(), Some("fd00::1"));
+        assert_eq!(host("unix:///var/run/docker.sock"), None);
+        assert_eq!(host("tcp://127.0.0.1:2375"), None);
+    }
+
+    #[test]
+    fn kill_and_pause_of_a_task_on_another_host_are_refused_and_say_why() {
+        let run = SwarmRun::new("abc123");
+        let rt = SwarmRuntime::new(run.clone(), "db:local".into());
+        assert_eq!(
+            rt.refuse("db-1", "kill"),
+            None,
+            "a task on the Engine's host"
+        );
+        run.remote
+            .lock()
+            .unwrap()
+            .insert("db-1".into(), "10.0.0.7".into());
+        let msg = rt.refuse("db-1", "pause").expect("refused");
+        assert!(msg.contains("cannot pause db-1"), "{msg}");
+        assert!(msg.contains("10.0.0.7"), "{msg}");
+        assert_eq!(rt.refuse("db-2", "kill"), None);
     }
 
     #[test]

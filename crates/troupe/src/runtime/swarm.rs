@@ -337,7 +337,8 @@ fn service_spec(
     };
     // On a remote Engine troupe reaches every node at the manager's address, whichever host
     // runs it: that takes the routing mesh. Locally a port published on the task's own host
-    // is enough, and works where the mesh cannot (it needs IPVS, which not every kernel has).
+    // is enough, and works where the mesh does not (a published ingress port never answered
+    // on the one-host swarm of the machines troupe is tested on).
     let publish = if remote_engine_host().is_some() {
         EndpointPortConfigPublishModeEnum::INGRESS
     } else {

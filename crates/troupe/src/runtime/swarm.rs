@@ -322,7 +322,6 @@ fn service_spec(
             }),
             secret_name: Some(s.name.clone()),
             secret_id: ids.get(&s.name).cloned(),
-            ..Default::default()
         })
         .collect();
     let data = Mount {

@@ -221,6 +221,26 @@ fn swarm_nodes_are_labelled_services_that_node_operations_drive_and_drop_removes
         .wait_ready(Some("sw"), Duration::from_secs(60))
         .unwrap();
 
+    // The restarted node's new task mounts the same data volume, on the same host.
+    let ids = swarm::docker(&[
+        "ps",
+        "--quiet",
+        "--latest",
+        "--filter",
+        &format!("label=troupe.run={run}"),
+        "--filter",
+        "label=troupe.node=sw-3",
+    ]);
+    let mounts = swarm::docker(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{.Name}} {{.Destination}}{{end}}",
+        &ids,
+    ]);
+    assert_eq!(
+        mounts,
+        format!("troupe-{run}-sw-3-data {}", sw3.data_dir().display())
+    );
     // The data volume is the same across tasks: one volume per node, however many starts.
     let volumes = swarm::docker(&[
         "volume",

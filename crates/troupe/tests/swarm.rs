@@ -95,7 +95,11 @@ fn container_state(run: &str, node: &str) -> String {
 fn swarm_nodes_are_labelled_services_that_node_operations_drive_and_drop_removes_everything() {
     let _swarm = swarm::Swarm::join();
     let image = swarm::nats_image();
-    let cluster = Cluster::from_toml("swarm.toml", spec("sw", &image))
+    let text = spec("sw", &image).replace(
+        "runtime = \"swarm\"",
+        "runtime = \"swarm\"\nplacement = [\"node.role == manager\"]",
+    );
+    let cluster = Cluster::from_toml("swarm.toml", text)
         .keep_state_dir(true)
         .start()
         .unwrap();
@@ -220,6 +224,19 @@ fn swarm_nodes_are_labelled_services_that_node_operations_drive_and_drop_removes
     cluster
         .wait_ready(Some("sw"), Duration::from_secs(60))
         .unwrap();
+    // The spec's placement, and since its restart, the host that holds its data.
+    let constraints = swarm::docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.TaskTemplate.Placement.Constraints}}",
+        &format!("troupe-{run}-sw-3"),
+    ]);
+    assert!(
+        constraints.contains("node.role == manager"),
+        "{constraints}"
+    );
+    assert!(constraints.contains("node.id=="), "pinned: {constraints}");
 
     // The restarted node's new task mounts the same data volume, on the same host.
     let ids = swarm::docker(&[
@@ -259,6 +276,45 @@ fn swarm_nodes_are_labelled_services_that_node_operations_drive_and_drop_removes
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The run id in a start failure, which names the service `troupe-<run id>-<node>`.
+fn run_in(message: &str) -> String {
+    let run = message
+        .split("service troupe-")
+        .nth(1)
+        .and_then(|rest| rest.split('-').next())
+        .unwrap_or_else(|| panic!("no service named in {message}"));
+    assert_eq!(run.len(), 12, "a run id in {message}");
+    run.to_string()
+}
+
+#[test]
+fn a_placement_no_host_meets_fails_the_start_at_once_and_leaves_nothing() {
+    let _swarm = swarm::Swarm::join();
+    let image = swarm::nats_image();
+    let text = spec("swnowhere", &image).replace(
+        "runtime = \"swarm\"",
+        "runtime = \"swarm\"\nplacement = [\"node.labels.troupe-test == rack{{ node.index }}\"]",
+    );
+    let started = std::time::Instant::now();
+    let message = match Cluster::from_toml("nowhere.toml", text).start() {
+        Err(Error::Start(f)) => f.to_string(),
+        Err(other) => panic!("expected a start failure, got {other:?}"),
+        Ok(_) => panic!("the cluster started"),
+    };
+    assert!(message.contains("cannot be placed"), "{message}");
+    assert!(
+        message.contains("node.labels.troupe-test == rack"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "failed within seconds, not at the start deadline: {:?}",
+        started.elapsed()
+    );
+    let left = swarm::labelled(&format!("troupe.run={}", run_in(&message)));
+    assert!(left.is_empty(), "left after a failed start: {left:?}");
+}
+
 #[test]
 fn a_failed_swarm_start_leaves_nothing_labelled_with_its_run() {
     let _swarm = swarm::Swarm::join();
@@ -270,13 +326,7 @@ fn a_failed_swarm_start_leaves_nothing_labelled_with_its_run() {
     };
     assert!(message.contains("No such image"), "{message}");
     assert!(message.contains("troupe never pulls"), "{message}");
-    // The message names the service, `troupe-<run id>-<node>`.
-    let run = message
-        .split("troupe-")
-        .nth(1)
-        .and_then(|rest| rest.split('-').next())
-        .unwrap_or_else(|| panic!("no service named in {message}"));
-    assert_eq!(run.len(), 12, "a run id in {message}");
+    let run = run_in(&message);
     let left = swarm::labelled(&format!("troupe.run={run}"));
     assert!(left.is_empty(), "left after a failed start: {left:?}");
     assert!(swarm::labelled("troupe.cluster=swfails").is_empty());

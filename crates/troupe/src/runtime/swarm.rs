@@ -688,6 +688,24 @@ async fn running_task(
                         "the task of service {service} did not start: {err}{hint}"
                     ));
                 }
+                // No host meets the placement: the swarm would keep it pending forever.
+                Some(TaskState::PENDING)
+                    if t.status
+                        .as_ref()
+                        .and_then(|s| s.err.as_deref())
+                        .is_some_and(|e| e.contains("no suitable node")) =>
+                {
+                    let constraints = t
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.placement.as_ref())
+                        .and_then(|p| p.constraints.clone())
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "the task of service {service} cannot be placed: {}\n(hint: no host of the swarm meets the placement {constraints:?}; `docker node ls` and `docker node inspect` show the hosts and their labels)",
+                        task_error(&t)
+                    ));
+                }
                 _ => last = task_error(&t),
             }
         }

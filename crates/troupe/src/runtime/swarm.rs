@@ -71,8 +71,9 @@ const TASKS_GONE: Duration = Duration::from_secs(30);
 pub struct SwarmRun {
     run_id: String,
     client: OnceCell<Docker>,
-    /// The swarm node id of the Engine troupe talks to.
-    local: OnceCell<String>,
+    /// The swarm node id of the Engine troupe talks to, and whether troupe reaches nodes
+    /// through the routing mesh (a remote Engine, or a swarm of several hosts).
+    local: OnceCell<(String, bool)>,
     network: OnceCell<String>,
     /// The swarm node each node's first task ran on: later tasks are pinned there.
     pinned: Mutex<HashMap<String, String>>,
@@ -98,7 +99,7 @@ impl SwarmRun {
 
     /// The Engine's own swarm node id; an error saying what to do when it is in no swarm or
     /// cannot manage it.
-    async fn local_node(&self, docker: &Docker) -> Result<&String, String> {
+    async fn local_node(&self, docker: &Docker) -> Result<&(String, bool), String> {
         self.local
             .get_or_try_init(|| async {
                 let info = docker
@@ -112,9 +113,11 @@ impl SwarmRun {
                 if swarm.control_available != Some(true) {
                     return Err("the Docker Engine is a swarm worker, not a manager: services can only be created on a manager\n(hint: point DOCKER_HOST at a manager, e.g. DOCKER_HOST=ssh://user@manager)".to_string());
                 }
-                swarm
+                let mesh = remote_engine_host().is_some() || swarm.nodes.unwrap_or(1) > 1;
+                let id = swarm
                     .node_id
-                    .ok_or_else(|| "the Docker Engine reports no swarm node id".to_string())
+                    .ok_or_else(|| "the Docker Engine reports no swarm node id".to_string())?;
+                Ok((id, mesh))
             })
             .await
     }
@@ -292,6 +295,7 @@ fn service_spec(
     image: &str,
     network: &str,
     ids: &HashMap<String, String>,
+    publish: EndpointPortConfigPublishModeEnum,
 ) -> ServiceSpec {
     let labels = labels(run_id, Some(plan));
     let files = shipped(run_id, plan);
@@ -333,15 +337,6 @@ fn service_spec(
             ..Default::default()
         }),
         ..Default::default()
-    };
-    // On a remote Engine troupe reaches every node at the manager's address, whichever host
-    // runs it: that takes the routing mesh. Locally a port published on the task's own host
-    // is enough, and works where the mesh does not (a published ingress port never answered
-    // on the one-host swarm of the machines troupe is tested on).
-    let publish = if remote_engine_host().is_some() {
-        EndpointPortConfigPublishModeEnum::INGRESS
-    } else {
-        EndpointPortConfigPublishModeEnum::HOST
     };
     let ports = plan
         .ports
@@ -560,34 +555,44 @@ impl NodeRuntime for SwarmRuntime {
         Box::pin(async move {
             let run = &self.run;
             let docker = run.client().await?.clone();
-            let local = run.local_node(&docker).await?.clone();
+            let (local, mesh) = run.local_node(&docker).await?.clone();
+            // On a swarm of several hosts (or a remote Engine) troupe reaches every node at
+            // one address whichever host runs it: that takes the routing mesh. On one host
+            // a port published on the task's host is enough, and works where the mesh does
+            // not (an ingress port never answered on the machines troupe is tested on).
+            let publish = if mesh {
+                EndpointPortConfigPublishModeEnum::INGRESS
+            } else {
+                EndpointPortConfigPublishModeEnum::HOST
+            };
             let network = run.network(&docker).await?.clone();
             let service = service_name(&run.run_id, &plan.name);
-            let old: HashSet<String> = match docker.inspect_service(&service, None).await {
-                Ok(_) => tasks(&docker, &service)
+            let current = match docker.inspect_service(&service, None).await {
+                Ok(s) => Some(s),
+                Err(e) if not_found(&e) => None,
+                Err(e) => return Err(format!("cannot inspect service {service}: {e}")),
+            };
+            let old: HashSet<String> = match &current {
+                Some(_) => tasks(&docker, &service)
                     .await?
                     .into_iter()
                     .filter_map(|t| t.id)
                     .collect(),
-                Err(e) if not_found(&e) => HashSet::new(),
-                Err(e) => return Err(format!("cannot inspect service {service}: {e}")),
+                None => HashSet::new(),
             };
             let pinned = run.pinned.lock().expect("pinned").get(&plan.name).cloned();
-            match docker.inspect_service(&service, None).await {
-                Err(e) if not_found(&e) => {
-                    let ids = ship_files(&docker, &run.run_id, plan).await?;
-                    let spec = service_spec(plan, &run.run_id, &self.image, &network, &ids);
+            let ids = ship_files(&docker, &run.run_id, plan).await?;
+            let mut spec = service_spec(plan, &run.run_id, &self.image, &network, &ids, publish);
+            match current {
+                None => {
                     docker
                         .create_service(spec, None)
                         .await
                         .map_err(|e| format!("cannot create service {service}: {e}"))?;
                 }
-                Err(e) => return Err(format!("cannot inspect service {service}: {e}")),
-                Ok(current) => {
+                Some(current) => {
                     // A new task replaces the ended one: same spec, pinned to the host that
                     // holds the node's data.
-                    let ids = ship_files(&docker, &run.run_id, plan).await?;
-                    let mut spec = service_spec(plan, &run.run_id, &self.image, &network, &ids);
                     let template = spec.task_template.as_mut().expect("a task template");
                     let before = current
                         .spec
@@ -1198,7 +1203,8 @@ grace = "7s"
     fn a_nodes_service_is_one_replica_never_restarted_on_the_runs_network() {
         let n = &nodes("[tls]\n")[1];
         let ids = HashMap::from([("troupe-abc123-db-2-c0".to_string(), "id0".to_string())]);
-        let spec = service_spec(n, "abc123", "db:local", "net-id", &ids);
+        let host = EndpointPortConfigPublishModeEnum::HOST;
+        let spec = service_spec(n, "abc123", "db:local", "net-id", &ids, host);
         assert_eq!(spec.name.as_deref(), Some("troupe-abc123-db-2"));
         let labels = spec.labels.clone().unwrap();
         assert_eq!(labels[RUN_LABEL], "abc123");

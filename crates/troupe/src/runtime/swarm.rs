@@ -590,32 +590,28 @@ impl NodeRuntime for SwarmRuntime {
                         .await
                         .map_err(|e| format!("cannot create service {service}: {e}"))?;
                 }
-                Some(current) => {
+                Some(_) => {
                     // A new task replaces the ended one: same spec, pinned to the host that
                     // holds the node's data.
-                    let template = spec.task_template.as_mut().expect("a task template");
-                    let before = current
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.task_template.as_ref())
-                        .and_then(|t| t.force_update)
-                        .unwrap_or(0);
-                    template.force_update = Some(before + 1);
                     if let Some(id) = &pinned {
+                        let template = spec.task_template.as_mut().expect("a task template");
                         let p = template.placement.get_or_insert_with(Default::default);
                         p.constraints
                             .get_or_insert_with(Vec::new)
                             .push(format!("node.id=={id}"));
                     }
-                    let version = current.version.and_then(|v| v.index).unwrap_or(0);
-                    let options = UpdateServiceOptions {
-                        version: version as i32,
-                        ..Default::default()
-                    };
-                    docker
-                        .update_service(&service, spec, options, None)
-                        .await
-                        .map_err(|e| format!("cannot update service {service}: {e}"))?;
+                    update(&docker, &service, |current| {
+                        let mut spec = spec.clone();
+                        let before = current
+                            .task_template
+                            .as_ref()
+                            .and_then(|t| t.force_update)
+                            .unwrap_or(0);
+                        let template = spec.task_template.as_mut().expect("a task template");
+                        template.force_update = Some(before + 1);
+                        spec
+                    })
+                    .await?;
                 }
             }
             let task = running_task(&docker, &service, &old, &self.image).await?;
@@ -936,24 +932,41 @@ async fn supervise(
 /// Scales a service to no task: the swarm stops its task with the service's stop signal and,
 /// after its grace period, SIGKILL.
 async fn scale_to_zero(docker: &Docker, service: &str) -> Result<(), String> {
-    let current = docker
-        .inspect_service(service, None)
-        .await
-        .map_err(|e| format!("cannot inspect service {service}: {e}"))?;
-    let mut spec = current.spec.unwrap_or_default();
-    spec.mode = Some(ServiceSpecMode {
-        replicated: Some(ServiceSpecModeReplicated { replicas: Some(0) }),
-        ..Default::default()
-    });
-    let options = UpdateServiceOptions {
-        version: current.version.and_then(|v| v.index).unwrap_or(0) as i32,
-        ..Default::default()
-    };
-    docker
-        .update_service(service, spec, options, None)
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("cannot scale service {service} to 0: {e}"))
+    update(docker, service, |current| {
+        let mut spec = current.clone();
+        spec.mode = Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(0) }),
+            ..Default::default()
+        });
+        spec
+    })
+    .await
+}
+
+/// Replaces a service's spec by `change(current spec)`, at the version just read; again if
+/// the swarm changed the service in between ("update out of sequence").
+async fn update(
+    docker: &Docker,
+    service: &str,
+    change: impl Fn(&ServiceSpec) -> ServiceSpec,
+) -> Result<(), String> {
+    let mut attempts = 0;
+    loop {
+        let current = docker
+            .inspect_service(service, None)
+            .await
+            .map_err(|e| format!("cannot inspect service {service}: {e}"))?;
+        let spec = change(&current.spec.unwrap_or_default());
+        let options = UpdateServiceOptions {
+            version: current.version.and_then(|v| v.index).unwrap_or(0) as i32,
+            ..Default::default()
+        };
+        match docker.update_service(service, spec, options, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempts < 5 && e.to_string().contains("out of sequence") => attempts += 1,
+            Err(e) => return Err(format!("cannot update service {service}: {e}")),
+        }
+    }
 }
 
 /// Removes every service, container, config, secret, volume and network of a run (found by

@@ -330,7 +330,15 @@ impl Engine {
         if containers.is_some() {
             state.write_atomic(crate::runtime::docker::RUN_RECORD, run_id.as_bytes())?;
         }
-        let swarm_runtimes = swarm_runtimes(spec, &run_id);
+        // Every swarm node gets every CA certificate of the run and their bundle, as
+        // templates may name any (`tls.cas.NAME`, `tls.bundle`).
+        let shared = plan
+            .cas
+            .iter()
+            .map(|(_, p)| p.clone())
+            .chain(plan.ca_bundle.clone())
+            .collect();
+        let swarm_runtimes = swarm_runtimes(spec, &run_id, shared);
         let services = (!swarm_runtimes.is_empty()).then(|| run_id.clone());
         if services.is_some() {
             state.write_atomic(crate::runtime::swarm::RUN_RECORD, run_id.as_bytes())?;
@@ -886,8 +894,12 @@ fn docker_runtimes(
 }
 
 /// A swarm runtime for each cluster that asks for one, all sharing the run's overlay network.
-fn swarm_runtimes(spec: &Spec, run_id: &str) -> BTreeMap<String, Arc<dyn NodeRuntime>> {
-    let run = crate::runtime::swarm::SwarmRun::new(run_id);
+fn swarm_runtimes(
+    spec: &Spec,
+    run_id: &str,
+    shared: Vec<std::path::PathBuf>,
+) -> BTreeMap<String, Arc<dyn NodeRuntime>> {
+    let run = crate::runtime::swarm::SwarmRun::new(run_id, shared);
     spec.clusters
         .values()
         .filter(|c| c.runtime == troupe_spec::Runtime::Swarm)

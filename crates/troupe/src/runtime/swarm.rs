@@ -79,11 +79,14 @@ pub struct SwarmRun {
     pinned: Mutex<HashMap<String, String>>,
     /// Nodes whose current task runs on another host than the Engine's, with that host.
     remote: Mutex<HashMap<String, String>>,
+    /// Files every node gets besides its own: the run's CA certificates and their bundle.
+    shared: Vec<PathBuf>,
 }
 
 impl SwarmRun {
-    pub fn new(run_id: &str) -> Arc<SwarmRun> {
+    pub fn new(run_id: &str, shared: Vec<PathBuf>) -> Arc<SwarmRun> {
         Arc::new(SwarmRun {
+            shared,
             run_id: run_id.to_string(),
             client: OnceCell::new(),
             local: OnceCell::new(),
@@ -219,8 +222,9 @@ struct Shipped {
 }
 
 /// Every file a node's task needs, in a stable order (their names are derived from it):
-/// rendered files, certificates, then private keys.
-fn shipped(run_id: &str, plan: &NodePlan) -> Vec<Shipped> {
+/// rendered files, its certificates and keys (the bad ones too), then the run's `shared`
+/// files (every CA certificate and their bundle), each once.
+fn shipped(run_id: &str, plan: &NodePlan, shared: &[PathBuf]) -> Vec<Shipped> {
     let mut files: Vec<(PathBuf, u32, bool)> = plan
         .files
         .iter()
@@ -232,11 +236,15 @@ fn shipped(run_id: &str, plan: &NodePlan) -> Vec<Shipped> {
         files.extend(t.ca.iter().map(|c| (c.clone(), 0o444, false)));
         files.push((t.key.clone(), 0o400, true));
         files.push((t.client_key.clone(), 0o400, true));
+        for pair in t.bad.values() {
+            files.push((pair.cert.clone(), 0o444, false));
+            files.push((pair.key.clone(), 0o400, true));
+        }
     }
-    if let Some(ca) = &plan.ca
-        && !files.iter().any(|(p, _, _)| p == ca)
-    {
-        files.push((ca.clone(), 0o444, false));
+    for f in shared.iter().chain(plan.ca.as_ref()) {
+        if !files.iter().any(|(p, _, _)| p == f) {
+            files.push((f.clone(), 0o444, false));
+        }
     }
     files
         .into_iter()
@@ -266,13 +274,13 @@ fn shipped(run_id: &str, plan: &NodePlan) -> Vec<Shipped> {
         reason = "registered with the keeper once it can delete Engine objects (its API is on another branch)"
     )
 )]
-pub fn delete_paths(run_id: &str, nodes: &[&NodePlan]) -> Vec<String> {
+pub fn delete_paths(run_id: &str, nodes: &[&NodePlan], shared: &[PathBuf]) -> Vec<String> {
     let mut paths: Vec<String> = nodes
         .iter()
         .map(|n| format!("/services/{}", service_name(run_id, &n.name)))
         .collect();
     for n in nodes {
-        for s in shipped(run_id, n) {
+        for s in shipped(run_id, n, shared) {
             let kind = if s.secret { "secrets" } else { "configs" };
             paths.push(format!("/{kind}/{}", s.name));
         }
@@ -291,6 +299,7 @@ pub fn delete_paths(run_id: &str, nodes: &[&NodePlan]) -> Vec<String> {
 /// What a node's service is made of (`force_update` and the pinned host are filled in later).
 fn service_spec(
     plan: &NodePlan,
+    shared: &[PathBuf],
     run_id: &str,
     image: &str,
     network: &str,
@@ -298,7 +307,7 @@ fn service_spec(
     publish: EndpointPortConfigPublishModeEnum,
 ) -> ServiceSpec {
     let labels = labels(run_id, Some(plan));
-    let files = shipped(run_id, plan);
+    let files = shipped(run_id, plan, shared);
     let configs = files
         .iter()
         .filter(|s| !s.secret)
@@ -481,10 +490,11 @@ async fn ship_files(
     docker: &Docker,
     run_id: &str,
     plan: &NodePlan,
+    shared: &[PathBuf],
 ) -> Result<HashMap<String, String>, String> {
     let labels = labels(run_id, Some(plan));
     let mut ids = HashMap::new();
-    for s in shipped(run_id, plan) {
+    for s in shipped(run_id, plan, shared) {
         let kind = if s.secret { "secret" } else { "config" };
         let failed = |e: bollard::errors::Error| {
             format!(
@@ -581,8 +591,16 @@ impl NodeRuntime for SwarmRuntime {
                 None => HashSet::new(),
             };
             let pinned = run.pinned.lock().expect("pinned").get(&plan.name).cloned();
-            let ids = ship_files(&docker, &run.run_id, plan).await?;
-            let mut spec = service_spec(plan, &run.run_id, &self.image, &network, &ids, publish);
+            let ids = ship_files(&docker, &run.run_id, plan, &run.shared).await?;
+            let mut spec = service_spec(
+                plan,
+                &run.shared,
+                &run.run_id,
+                &self.image,
+                &network,
+                &ids,
+                publish,
+            );
             match current {
                 None => {
                     docker
@@ -1217,7 +1235,7 @@ grace = "7s"
         let n = &nodes("[tls]\n")[1];
         let ids = HashMap::from([("troupe-abc123-db-2-c0".to_string(), "id0".to_string())]);
         let host = EndpointPortConfigPublishModeEnum::HOST;
-        let spec = service_spec(n, "abc123", "db:local", "net-id", &ids, host);
+        let spec = service_spec(n, &[], "abc123", "db:local", "net-id", &ids, host);
         assert_eq!(spec.name.as_deref(), Some("troupe-abc123-db-2"));
         let labels = spec.labels.clone().unwrap();
         assert_eq!(labels[RUN_LABEL], "abc123");
@@ -1304,7 +1322,7 @@ grace = "7s"
 
     #[test]
     fn kill_and_pause_of_a_task_on_another_host_are_refused_and_say_why() {
-        let run = SwarmRun::new("abc123");
+        let run = SwarmRun::new("abc123", Vec::new());
         let rt = SwarmRuntime::new(run.clone(), "db:local".into());
         assert_eq!(
             rt.refuse("db-1", "kill"),
@@ -1322,10 +1340,39 @@ grace = "7s"
     }
 
     #[test]
+    fn every_ca_of_the_run_and_the_bad_certificates_ship_too_each_once() {
+        let n = &nodes("[tls]\nbad = true\ncas = [\"other\"]\n")[0];
+        let shared = [
+            PathBuf::from("/state/tls/ca.pem"),
+            PathBuf::from("/state/tls/ca-other.pem"),
+            PathBuf::from("/state/tls/cas.pem"),
+        ];
+        let files = shipped("abc123", n, &shared);
+        let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+        for f in &shared {
+            let times = paths.iter().filter(|p| **p == f.as_path()).count();
+            assert_eq!(times, 1, "{} in {paths:?}", f.display());
+        }
+        let tls = n.tls.as_ref().unwrap();
+        assert!(!tls.bad.is_empty());
+        for pair in tls.bad.values() {
+            let key = files
+                .iter()
+                .find(|f| f.path == pair.key)
+                .expect("a bad key");
+            assert!(key.secret, "{key:?}");
+            assert!(paths.contains(&pair.cert.as_path()), "{paths:?}");
+        }
+        let names: HashSet<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names.len(), files.len(), "names are unique");
+        assert!(names.iter().all(|n| n.len() <= 64), "{names:?}");
+    }
+
+    #[test]
     fn delete_paths_name_services_first_and_the_network_last() {
         let nodes = nodes("[tls]\n");
         let refs: Vec<&NodePlan> = nodes.iter().collect();
-        let paths = delete_paths("abc123", &refs);
+        let paths = delete_paths("abc123", &refs, &[]);
         assert_eq!(paths[0], "/services/troupe-abc123-db-1");
         assert_eq!(paths[1], "/services/troupe-abc123-db-2");
         assert_eq!(paths.last().unwrap(), "/networks/troupe-abc123");

@@ -4,12 +4,13 @@
 //!
 //! Why it is shaped this way:
 //! - **Addresses.** Nodes reach each other by name (`nats-2`) on an attachable overlay network
-//!   troupe creates per run; every port is published in `host` mode with the same number
-//!   inside and out, so troupe and the host reach a node at `127.0.0.1:<port>` (the Engine's
-//!   host) and its peers at `<name>:<port>`. Templates render the peers' view into what the
-//!   node reads and the host's view into probes, the descriptor and `troupe env` (`plan`);
-//!   a node listens on `node.listen.<port>` (`0.0.0.0:<port>` here), because the published
-//!   ports arrive on another interface than the overlay's.
+//!   troupe creates per run; every port is published with the same number inside and out
+//!   (on the task's host on a one-host swarm, through the routing mesh on several hosts or a
+//!   remote Engine), so troupe and the host reach a node at `<Engine's host>:<port>` and its
+//!   peers at `<name>:<port>`. Templates render the peers' view into what the node reads and
+//!   the host's view into probes, the descriptor and `troupe env` (`plan`); a node listens on
+//!   `node.listen.<port>` (`0.0.0.0:<port>` here), because the published ports arrive on
+//!   another interface than the overlay's.
 //! - **Files.** A task may run on any host, so nothing of the host is mounted: rendered files
 //!   and certificates become configs, private keys secrets, each mounted at the path it has
 //!   on the host, so templates that name `node.files.*` or `node.tls.*` work unchanged. The
@@ -754,12 +755,11 @@ async fn start(docker: Docker, plan: &NodePlan, t: Owned) -> Result<NodeHandle, 
     };
     // On the Engine's host the container's log ends when the container does; a task's log
     // (another host) is followed until the task has ended.
-    let output: Pin<Box<dyn Stream<Item = _> + Send>> = if t.on_engine {
+    let mut output: Pin<Box<dyn Stream<Item = _> + Send>> = if t.on_engine {
         Box::pin(docker.logs(&t.container, Some(options)))
     } else {
         Box::pin(docker.task_logs(&t.task, Some(options)))
     };
-    let mut output = output;
     let mut log = tokio::fs::File::from_std(log);
     let copier = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;

@@ -632,8 +632,8 @@ down = true
 #[path = "../../troupe/tests/common/swarm.rs"]
 mod swarm;
 
-/// Swarm services outlive a SIGKILLed troupe (the Engine keeps them, and the keeper knows
-/// nothing of them yet): the next `up` on that state directory, and `down --force`, remove
+/// Swarm services outlive a SIGKILLed troupe (the Engine keeps them; the keeper only kills
+/// their tasks' processes): the next `up` on that state directory, and `down --force`, remove
 /// every object of the crashed run by its label; Ctrl-C of a foreground `up` removes its own.
 #[test]
 fn a_crashed_swarm_run_is_removed_by_the_next_up_and_by_down_force_and_ctrl_c_removes_its_own() {
@@ -673,6 +673,23 @@ timeout = "60s"
         let label = run_of(state);
         kill(up.pid(), Signal::SIGKILL).unwrap();
         up.child.wait().unwrap();
+        // The keeper kills each task's first process; the services stay.
+        wait_until(
+            Duration::from_secs(20),
+            "the keeper to stop every task",
+            || {
+                let filter = format!("label={label}");
+                swarm::docker(&[
+                    "ps",
+                    "--quiet",
+                    "--filter",
+                    &filter,
+                    "--filter",
+                    "status=running",
+                ])
+                .is_empty()
+            },
+        );
         let left = swarm::labelled(&label);
         assert!(
             left.len() >= 4,

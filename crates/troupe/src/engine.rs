@@ -338,7 +338,7 @@ impl Engine {
             .map(|(_, p)| p.clone())
             .chain(plan.ca_bundle.clone())
             .collect();
-        let swarm_runtimes = swarm_runtimes(spec, &run_id, shared);
+        let swarm_runtimes = swarm_runtimes(spec, &run_id, shared, &keeper);
         let services = (!swarm_runtimes.is_empty()).then(|| run_id.clone());
         if services.is_some() {
             state.write_atomic(crate::runtime::swarm::RUN_RECORD, run_id.as_bytes())?;
@@ -898,8 +898,9 @@ fn swarm_runtimes(
     spec: &Spec,
     run_id: &str,
     shared: Vec<std::path::PathBuf>,
+    keeper: &Option<Arc<Keeper>>,
 ) -> BTreeMap<String, Arc<dyn NodeRuntime>> {
-    let run = crate::runtime::swarm::SwarmRun::new(run_id, shared);
+    let run = crate::runtime::swarm::SwarmRun::new(run_id, shared, keeper.clone());
     spec.clusters
         .values()
         .filter(|c| c.runtime == troupe_spec::Runtime::Swarm)

@@ -24,7 +24,8 @@
 //! - **Nothing left behind.** Services, the network, configs, secrets, volumes and the tasks'
 //!   containers carry `troupe.run=<run id>` and `troupe.node`; [`remove_run`] removes them by
 //!   label, never by name pattern, and [`delete_paths`] names the API paths a keeper deletes
-//!   if troupe dies.
+//!   if troupe dies. Until a keeper does, it kills each local task's first process (as for
+//!   containers), and the next `up` or `down --force` removes the rest ([`RUN_RECORD`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
@@ -58,6 +59,7 @@ use troupe_spec::NodeState;
 
 use super::docker::{NODE_LABEL, RUN_LABEL};
 use super::{Ctl, NodeHandle, NodeRuntime, Status};
+use crate::keeper::Keeper;
 use crate::plan::NodePlan;
 
 /// How long a node's task may take to be placed and run before `start` gives up.
@@ -82,12 +84,17 @@ pub struct SwarmRun {
     remote: Mutex<HashMap<String, String>>,
     /// Files every node gets besides its own: the run's CA certificates and their bundle.
     shared: Vec<PathBuf>,
+    /// Kills the first process of each task on this host if troupe dies.
+    keeper: Option<Arc<Keeper>>,
 }
 
 impl SwarmRun {
-    pub fn new(run_id: &str, shared: Vec<PathBuf>) -> Arc<SwarmRun> {
+    /// `shared`: files every node gets (the run's CAs); with a keeper, the first process of
+    /// each task on this host dies with troupe.
+    pub fn new(run_id: &str, shared: Vec<PathBuf>, keeper: Option<Arc<Keeper>>) -> Arc<SwarmRun> {
         Arc::new(SwarmRun {
             shared,
+            keeper,
             run_id: run_id.to_string(),
             client: OnceCell::new(),
             local: OnceCell::new(),
@@ -672,7 +679,7 @@ impl NodeRuntime for SwarmRuntime {
                 container,
                 on_engine,
             };
-            start(docker, plan, owned).await
+            start(docker, plan, owned, run.keeper.clone()).await
         })
     }
 }
@@ -740,7 +747,12 @@ async fn running_task(
 }
 
 /// Copies the task's output to the node's log and hands the task to its supervising task.
-async fn start(docker: Docker, plan: &NodePlan, t: Owned) -> Result<NodeHandle, String> {
+async fn start(
+    docker: Docker,
+    plan: &NodePlan,
+    t: Owned,
+    keeper: Option<Arc<Keeper>>,
+) -> Result<NodeHandle, String> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -781,12 +793,20 @@ async fn start(docker: Docker, plan: &NodePlan, t: Owned) -> Result<NodeHandle, 
     } else {
         0
     };
+    // As with the docker runtime: the first process leads its own group, so the keeper kills
+    // it (and the task with it) if troupe dies; the service stays until the next `up` or
+    // `down --force` removes it.
+    let watched = keeper.filter(|_| pid > 0).map(|k| (k, pid));
+    if let Some((k, pid)) = &watched {
+        k.watch(*pid);
+    }
     let (handle, ctl_rx, status) = NodeHandle::new(pid, log_offset);
     tokio::spawn(supervise(
         docker,
         t,
         plan.name.clone(),
         copier,
+        watched,
         ctl_rx,
         status,
     ));
@@ -807,6 +827,7 @@ async fn supervise(
     t: Owned,
     node: String,
     copier: tokio::task::JoinHandle<()>,
+    watched: Option<(Arc<Keeper>, u32)>,
     mut ctl_rx: mpsc::UnboundedReceiver<Ctl>,
     status: Arc<watch::Sender<Status>>,
 ) {
@@ -901,6 +922,9 @@ async fn supervise(
                 kill_at = None;
             }
         }
+    }
+    if let Some((k, pid)) = &watched {
+        k.forget(*pid);
     }
     // A container's log ends with it; a task's log is followed until now, plus a moment for
     // its last lines.
@@ -1322,7 +1346,7 @@ grace = "7s"
 
     #[test]
     fn kill_and_pause_of_a_task_on_another_host_are_refused_and_say_why() {
-        let run = SwarmRun::new("abc123", Vec::new());
+        let run = SwarmRun::new("abc123", Vec::new(), None);
         let rt = SwarmRuntime::new(run.clone(), "db:local".into());
         assert_eq!(
             rt.refuse("db-1", "kill"),

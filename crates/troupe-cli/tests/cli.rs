@@ -660,6 +660,18 @@ timeout = "60s"
     )
     .unwrap();
     let state = dir.path().join("state");
+    // Should the test fail half-way, what its runs left still goes (before the swarm does,
+    // which would leave the volumes), by the state directory's run record.
+    struct DownForce(PathBuf);
+    impl Drop for DownForce {
+        fn drop(&mut self) {
+            let _ = Command::new(cargo_bin("troupe"))
+                .args(["down", "--force", "--state-dir"])
+                .arg(&self.0)
+                .output();
+        }
+    }
+    let _down = DownForce(state.clone());
     let run_of = |state: &Path| {
         let run = std::fs::read_to_string(state.join("swarm.run")).expect("the run is recorded");
         format!("troupe.run={}", run.trim())

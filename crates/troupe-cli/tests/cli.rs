@@ -628,3 +628,122 @@ down = true
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[path = "../../troupe/tests/common/swarm.rs"]
+mod swarm;
+
+/// Swarm services outlive a SIGKILLed troupe (the Engine keeps them; the keeper only kills
+/// their tasks' processes): the next `up` on that state directory, and `down --force`, remove
+/// every object of the crashed run by its label; Ctrl-C of a foreground `up` removes its own.
+#[test]
+fn a_crashed_swarm_run_is_removed_by_the_next_up_and_by_down_force_and_ctrl_c_removes_its_own() {
+    let _swarm = swarm::Swarm::join();
+    let image = swarm::nats_image();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("swarm.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+[clusters.crash]
+nodes = 2
+binary = "nats-server"
+runtime = "swarm"
+image = "{image}"
+ports = ["client"]
+args = ["--addr", "{{{{ node.bind }}}}", "--port", "{{{{ node.ports.client }}}}"]
+[[clusters.crash.ready]]
+tcp = "client"
+timeout = "60s"
+"#
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    // Should the test fail half-way, what its runs left still goes (before the swarm does,
+    // which would leave the volumes), by the state directory's run record.
+    struct DownForce(PathBuf);
+    impl Drop for DownForce {
+        fn drop(&mut self) {
+            let _ = Command::new(cargo_bin("troupe"))
+                .args(["down", "--force", "--state-dir"])
+                .arg(&self.0)
+                .output();
+        }
+    }
+    let _down = DownForce(state.clone());
+    let run_of = |state: &Path| {
+        let run = std::fs::read_to_string(state.join("swarm.run")).expect("the run is recorded");
+        format!("troupe.run={}", run.trim())
+    };
+    let crash = |state: &Path| {
+        let mut up = Up::spawn(&spec, state);
+        // A stopped run's cluster.json stays; its run record does not.
+        wait_until(Duration::from_secs(90), "up to be ready", || {
+            state.join("swarm.run").exists() && state.join("cluster.json").exists()
+        });
+        let label = run_of(state);
+        kill(up.pid(), Signal::SIGKILL).unwrap();
+        up.child.wait().unwrap();
+        // The keeper kills each task's first process; the services stay.
+        wait_until(
+            Duration::from_secs(20),
+            "the keeper to stop every task",
+            || {
+                let filter = format!("label={label}");
+                swarm::docker(&[
+                    "ps",
+                    "--quiet",
+                    "--filter",
+                    &filter,
+                    "--filter",
+                    "status=running",
+                ])
+                .is_empty()
+            },
+        );
+        let left = swarm::labelled(&label);
+        assert!(
+            left.len() >= 4,
+            "a crashed run leaves its services: {left:?}"
+        );
+        label
+    };
+
+    // The next `up` removes the crashed run's objects before it starts its own.
+    let crashed = crash(&state);
+    let mut up = Up::spawn(&spec, &state);
+    // The crashed run's cluster.json is there until the new up opens the directory: wait for
+    // the new run's record and then its descriptor.
+    wait_until(Duration::from_secs(90), "the next up to be ready", || {
+        state.join("swarm.run").exists()
+            && run_of(&state) != crashed
+            && state.join("cluster.json").exists()
+    });
+    let left = swarm::labelled(&crashed);
+    assert!(
+        left.is_empty(),
+        "the next up removed the crashed run: {left:?}"
+    );
+    let label = run_of(&state);
+    assert_ne!(label, crashed);
+    // Ctrl-C: a graceful down of everything the run made.
+    kill(up.pid(), Signal::SIGINT).unwrap();
+    let status = up.child.wait().unwrap();
+    assert!(
+        status.code().is_some(),
+        "troupe up exits after Ctrl-C: {status:?}"
+    );
+    let left = swarm::labelled(&label);
+    assert!(left.is_empty(), "Ctrl-C left: {left:?}");
+
+    // `down --force` removes a crashed run's objects too.
+    let crashed = crash(&state);
+    troupe()
+        .args(["down", "--force", "--state-dir"])
+        .arg(&state)
+        .assert()
+        .success();
+    let left = swarm::labelled(&crashed);
+    assert!(left.is_empty(), "down --force left: {left:?}");
+}

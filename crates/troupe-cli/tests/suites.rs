@@ -364,3 +364,41 @@ fn etcd_kv_variant_takes_its_parameter_from_the_environment_and_skips_the_other_
         );
     }
 }
+
+#[path = "../../troupe/tests/common/swarm.rs"]
+mod swarm;
+
+/// The nats-lifecycle suite with every node a service of a (one-host) Docker Swarm, running
+/// the nats-server image built from the host's package (examples/nats-swarm): it passes
+/// unchanged (SIGKILLs, graceful stops, restarts, a full stop and start with every message
+/// kept in the nodes' volumes), and nothing of the run is left afterwards.
+#[test]
+fn nats_lifecycle_suite_passes_on_a_docker_swarm_and_leaves_nothing_labelled() {
+    let _swarm = swarm::Swarm::join();
+    let image = swarm::nats_image();
+    let scenario = examples().join("nats-lifecycle/scenario.toml");
+    let image_set = format!("clusters.nats.image={image}");
+    let args = [
+        "--set",
+        "clusters.nats.runtime=swarm",
+        "--set",
+        image_set.as_str(),
+    ];
+    let (code, report, console, _) = run_with(&scenario, &[], &args);
+    assert_eq!(code, 0, "nats-lifecycle on swarm should pass:\n{console}");
+    assert_eq!(report["verdict"], "passed");
+    let left = swarm::labelled("troupe.cluster=nats");
+    assert!(left.is_empty(), "left after the suite: {left:?}");
+    // The run's overlay network carries only the run's label; no swarm test of this binary
+    // runs besides this one.
+    let networks = swarm::docker(&[
+        "network",
+        "ls",
+        "--quiet",
+        "--filter",
+        "label=troupe.run",
+        "--filter",
+        "driver=overlay",
+    ]);
+    assert_eq!(networks, "", "no overlay network of a run is left");
+}

@@ -63,6 +63,8 @@ struct RawCluster {
     network: Option<Spanned<String>>,
     runtime: Option<Spanned<String>>,
     image: Option<Spanned<String>>,
+    #[serde(default)]
+    placement: Vec<Spanned<String>>,
     start: Option<Spanned<String>>,
     #[serde(default)]
     after: Vec<Spanned<String>>,
@@ -74,6 +76,16 @@ struct RawCluster {
     stop: Option<Spanned<RawStop>>,
     #[serde(default)]
     bootstrap: Vec<Spanned<RawProbe>>,
+}
+
+/// The keys of a cluster that say what runs its nodes, for `Validator::runtime`.
+struct RuntimeKeys<'a> {
+    runtime: &'a Option<Spanned<String>>,
+    network: &'a Option<Spanned<String>>,
+    image: &'a Option<Spanned<String>>,
+    placement: &'a [Spanned<String>],
+    user: &'a Option<Spanned<String>>,
+    host: Option<Range<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -717,26 +729,11 @@ impl Validator<'_> {
             fixed_ports.insert(port, Spanned::new(span, text));
         }
         let host_span = c.host.as_ref().map(Spanned::span);
-        let host = match c.host {
-            Some(h) => {
-                let ok =
-                    h.get_ref().parse::<std::net::IpAddr>().is_ok() || h.get_ref() == "localhost";
-                if !ok {
-                    self.err(
-                        h.span(),
-                        format!("`{}` is not an address troupe can run a node on", h.get_ref()),
-                        "use a loopback address such as \"127.0.0.1\" (the default), \"127.0.0.2\" or \"::1\"",
-                    );
-                }
-                h.into_inner()
-            }
-            None => "127.0.0.1".to_string(),
-        };
         let network = match c.network.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("host") => Network::Host,
             Some("proxies") => Network::Proxies,
             Some("namespaces") => {
-                if let Some(span) = host_span {
+                if let Some(span) = host_span.clone() {
                     self.err(
                         span,
                         "`host` and `network = \"namespaces\"` both say where nodes live",
@@ -759,7 +756,30 @@ impl Validator<'_> {
                 Network::Host
             }
         };
-        let runtime = self.runtime(&c.runtime, &c.network, network, &c.image);
+        let keys = RuntimeKeys {
+            runtime: &c.runtime,
+            network: &c.network,
+            image: &c.image,
+            placement: &c.placement,
+            user: &c.user,
+            host: host_span,
+        };
+        let runtime = self.runtime(keys, network, name);
+        let host = match c.host {
+            Some(h) => {
+                let ok =
+                    h.get_ref().parse::<std::net::IpAddr>().is_ok() || h.get_ref() == "localhost";
+                if !ok {
+                    self.err(
+                        h.span(),
+                        format!("`{}` is not an address troupe can run a node on", h.get_ref()),
+                        "use a loopback address such as \"127.0.0.1\" (the default), \"127.0.0.2\" or \"::1\"",
+                    );
+                }
+                h.into_inner()
+            }
+            None => "127.0.0.1".to_string(),
+        };
         let start = match c.start.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("parallel") => StartMode::Parallel,
             Some("sequential") => StartMode::Sequential,
@@ -826,6 +846,7 @@ impl Validator<'_> {
             network,
             runtime,
             image: c.image,
+            placement: c.placement,
             start,
             after: c.after,
             started,
@@ -838,39 +859,43 @@ impl Validator<'_> {
     }
 
     /// A cluster's `runtime`, checked against what this runtime supports: `docker` runs on
-    /// the host's network only, and `image` means nothing to a process.
-    fn runtime(
-        &mut self,
-        raw: &Option<Spanned<String>>,
-        raw_network: &Option<Spanned<String>>,
-        network: Network,
-        image: &Option<Spanned<String>>,
-    ) -> Runtime {
+    /// the host's network only, `image` means nothing to a process, and a swarm service needs
+    /// an image (a task may run on any host) and a cluster name that is a DNS label (peers
+    /// reach each node by its name on the run's overlay network).
+    fn runtime(&mut self, c: RuntimeKeys, network: Network, name: &str) -> Runtime {
+        let host_span = c.host;
+        let (raw, raw_network, image) = (&c.runtime, &c.network, &c.image);
         let runtime = match raw.as_ref().map(|s| s.get_ref().as_str()) {
             None | Some("process") => Runtime::Process,
             Some("docker") => Runtime::Docker,
+            Some("swarm") => Runtime::Swarm,
             Some(other) => {
                 let s = raw.as_ref().expect("runtime");
-                let hint = match crate::suggest(other, ["process", "docker"]) {
+                let hint = match crate::suggest(other, ["process", "docker", "swarm"]) {
                     Some(x) => format!("did you mean \"{x}\"? "),
                     None => String::new(),
                 };
                 self.err(
                     s.span(),
                     format!("unknown runtime `{other}`"),
-                    format!("{hint}use \"process\" (the default: each node a local process group) or \"docker\" (each node a container of the local Docker Engine)"),
+                    format!("{hint}use \"process\" (the default: each node a local process group), \"docker\" (each node a container of the local Docker Engine) or \"swarm\" (each node a service of a Docker Swarm)"),
                 );
                 return Runtime::Process;
             }
         };
-        if runtime == Runtime::Docker
+        let containers = match runtime {
+            Runtime::Docker => "containers run on the host's network for now",
+            Runtime::Swarm => "swarm services run on the run's overlay network",
+            Runtime::Process => "",
+        };
+        if runtime != Runtime::Process
             && network != Network::Host
             && let Some(n) = raw_network
         {
             self.err(
                 n.span(),
-                format!("`network = \"{}\"` is not supported with `runtime = \"docker\"` yet", n.get_ref()),
-                "containers run on the host's network for now: remove `network` (or use `runtime = \"process\"` for namespaces and proxies)",
+                format!("`network = \"{}\"` is not supported with `runtime = \"{}\"` yet", n.get_ref(), runtime.name()),
+                format!("{containers}: remove `network` (or use `runtime = \"process\"` for namespaces and proxies)"),
             );
         }
         if runtime == Runtime::Process
@@ -878,9 +903,64 @@ impl Validator<'_> {
         {
             self.err(
                 i.span(),
-                "`image` needs `runtime = \"docker\"`",
+                "`image` needs `runtime = \"docker\"` or `\"swarm\"`",
                 "add `runtime = \"docker\"` to run the image, or remove `image` to run `binary` as a local process",
             );
+        }
+        if runtime != Runtime::Swarm
+            && let Some(p) = c.placement.first()
+        {
+            self.err(
+                p.span(),
+                "`placement` needs `runtime = \"swarm\"`",
+                "placement constraints choose swarm hosts: add `runtime = \"swarm\"`, or remove `placement`",
+            );
+        }
+        if runtime == Runtime::Swarm {
+            let at = raw.as_ref().expect("runtime").span();
+            if image.is_none() {
+                self.err(
+                    at.clone(),
+                    "`runtime = \"swarm\"` needs `image`",
+                    "a task may run on any host of the swarm, so host files cannot be mounted: build an image (e.g. examples/nats-swarm/build-image.sh) and name it, `image = \"nats:local\"`",
+                );
+            }
+            if let Some(u) = &c.user {
+                self.err(
+                    u.span(),
+                    "`user` is not supported with `runtime = \"swarm\"` yet",
+                    "a swarm node runs as its image's user; remove `user` (or use `runtime = \"docker\"`)",
+                );
+            }
+            if let Some(h) = host_span {
+                self.err(
+                    h,
+                    "`host` and `runtime = \"swarm\"` both say where nodes live",
+                    "remove `host`: on a swarm, peers reach each node by its name on the run's overlay network, and troupe by the ports published on the swarm host",
+                );
+            }
+            let dns = !name.is_empty()
+                && name.len() <= 50
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !name.starts_with('-');
+            if !dns {
+                self.err(
+                    at,
+                    format!("cluster `{name}` cannot run on a swarm: its nodes' names are not host names"),
+                    "on a swarm peers reach each node by its name (`<cluster>-<index>`): name the cluster with lowercase letters, digits and `-` (at most 50)",
+                );
+            }
+            for p in c.placement {
+                if p.get_ref().trim().is_empty() {
+                    self.err(
+                        p.span(),
+                        "an empty placement constraint",
+                        "write a swarm constraint such as \"node.hostname == db1\" or \"node.labels.zone == a\", or remove it",
+                    );
+                }
+            }
         }
         runtime
     }

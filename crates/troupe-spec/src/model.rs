@@ -141,7 +141,11 @@ pub struct ClusterSpec {
     pub runtime: Runtime,
     /// With `runtime = "docker"`: the (locally built) image to run; `binary` is then the
     /// program's path inside it. `None`: the host's `binary` in a container of host files.
+    /// Required with `runtime = "swarm"`.
     pub image: Option<Spanned<String>>,
+    /// With `runtime = "swarm"`: placement constraints of each node's service
+    /// (`"node.labels.zone == a"`), templates rendered per node; empty: anywhere.
+    pub placement: Vec<Spanned<String>>,
     pub start: StartMode,
     /// Clusters that must be ready before this one starts.
     pub after: Vec<Spanned<String>>,
@@ -182,6 +186,19 @@ pub enum Runtime {
     Process,
     /// Each node a container of the local Docker Engine, on the host's network.
     Docker,
+    /// Each node a service (one replica) of a Docker Swarm, on an overlay network of the run.
+    Swarm,
+}
+
+impl Runtime {
+    /// The spec's name for this runtime.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Process => "process",
+            Runtime::Docker => "docker",
+            Runtime::Swarm => "swarm",
+        }
+    }
 }
 
 /// How the nodes of a cluster are started.

@@ -85,6 +85,8 @@ pub(crate) struct Engine {
     pub runtimes: BTreeMap<String, Arc<dyn NodeRuntime>>,
     /// The run id that labels this run's containers, if any cluster runs in containers.
     pub containers: Option<String>,
+    /// The run id that labels this run's swarm objects, if any cluster runs on a swarm.
+    pub services: Option<String>,
     pub faults: Faults,
     pub links: Option<Arc<Links>>,
     views: Vec<ClusterView>,
@@ -172,6 +174,19 @@ impl Engine {
                 leases.extend(got);
             }
         }
+        // Swarm nodes of a remote Engine (DOCKER_HOST of a manager) are reached on that host,
+        // through the swarm's routing mesh.
+        if let Some(remote) = crate::runtime::swarm::remote_engine_host() {
+            for c in spec
+                .clusters
+                .values()
+                .filter(|c| c.runtime == troupe_spec::Runtime::Swarm)
+            {
+                for i in 1..=c.nodes {
+                    hosts.insert(plan::node_name(&c.name, i), remote.clone());
+                }
+            }
+        }
         // A port on 127.0.0.1 for every directed link (and port) of a proxies cluster.
         let mut links = LinkMap::new();
         let loopback = IpAddr::from([127, 0, 0, 1]);
@@ -238,7 +253,10 @@ impl Engine {
                     ))
                 })?;
                 private_dir(&node.dir.join("tls"))?;
-                let host = std::slice::from_ref(&node.host);
+                // Peers on a swarm reach the node by its name: that is a SAN too.
+                let host: &[String] = &std::iter::once(node.host.clone())
+                    .chain(node.peer_host.clone())
+                    .collect::<Vec<_>>();
                 let server = ca.issue_server(&node.name, host)?;
                 write_private(&paths.cert, &server.cert_pem, 0o644)?;
                 write_private(&paths.key, &server.key_pem, 0o600)?;
@@ -307,11 +325,25 @@ impl Engine {
             backends.push(l.clone());
         }
         let keeper = Keeper::start().map(Arc::new);
-        let runtimes = docker_runtimes(spec, &run_id, &keeper);
+        let mut runtimes = docker_runtimes(spec, &run_id, &keeper);
         let containers = (!runtimes.is_empty()).then(|| run_id.clone());
         if containers.is_some() {
             state.write_atomic(crate::runtime::docker::RUN_RECORD, run_id.as_bytes())?;
         }
+        // Every swarm node gets every CA certificate of the run and their bundle, as
+        // templates may name any (`tls.cas.NAME`, `tls.bundle`).
+        let shared = plan
+            .cas
+            .iter()
+            .map(|(_, p)| p.clone())
+            .chain(plan.ca_bundle.clone())
+            .collect();
+        let swarm_runtimes = swarm_runtimes(spec, &run_id, shared, &keeper);
+        let services = (!swarm_runtimes.is_empty()).then(|| run_id.clone());
+        if services.is_some() {
+            state.write_atomic(crate::runtime::swarm::RUN_RECORD, run_id.as_bytes())?;
+        }
+        runtimes.extend(swarm_runtimes);
         let seed = u64::from_str_radix(&run_id, 16).unwrap_or(0);
         let faults = Faults::new(backends, state.path.join("network.journal"), seed);
         Ok(Engine {
@@ -323,6 +355,7 @@ impl Engine {
             runtime: Arc::new(ProcessRuntime::new(keeper)),
             runtimes,
             containers,
+            services,
             faults,
             links,
             views,
@@ -615,6 +648,9 @@ impl Engine {
     async fn end_node(&self, name: &str, kill: bool, cause: &str) -> Result<(), Error> {
         let n = self.node(name)?;
         let _op = n.op.lock().await;
+        if kill {
+            self.refused(n, "kill")?;
+        }
         if n.running() {
             self.live[&n.plan.cluster].acting_on(name, cause);
             let ctl = if kill {
@@ -634,6 +670,7 @@ impl Engine {
     pub async fn pause_node(&self, name: &str, pause: bool) -> Result<(), Error> {
         let n = self.node(name)?;
         let _op = n.op.lock().await;
+        self.refused(n, if pause { "pause" } else { "resume" })?;
         if n.running() {
             let live = &self.live[&n.plan.cluster];
             if pause {
@@ -788,6 +825,29 @@ impl Engine {
                 Err(e) => eprintln!("troupe: could not remove the containers of run {run}: {e}"),
             }
         }
+        if let Some(run) = &self.services {
+            match crate::runtime::swarm::remove_run(run) {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(
+                        self.state.path.join(crate::runtime::swarm::RUN_RECORD),
+                    );
+                }
+                Err(e) => {
+                    eprintln!("troupe: could not remove the swarm services of run {run}: {e}")
+                }
+            }
+        }
+    }
+
+    /// Refuses `op` on a node whose runtime cannot do it where the node runs now.
+    fn refused(&self, n: &Node, op: &str) -> Result<(), Error> {
+        match self.runtime_of(&n.plan.cluster).refuse(&n.plan.name, op) {
+            Some(message) => Err(Error::Refused {
+                message,
+                help: Some("pin the node to the Engine's host with `placement` (e.g. \"node.role == manager\"), or stop, start and restart it instead; see \"On Docker Swarm\" in the README".into()),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// What runs the nodes of `cluster`.
@@ -828,6 +888,30 @@ fn docker_runtimes(
                 spec.source.dir(),
                 keeper.clone(),
             ));
+            (c.name.clone(), rt)
+        })
+        .collect()
+}
+
+/// A swarm runtime for each cluster that asks for one, all sharing the run's overlay network.
+fn swarm_runtimes(
+    spec: &Spec,
+    run_id: &str,
+    shared: Vec<std::path::PathBuf>,
+    keeper: &Option<Arc<Keeper>>,
+) -> BTreeMap<String, Arc<dyn NodeRuntime>> {
+    let run = crate::runtime::swarm::SwarmRun::new(run_id, shared, keeper.clone());
+    spec.clusters
+        .values()
+        .filter(|c| c.runtime == troupe_spec::Runtime::Swarm)
+        .map(|c| {
+            let image = c
+                .image
+                .as_ref()
+                .map(|i| i.get_ref().clone())
+                .unwrap_or_default();
+            let rt: Arc<dyn NodeRuntime> =
+                Arc::new(crate::runtime::swarm::SwarmRuntime::new(run.clone(), image));
             (c.name.clone(), rt)
         })
         .collect()

@@ -58,7 +58,14 @@ pub struct NodePlan {
     pub name: String,
     pub cluster: String,
     pub index: u32,
+    /// Where troupe, probes and the host reach the node (`node.host` in probes, the
+    /// descriptor and `troupe env`).
     pub host: String,
+    /// Where the node's peers reach it, when that is not `host`: its name on the run's overlay
+    /// network (swarm). `node.host` in what the node itself reads (args, env, files).
+    pub peer_host: Option<String>,
+    /// Swarm placement constraints of the node's service, rendered.
+    pub placement: Vec<String>,
     pub ports: BTreeMap<String, u16>,
     pub urls: BTreeMap<String, String>,
     pub dir: PathBuf,
@@ -438,10 +445,16 @@ impl Resolver<'_> {
 
         // Everything templates can see about every node, built first so that each node can
         // refer to its peers.
+        // Two views of every node: as the nodes see each other (what they read: args, env,
+        // files) and as troupe and the host see them (probes, role, bootstrap, descriptor).
+        // They differ on a swarm only.
         let mut node_ctx: BTreeMap<String, Json> = BTreeMap::new();
         let mut cluster_ctx = serde_json::Map::new();
+        let mut host_ctx: BTreeMap<String, Json> = BTreeMap::new();
+        let mut host_cluster_ctx = serde_json::Map::new();
         for c in spec.clusters.values() {
             let mut list = Vec::new();
+            let mut host_list = Vec::new();
             for i in 1..=c.nodes {
                 let name = node_name(&c.name, i);
                 let p = ports.get(&name).cloned().unwrap_or_default();
@@ -450,14 +463,29 @@ impl Resolver<'_> {
                 let scheme =
                     |port: &str| c.schemes.get(port).map_or(default_scheme, String::as_str);
                 let host = hosts.get(&name).unwrap_or(&c.host);
-                let host_in_url = url_host(host);
-                let urls: BTreeMap<String, String> = p
+                // On a swarm, what the node reads names its peers (and itself) as they reach
+                // each other, by name on the overlay network, and listens on every address
+                // (the published ports arrive on another interface than the overlay's).
+                let swarm = c.runtime == troupe_spec::Runtime::Swarm;
+                let peer_host = if swarm { &name } else { host };
+                let bind = if swarm { "0.0.0.0" } else { host.as_str() };
+                let view = |host: &str| {
+                    let host_in_url = url_host(host);
+                    let urls: BTreeMap<String, String> = p
+                        .iter()
+                        .map(|(k, v)| (k.clone(), port_url(scheme(k), &host_in_url, *v)))
+                        .collect();
+                    let addrs: BTreeMap<String, String> = p
+                        .iter()
+                        .map(|(k, v)| (k.clone(), format!("{host_in_url}:{v}")))
+                        .collect();
+                    (urls, addrs)
+                };
+                let (urls, addrs) = view(peer_host);
+                let bind_in_url = url_host(bind);
+                let listen: BTreeMap<String, String> = p
                     .iter()
-                    .map(|(k, v)| (k.clone(), port_url(scheme(k), &host_in_url, *v)))
-                    .collect();
-                let addrs: BTreeMap<String, String> = p
-                    .iter()
-                    .map(|(k, v)| (k.clone(), format!("{host_in_url}:{v}")))
+                    .map(|(k, v)| (k.clone(), format!("{bind_in_url}:{v}")))
                     .collect();
                 let files: BTreeMap<String, String> = c
                     .files
@@ -468,10 +496,12 @@ impl Resolver<'_> {
                     "name": name,
                     "index": i,
                     "cluster": c.name,
-                    "host": host,
+                    "host": peer_host,
+                    "bind": bind,
                     "ports": p,
                     "urls": urls,
                     "addrs": addrs,
+                    "listen": listen,
                     "dir": dir,
                     "data_dir": dir.join("data"),
                     "log": dir.join("node.log"),
@@ -502,24 +532,38 @@ impl Resolver<'_> {
                     }
                     n["links"] = Json::Object(l);
                 }
+                // What troupe and the host see: the same node, reached where troupe reaches it.
+                let mut h = n.clone();
+                let (urls, addrs) = view(host);
+                h["host"] = json!(host);
+                h["urls"] = json!(urls);
+                h["addrs"] = json!(addrs);
+                host_ctx.insert(name.clone(), h.clone());
+                host_list.push(h);
                 node_ctx.insert(name, n.clone());
                 list.push(n);
             }
             // Bootstrap lists per port: `host:port,host:port,...`.
-            let addrs: BTreeMap<&String, String> = c
-                .ports
-                .iter()
-                .map(|port| {
-                    let all: Vec<&str> = list
-                        .iter()
-                        .filter_map(|n| n["addrs"][port].as_str())
-                        .collect();
-                    (port, all.join(","))
-                })
-                .collect();
+            let addrs = |list: &[Json]| -> BTreeMap<String, String> {
+                c.ports
+                    .iter()
+                    .map(|port| {
+                        let all: Vec<&str> = list
+                            .iter()
+                            .filter_map(|n| n["addrs"][port].as_str())
+                            .collect();
+                        (port.clone(), all.join(","))
+                    })
+                    .collect()
+            };
+            let (peer_addrs, host_addrs) = (addrs(&list), addrs(&host_list));
             cluster_ctx.insert(
                 c.name.clone(),
-                json!({"name": c.name, "size": c.nodes, "nodes": list, "addrs": addrs}),
+                json!({"name": c.name, "size": c.nodes, "nodes": list, "addrs": peer_addrs}),
+            );
+            host_cluster_ctx.insert(
+                c.name.clone(),
+                json!({"name": c.name, "size": c.nodes, "nodes": host_list, "addrs": host_addrs}),
             );
         }
         let tls_ctx = match &ca {
@@ -554,6 +598,15 @@ impl Resolver<'_> {
                     "tls": tls_ctx,
                     "run": run_ctx,
                 });
+                let host_view = &host_ctx[&name];
+                let probe_ctx = json!({
+                    "node": host_view,
+                    "cluster": host_cluster_ctx[&c.name],
+                    "clusters": host_cluster_ctx,
+                    "nodes": host_ctx,
+                    "tls": tls_ctx,
+                    "run": run_ctx,
+                });
                 let dir = state_dir.join("nodes").join(&name);
                 // In an image, `binary` names the program inside it: nothing to find here.
                 let program = match &c.image {
@@ -577,30 +630,34 @@ impl Resolver<'_> {
                 let started = c
                     .started
                     .iter()
-                    .filter_map(|pr| self.probe(pr, &host, &p, &ctx))
+                    .filter_map(|pr| self.probe(pr, &host, &p, &probe_ctx))
                     .collect();
                 let ready = c
                     .ready
                     .iter()
-                    .filter_map(|pr| self.probe(pr, &host, &p, &ctx))
+                    .filter_map(|pr| self.probe(pr, &host, &p, &probe_ctx))
                     .collect();
                 for (k, step) in c.bootstrap.iter().enumerate() {
                     if matches!(step.on, troupe_spec::BootstrapOn::Node(n) if n != i) {
                         continue;
                     }
-                    if let Some(pr) = self.probe(&step.probe, &host, &p, &ctx) {
+                    if let Some(pr) = self.probe(&step.probe, &host, &p, &probe_ctx) {
                         bootstrap.push((k, i, name.clone(), pr));
                     }
                 }
                 let user = c.user.as_ref().and_then(|u| self.user(u));
-                let role = c.role.as_ref().and_then(|r| self.role(r, &ctx));
+                let role = c.role.as_ref().and_then(|r| self.role(r, &probe_ctx));
+                let placement = c.placement.iter().map(|t| self.render(t, &ctx)).collect();
+                let peer_host = (c.runtime == troupe_spec::Runtime::Swarm).then(|| name.clone());
                 nodes.push(NodePlan {
                     name: name.clone(),
                     cluster: c.name.clone(),
                     index: i,
                     host,
+                    peer_host,
+                    placement,
                     netns: None,
-                    urls: serde_json::from_value(node["urls"].clone()).unwrap_or_default(),
+                    urls: serde_json::from_value(host_view["urls"].clone()).unwrap_or_default(),
                     ports: p,
                     data_dir: dir.join("data"),
                     log: dir.join("node.log"),

@@ -139,6 +139,7 @@ pub fn kill_leftovers(path: &Path) -> usize {
     let network = || {
         crate::net::netns::cleanup(&path.join("network.journal"))
             + crate::runtime::docker::remove_recorded(path)
+            + crate::runtime::swarm::remove_recorded(path)
     };
     let Ok(text) = fs::read_to_string(path.join("cluster.json")) else {
         return network();

@@ -362,7 +362,10 @@ fn missing_name(expr: &str, ctx: &Json, in_each: bool) -> Option<TemplateError> 
                         "; TLS is off: add a [tls] table to the spec to get certificates",
                     );
                 }
-                if matches!(walked.as_slice(), ["node", "ports" | "urls" | "addrs"]) {
+                if matches!(
+                    walked.as_slice(),
+                    ["node", "ports" | "urls" | "addrs" | "listen"]
+                ) {
                     help.push_str("; ports are declared with the cluster's `ports = [...]`");
                 }
                 return Some(TemplateError {

@@ -1,5 +1,6 @@
 //! Node runtimes: what runs one node's program: a local process group ([`process`], the
-//! default) or a container of the local Docker Engine ([`docker`]), chosen per cluster.
+//! default), a container of the local Docker Engine ([`docker`]) or a service of a Docker
+//! Swarm ([`swarm`]), chosen per cluster.
 //!
 //! A runtime only spawns. The node it returns is driven through a [`NodeHandle`], the same for
 //! every runtime: requests go in on a channel ([`Ctl`]), the node's [`Status`] comes out on a
@@ -9,6 +10,7 @@
 
 pub mod docker;
 pub mod process;
+pub mod swarm;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,6 +59,13 @@ impl Status {
 pub trait NodeRuntime: Send + Sync + 'static {
     /// What this runtime is called in messages: `process`, `docker`.
     fn name(&self) -> &'static str;
+
+    /// Why this runtime cannot `op` (`kill`, `pause`, `resume`) node `node` as it runs now
+    /// (a swarm task on another host), if it cannot: the engine refuses the operation with
+    /// this message instead of sending it.
+    fn refuse(&self, _node: &str, _op: &str) -> Option<String> {
+        None
+    }
 
     /// Starts the node's program and returns its handle once it runs. Must be called from a
     /// thread that outlives the node (a runtime worker): a process runtime's parent-death

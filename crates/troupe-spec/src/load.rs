@@ -864,13 +864,13 @@ impl Validator<'_> {
             }
         };
         if runtime == Runtime::Docker
-            && network != Network::Host
+            && network == Network::Proxies
             && let Some(n) = raw_network
         {
             self.err(
                 n.span(),
-                format!("`network = \"{}\"` is not supported with `runtime = \"docker\"` yet", n.get_ref()),
-                "containers run on the host's network for now: remove `network` (or use `runtime = \"process\"` for namespaces and proxies)",
+                "`network = \"proxies\"` is not supported with `runtime = \"docker\"`",
+                "containers run on the host's network, or on a network of the run's own with `network = \"namespaces\"` (faults inside each container); use `runtime = \"process\"` for link proxies",
             );
         }
         if runtime == Runtime::Process

@@ -417,6 +417,18 @@ timeout = "30s"
     cluster.heal_fault(cut.id).unwrap();
     assert!(connects_from(pid1, &addrs[1]), "healed");
 
+    // A stopped node's address refuses at once, as a stopped server on a live host would (not
+    // seconds of ARP for an address no container holds).
+    cluster.stop_node("ns-3").unwrap();
+    let (host, port) = addrs[2].rsplit_once(':').unwrap();
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid1.to_string(), "-n", "timeout", "2", "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{host}/{port}"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Connection refused"), "{err}");
+
     drop(cluster);
     assert!(containers(&format!("troupe.run={run}")).is_empty());
     let networks = with_docker(async |docker| {

@@ -99,17 +99,46 @@ impl DockerNet {
     }
 
     /// A node's container runs with this first process: apply the active rules in its (new)
-    /// namespace. Blocking.
+    /// namespace, and tell the others it is up. Blocking.
     pub fn node_started(&self, node: &str, pid: u32) -> Result<(), Error> {
         let mut live = self.live.lock().expect("docker net");
         live.pids.insert(node.to_string(), pid);
-        let rules = live.rules.clone();
-        self.apply_node(node, pid, &rules)
+        let down = self.down(&live);
+        self.apply_node(node, pid, &live.rules, &down)?;
+        self.apply_others(node, &live, &down);
+        Ok(())
     }
 
-    /// A node's container stopped: its namespace is gone; never enter that pid again.
+    /// A node's container stopped: its namespace is gone, never enter that pid again; the
+    /// others now refuse connections to it at once. Blocking.
     pub fn node_exited(&self, node: &str) {
-        self.live.lock().expect("docker net").pids.remove(node);
+        let mut live = self.live.lock().expect("docker net");
+        live.pids.remove(node);
+        let down = self.down(&live);
+        self.apply_others(node, &live, &down);
+    }
+
+    /// The addresses of nodes whose container is not running. A connection to such an address
+    /// would wait for ARP (seconds) where a stopped process in a namespace that stays, or a
+    /// stopped server on a live host, refuses at once: each container rejects them itself
+    /// (TCP reset, ICMP unreachable otherwise), so a sequential start is not held up by
+    /// members that do not exist yet.
+    fn down(&self, live: &Live) -> Vec<Ipv4Addr> {
+        self.nodes
+            .iter()
+            .filter(|(n, _)| !live.pids.contains_key(*n))
+            .map(|(_, ip)| *ip)
+            .collect()
+    }
+
+    /// Re-applies every running container's table but `node`'s; a container that is stopping
+    /// meanwhile is skipped (it gets its table when it starts again).
+    fn apply_others(&self, node: &str, live: &Live, down: &[Ipv4Addr]) {
+        for (other, pid) in live.pids.iter().filter(|(n, _)| *n != node) {
+            if let Err(e) = self.apply_node(other, *pid, &live.rules, down) {
+                tracing::debug!(%other, "cannot update the table of a container: {e}");
+            }
+        }
     }
 
     fn ips(&self, nodes: &[String]) -> Vec<Ipv4Addr> {
@@ -119,9 +148,15 @@ impl DockerNet {
             .collect()
     }
 
-    /// What `node`'s namespace must hold for `rules`: an nftables script (the whole `inet
-    /// troupe` table, replaced) and the netem parameters of its `eth0`, if degraded. Pure.
-    fn node_rules(&self, node: &str, rules: &[(u32, Rule)]) -> (String, Option<String>) {
+    /// What `node`'s namespace must hold for `rules` and the nodes that are `down`: an
+    /// nftables script (the whole `inet troupe` table, replaced) and the netem parameters of
+    /// its `eth0`, if degraded. Pure.
+    fn node_rules(
+        &self,
+        node: &str,
+        rules: &[(u32, Rule)],
+        down: &[Ipv4Addr],
+    ) -> (String, Option<String>) {
         let mut output = Vec::new();
         let mut input = Vec::new();
         let mut netem = None;
@@ -164,6 +199,17 @@ impl DockerNet {
                 _ => {}
             }
         }
+        // After the faults: a cut to a stopped node still drops.
+        if !down.is_empty() {
+            output.push(format!(
+                "meta l4proto tcp ip daddr {} reject with tcp reset comment \"not running\"",
+                set(down)
+            ));
+            output.push(format!(
+                "ip daddr {} reject comment \"not running\"",
+                set(down)
+            ));
+        }
         let mut script = "table inet troupe\ndelete table inet troupe\n".to_string();
         if !output.is_empty() || !input.is_empty() {
             let lines = |v: &[String]| v.iter().map(|l| format!("    {l}\n")).collect::<String>();
@@ -177,8 +223,14 @@ impl DockerNet {
     }
 
     /// Makes `node`'s namespace hold exactly what `rules` say for it.
-    fn apply_node(&self, node: &str, pid: u32, rules: &[(u32, Rule)]) -> Result<(), Error> {
-        let (script, netem) = self.node_rules(node, rules);
+    fn apply_node(
+        &self,
+        node: &str,
+        pid: u32,
+        rules: &[(u32, Rule)],
+        down: &[Ipv4Addr],
+    ) -> Result<(), Error> {
+        let (script, netem) = self.node_rules(node, rules, down);
         let ns = NetnsOf::open(pid, node)?;
         ns.run(&["nft", "-f", "-"], Some(&script))?;
         match netem {
@@ -359,10 +411,16 @@ impl NetworkBackend for DockerNet {
             own.push((*id, r));
         }
         let mut live = self.live.lock().expect("docker net");
-        live.rules = own.clone();
-        // A stopped container has no namespace: its rules are applied when it starts.
+        live.rules = own;
+        let down = self.down(&live);
+        // A stopped container has no namespace: its rules are applied when it starts. One
+        // that is exiting right now is skipped for the same reason.
         for (node, pid) in &live.pids {
-            self.apply_node(node, *pid, &own)?;
+            if let Err(e) = self.apply_node(node, *pid, &live.rules, &down) {
+                if std::path::Path::new(&format!("/proc/{pid}/ns/net")).exists() {
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
@@ -410,13 +468,13 @@ mod tests {
                 to: names(&["a-2", "a-3"]),
             },
         )];
-        let (a1, _) = n.node_rules("a-1", &rules);
+        let (a1, _) = n.node_rules("a-1", &rules, &[]);
         assert!(
             a1.contains("ip daddr { 10.213.7.11, 10.213.7.12 } drop comment \"fault 3\""),
             "{a1}"
         );
         assert!(!a1.contains("saddr"), "{a1}");
-        let (a2, _) = n.node_rules("a-2", &rules);
+        let (a2, _) = n.node_rules("a-2", &rules, &[]);
         assert!(
             a2.contains("ip saddr { 10.213.7.10 } drop comment \"fault 3\""),
             "{a2}"
@@ -427,7 +485,7 @@ mod tests {
     #[test]
     fn no_rules_empties_the_table_and_a_host_cut_drops_the_gateway_both_ways() {
         let n = net();
-        let (empty, netem) = n.node_rules("a-1", &[]);
+        let (empty, netem) = n.node_rules("a-1", &[], &[]);
         assert_eq!(empty, "table inet troupe\ndelete table inet troupe\n");
         assert!(netem.is_none());
         let rules = [(
@@ -436,11 +494,33 @@ mod tests {
                 nodes: names(&["a-2"]),
             },
         )];
-        let (a2, _) = n.node_rules("a-2", &rules);
+        let (a2, _) = n.node_rules("a-2", &rules, &[]);
         assert!(a2.contains("ip daddr 10.213.7.1 drop"), "{a2}");
         assert!(a2.contains("ip saddr 10.213.7.1 drop"), "{a2}");
-        let (a1, _) = n.node_rules("a-1", &rules);
+        let (a1, _) = n.node_rules("a-1", &rules, &[]);
         assert!(!a1.contains("drop"), "{a1}");
+    }
+
+    #[test]
+    fn connections_to_a_node_that_is_not_running_are_refused_after_the_faults() {
+        let n = net();
+        let rules = [(
+            2,
+            Rule::Drop {
+                from: names(&["a-1"]),
+                to: names(&["a-3"]),
+            },
+        )];
+        let (a1, _) = n.node_rules("a-1", &rules, &[Ipv4Addr::new(10, 213, 7, 12)]);
+        let drop = a1.find("drop comment \"fault 2\"").expect("the cut");
+        let reset = a1
+            .find("meta l4proto tcp ip daddr { 10.213.7.12 } reject with tcp reset")
+            .expect("a reset for the stopped node");
+        assert!(drop < reset, "{a1}");
+        assert!(
+            a1.contains("ip daddr { 10.213.7.12 } reject comment"),
+            "{a1}"
+        );
     }
 
     #[test]

@@ -570,8 +570,9 @@ async fn supervise(
     if let Some((k, pid)) = &watched {
         k.forget(*pid);
     }
-    if let Some(net) = &net {
-        net.node_exited(&node);
+    if let Some(net) = net {
+        let node = node.clone();
+        let _ = tokio::task::spawn_blocking(move || net.node_exited(&node)).await;
     }
     // The output ends with the container; wait for its last lines to be in the log.
     let _ = tokio::time::timeout(Duration::from_secs(5), copier).await;

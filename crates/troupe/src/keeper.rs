@@ -347,15 +347,14 @@ unsafe fn engine_delete(addr: &libc::sockaddr_un, path: &[u8]) {
             }
             // Read until the Engine closes: the deletion is done (or refused) by then.
             let mut answer = [0u8; 512];
-            while sent == len {
-                let n = libc::read(fd, answer.as_mut_ptr().cast(), answer.len());
-                if n > 0 {
-                    continue;
+            if sent == len {
+                loop {
+                    let n = libc::read(fd, answer.as_mut_ptr().cast(), answer.len());
+                    if n > 0 || (n < 0 && *libc::__errno_location() == libc::EINTR) {
+                        continue;
+                    }
+                    break;
                 }
-                if n < 0 && *libc::__errno_location() == libc::EINTR {
-                    continue;
-                }
-                break;
             }
         }
         libc::close(fd);

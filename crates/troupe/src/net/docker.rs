@@ -416,10 +416,10 @@ impl NetworkBackend for DockerNet {
         // A stopped container has no namespace: its rules are applied when it starts. One
         // that is exiting right now is skipped for the same reason.
         for (node, pid) in &live.pids {
-            if let Err(e) = self.apply_node(node, *pid, &live.rules, &down) {
-                if std::path::Path::new(&format!("/proc/{pid}/ns/net")).exists() {
-                    return Err(e);
-                }
+            if let Err(e) = self.apply_node(node, *pid, &live.rules, &down)
+                && std::path::Path::new(&format!("/proc/{pid}/ns/net")).exists()
+            {
+                return Err(e);
             }
         }
         Ok(())

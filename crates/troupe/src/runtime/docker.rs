@@ -328,12 +328,19 @@ async fn start(
         name,
         plan.name.clone(),
         copier,
-        watched,
-        net,
+        Exited { watched, net },
         ctl_rx,
         status,
     ));
     Ok(handle)
+}
+
+/// Who is told when a node's container has exited.
+struct Exited {
+    /// The keeper and the pid it would kill: forgotten.
+    watched: Option<(Arc<Keeper>, u32)>,
+    /// The run's network: the node's namespace is gone.
+    net: Option<Arc<DockerNet>>,
 }
 
 /// Where a container's files come from, besides the node's own directory.
@@ -492,8 +499,7 @@ async fn supervise(
     container: String,
     node: String,
     copier: tokio::task::JoinHandle<()>,
-    watched: Option<(Arc<Keeper>, u32)>,
-    net: Option<Arc<DockerNet>>,
+    tell: Exited,
     mut ctl_rx: mpsc::UnboundedReceiver<Ctl>,
     status: Arc<watch::Sender<Status>>,
 ) {
@@ -567,10 +573,10 @@ async fn supervise(
     // Forgotten as soon as the Engine reports the exit. Unlike a process group, whose unreaped
     // leader keeps its id ours, this leaves a short window in which the id could be reused, and
     // killed if troupe died in that very moment.
-    if let Some((k, pid)) = &watched {
+    if let Some((k, pid)) = &tell.watched {
         k.forget(*pid);
     }
-    if let Some(net) = net {
+    if let Some(net) = tell.net {
         let node = node.clone();
         let _ = tokio::task::spawn_blocking(move || net.node_exited(&node)).await;
     }

@@ -360,3 +360,87 @@ unsafe fn engine_delete(addr: &libc::sockaddr_un, path: &[u8]) {
         libc::close(fd);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_path_that_is_not_plain_ascii_or_too_long_is_refused() {
+        let keeper = Keeper::start().expect("a keeper");
+        for bad in [
+            "containers/x",
+            "/a b",
+            "/x\r\nHost: evil",
+            &format!("/{}", "a".repeat(300)),
+        ] {
+            assert!(keeper.docker_delete_on_exit(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The keeper's own HTTP: a network registered and then a container on it are removed
+    /// when the keeper's pipe closes (dropping the keeper waits for it), container first.
+    #[test]
+    fn on_exit_the_keeper_deletes_what_was_registered_newest_first_through_the_engine() {
+        use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let docker = rt
+            .block_on(crate::runtime::docker::connect())
+            .expect("the Docker Engine is reachable (this test needs it)");
+        let name = format!("troupe-keeper-test-{}", std::process::id());
+        let label =
+            std::collections::HashMap::from([("troupe.test".to_string(), "keeper".to_string())]);
+        rt.block_on(async {
+            crate::runtime::docker::base_image(&docker).await.unwrap();
+        });
+        let keeper = Keeper::start().expect("a keeper");
+        keeper
+            .docker_delete_on_exit(&crate::runtime::docker::network_delete_path(&name))
+            .unwrap();
+        // A path troupe removed itself is forgotten; the keeper must not choke on it.
+        keeper
+            .docker_delete_on_exit("/networks/troupe-keeper-gone")
+            .unwrap();
+        keeper.docker_forget("/networks/troupe-keeper-gone");
+        rt.block_on(async {
+            docker
+                .create_network(NetworkCreateRequest {
+                    name: name.clone(),
+                    labels: Some(label.clone()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        });
+        keeper
+            .docker_delete_on_exit(&crate::runtime::docker::container_delete_path(&name))
+            .unwrap();
+        rt.block_on(async {
+            let body = ContainerCreateBody {
+                image: Some("troupe-host-files:1".into()),
+                entrypoint: Some(vec!["/bin/true".into()]),
+                labels: Some(label.clone()),
+                host_config: Some(HostConfig {
+                    network_mode: Some(name.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let options = bollard::query_parameters::CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            };
+            docker.create_container(Some(options), body).await.unwrap();
+        });
+        drop(keeper);
+        rt.block_on(async {
+            let container = docker.inspect_container(&name, None).await;
+            assert!(container.is_err(), "the container is gone: {container:?}");
+            let network = docker.inspect_network(&name, None).await;
+            assert!(network.is_err(), "the network is gone: {network:?}");
+        });
+    }
+}

@@ -469,7 +469,7 @@ fn container_body(
 
 /// Makes the empty image image-less containers start from, once per Engine: an import of an
 /// empty tar, so no registry is needed.
-async fn base_image(docker: &Docker) -> Result<(), String> {
+pub(crate) async fn base_image(docker: &Docker) -> Result<(), String> {
     // Clusters start together: one import at a time, or the losers leave untagged copies.
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one = ONE_AT_A_TIME.lock().await;

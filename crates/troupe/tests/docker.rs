@@ -448,7 +448,7 @@ timeout = "30s"
 }
 
 #[test]
-fn a_reset_on_docker_namespaces_is_refused_not_skipped() {
+fn a_reset_on_docker_namespaces_is_refused_and_a_degrade_applied_or_refused_never_skipped() {
     let text = format!(
         r#"
 [clusters.nr]
@@ -472,4 +472,35 @@ timeout = "30s"
         })
         .unwrap_err();
     assert!(err.to_string().contains("does not reset"), "{err}");
+
+    // A delay needs netem: applied inside the container where the kernel has it, refused
+    // with the reason where it has not (this machine's kernel has none), never skipped.
+    let degrade = cluster.fault(troupe_spec::control::Fault::Degrade {
+        targets: vec!["nr-1".into()],
+        delay_ms: 20.0,
+        jitter_ms: 0.0,
+        loss_pct: 0.0,
+        rate: None,
+    });
+    match degrade {
+        Ok(_) => {
+            let pid = cluster.node("nr-1").unwrap().pid().unwrap();
+            let out = std::process::Command::new("nsenter")
+                .args([
+                    "-t",
+                    &pid.to_string(),
+                    "-n",
+                    "tc",
+                    "qdisc",
+                    "show",
+                    "dev",
+                    "eth0",
+                ])
+                .output()
+                .unwrap();
+            let qdisc = String::from_utf8_lossy(&out.stdout);
+            assert!(qdisc.contains("netem"), "{qdisc}");
+        }
+        Err(e) => assert!(e.to_string().contains("no netem"), "{e}"),
+    }
 }

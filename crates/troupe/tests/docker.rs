@@ -448,7 +448,7 @@ timeout = "30s"
 }
 
 #[test]
-fn a_reset_on_docker_namespaces_is_refused_and_a_degrade_applied_or_refused_never_skipped() {
+fn docker_namespaces_refuse_a_reset_apply_loss_anywhere_and_delay_where_netem_is() {
     let text = format!(
         r#"
 [clusters.nr]
@@ -503,4 +503,22 @@ timeout = "30s"
         }
         Err(e) => assert!(e.to_string().contains("no netem"), "{e}"),
     }
+    cluster.heal().unwrap();
+
+    // Loss alone works on any kernel: with 100 % of nr-1's packets lost, it reaches no one.
+    let pid = cluster.node("nr-1").unwrap().pid().unwrap();
+    let nr2 = cluster.node("nr-2").unwrap().addr("main");
+    assert!(connects_from(pid, &nr2), "nr-1 reaches nr-2");
+    cluster
+        .fault(troupe_spec::control::Fault::Degrade {
+            targets: vec!["nr-1".into()],
+            delay_ms: 0.0,
+            jitter_ms: 0.0,
+            loss_pct: 100.0,
+            rate: None,
+        })
+        .unwrap();
+    assert!(!connects_from(pid, &nr2), "every packet of nr-1 is lost");
+    cluster.heal().unwrap();
+    assert!(connects_from(pid, &nr2), "healed");
 }

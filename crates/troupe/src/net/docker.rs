@@ -150,12 +150,14 @@ impl DockerNet {
 
     /// What `node`'s namespace must hold for `rules` and the nodes that are `down`: an
     /// nftables script (the whole `inet troupe` table, replaced) and the netem parameters of
-    /// its `eth0`, if degraded. Pure.
+    /// its `eth0`, if degraded. Without `netem` (the kernel has none), a loss-only degrade is
+    /// an nftables random drop instead. Pure.
     fn node_rules(
         &self,
         node: &str,
         rules: &[(u32, Rule)],
         down: &[Ipv4Addr],
+        netem_ok: bool,
     ) -> (String, Option<String>) {
         let mut output = Vec::new();
         let mut input = Vec::new();
@@ -182,6 +184,21 @@ impl DockerNet {
                 Rule::HostDrop { nodes } if nodes.iter().any(|n| n == node) => {
                     output.push(format!("ip daddr {gateway} drop comment \"fault {id}\""));
                     input.push(format!("ip saddr {gateway} drop comment \"fault {id}\""));
+                }
+                Rule::Degrade { nodes, params }
+                    if nodes.iter().any(|n| n == node) && !netem_ok && loss_only(params) =>
+                {
+                    // Per 10,000, so 0.5 % is kept; all of it is a plain drop.
+                    let per = (params.loss * 10_000.0).round() as u32;
+                    let sample = if per >= 10_000 {
+                        String::new()
+                    } else {
+                        format!("numgen random mod 10000 < {per} ")
+                    };
+                    output.insert(
+                        0,
+                        format!("oifname \"eth0\" {sample}drop comment \"fault {id}\""),
+                    );
                 }
                 Rule::Degrade { nodes, params } if nodes.iter().any(|n| n == node) => {
                     let mut n = format!("delay {}us", params.delay.as_micros());
@@ -230,7 +247,11 @@ impl DockerNet {
         rules: &[(u32, Rule)],
         down: &[Ipv4Addr],
     ) -> Result<(), Error> {
-        let (script, netem) = self.node_rules(node, rules, down);
+        let degraded = rules.iter().any(
+            |(_, r)| matches!(r, Rule::Degrade { nodes, .. } if nodes.iter().any(|n| n == node)),
+        );
+        let netem_ok = degraded && self.has_netem();
+        let (script, netem) = self.node_rules(node, rules, down, netem_ok);
         let ns = NetnsOf::open(pid, node)?;
         ns.run(&["nft", "-f", "-"], Some(&script))?;
         match netem {
@@ -247,10 +268,10 @@ impl DockerNet {
         Ok(())
     }
 
-    /// Refuses a degrade the kernel cannot do (no netem qdisc), probed once in a network
-    /// namespace made for the probe.
-    fn check_degrade(&self) -> Result<(), Error> {
-        let ok = *self.netem.get_or_init(|| {
+    /// Whether the kernel has the netem qdisc, probed once in a network namespace made for
+    /// the probe.
+    fn has_netem(&self) -> bool {
+        *self.netem.get_or_init(|| {
             let mut cmd = Command::new(sbin("tc"));
             cmd.args(["qdisc", "add", "dev", "lo", "root", "netem", "delay", "0us"]);
             // SAFETY: unshare is async-signal-safe; the child only then execs.
@@ -261,17 +282,27 @@ impl DockerNet {
                 });
             }
             cmd.output().is_ok_and(|o| o.status.success())
-        });
-        if ok {
+        })
+    }
+
+    /// Refuses a degrade the kernel cannot do: delay, jitter and rate need netem; loss alone
+    /// works without it (an nftables random drop).
+    fn check_degrade(&self, params: &super::Degrade) -> Result<(), Error> {
+        if self.has_netem() || loss_only(params) {
             return Ok(());
         }
         Err(Error::Refused {
-            message: "this kernel has no netem queueing discipline (sch_netem), which delay, jitter, loss and rate limits need inside containers".into(),
+            message: "this kernel has no netem queueing discipline (sch_netem), which delay, jitter and rate limits need inside containers".into(),
             help: Some(
-                "load it with `modprobe sch_netem` where the kernel has modules; cut, isolate and partition work without it".into(),
+                "load it with `modprobe sch_netem` where the kernel has modules; loss alone (`--loss N` with no delay) and cut, isolate and partition work without it".into(),
             ),
         })
     }
+}
+
+/// A degrade that only loses packets, which nftables can do without netem.
+fn loss_only(params: &super::Degrade) -> bool {
+    params.loss > 0.0 && params.delay.is_zero() && params.jitter.is_zero() && params.rate.is_none()
 }
 
 /// The network namespace of a container's first process, opened for running tools in it.
@@ -384,7 +415,7 @@ impl NetworkBackend for DockerNet {
                         help: Some("cut, isolate or partition it instead".into()),
                     });
                 }
-                (Rule::Degrade { .. }, Some(_)) => self.check_degrade()?,
+                (Rule::Degrade { params, .. }, Some(_)) => self.check_degrade(params)?,
                 _ => {}
             }
         }
@@ -468,13 +499,13 @@ mod tests {
                 to: names(&["a-2", "a-3"]),
             },
         )];
-        let (a1, _) = n.node_rules("a-1", &rules, &[]);
+        let (a1, _) = n.node_rules("a-1", &rules, &[], false);
         assert!(
             a1.contains("ip daddr { 10.213.7.11, 10.213.7.12 } drop comment \"fault 3\""),
             "{a1}"
         );
         assert!(!a1.contains("saddr"), "{a1}");
-        let (a2, _) = n.node_rules("a-2", &rules, &[]);
+        let (a2, _) = n.node_rules("a-2", &rules, &[], false);
         assert!(
             a2.contains("ip saddr { 10.213.7.10 } drop comment \"fault 3\""),
             "{a2}"
@@ -485,7 +516,7 @@ mod tests {
     #[test]
     fn no_rules_empties_the_table_and_a_host_cut_drops_the_gateway_both_ways() {
         let n = net();
-        let (empty, netem) = n.node_rules("a-1", &[], &[]);
+        let (empty, netem) = n.node_rules("a-1", &[], &[], false);
         assert_eq!(empty, "table inet troupe\ndelete table inet troupe\n");
         assert!(netem.is_none());
         let rules = [(
@@ -494,10 +525,10 @@ mod tests {
                 nodes: names(&["a-2"]),
             },
         )];
-        let (a2, _) = n.node_rules("a-2", &rules, &[]);
+        let (a2, _) = n.node_rules("a-2", &rules, &[], false);
         assert!(a2.contains("ip daddr 10.213.7.1 drop"), "{a2}");
         assert!(a2.contains("ip saddr 10.213.7.1 drop"), "{a2}");
-        let (a1, _) = n.node_rules("a-1", &rules, &[]);
+        let (a1, _) = n.node_rules("a-1", &rules, &[], false);
         assert!(!a1.contains("drop"), "{a1}");
     }
 
@@ -511,7 +542,7 @@ mod tests {
                 to: names(&["a-3"]),
             },
         )];
-        let (a1, _) = n.node_rules("a-1", &rules, &[Ipv4Addr::new(10, 213, 7, 12)]);
+        let (a1, _) = n.node_rules("a-1", &rules, &[Ipv4Addr::new(10, 213, 7, 12)], false);
         let drop = a1.find("drop comment \"fault 2\"").expect("the cut");
         let reset = a1
             .find("meta l4proto tcp ip daddr { 10.213.7.12 } reject with tcp reset")
@@ -521,6 +552,31 @@ mod tests {
             a1.contains("ip daddr { 10.213.7.12 } reject comment"),
             "{a1}"
         );
+    }
+
+    #[test]
+    fn without_netem_a_loss_is_a_random_drop_and_with_it_a_netem_queue() {
+        let n = net();
+        let params = super::super::Degrade {
+            loss: 0.05,
+            ..Default::default()
+        };
+        let rules = [(
+            4,
+            Rule::Degrade {
+                nodes: names(&["a-1"]),
+                params,
+            },
+        )];
+        let (script, netem) = n.node_rules("a-1", &rules, &[], false);
+        assert!(
+            script.contains("oifname \"eth0\" numgen random mod 10000 < 500 drop"),
+            "{script}"
+        );
+        assert!(netem.is_none());
+        let (script, netem) = n.node_rules("a-1", &rules, &[], true);
+        assert!(!script.contains("numgen"), "{script}");
+        assert_eq!(netem.as_deref(), Some("delay 0us loss 5%"));
     }
 
     #[test]

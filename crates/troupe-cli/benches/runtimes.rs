@@ -338,6 +338,12 @@ fn compose_round(round: usize) -> Result<Duration, String> {
         });
     }
     let took = started.elapsed();
+    if let Err(e) = &mut result {
+        // What the members said last, for the table's FAILED line.
+        if let Ok(o) = compose(&["logs", "--no-color", "--tail", "3"]) {
+            e.push_str(&format!("\n{}", String::from_utf8_lossy(&o.stdout)));
+        }
+    }
     let _ = compose(&["down", "--volumes", "--timeout", "5"]);
     let label = format!("label=com.docker.compose.project={project}");
     let left = docker_lines(&["ps", "-aq", "--filter", &label])

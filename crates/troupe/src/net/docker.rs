@@ -43,6 +43,9 @@ pub struct DockerNet {
     live: Mutex<Live>,
     /// Whether the kernel has the netem qdisc, probed on first use.
     netem: OnceLock<bool>,
+    /// Nodes whose `eth0` was given a netem queue: only those need it removed (a `tc` run
+    /// saved per container and start otherwise).
+    netem_on: Mutex<std::collections::BTreeSet<String>>,
     /// Created on the Engine (once per run, whichever cluster starts first).
     pub(crate) created: tokio::sync::OnceCell<()>,
     _lock: File,
@@ -83,6 +86,7 @@ impl DockerNet {
             nodes,
             live: Mutex::new(Live::default()),
             netem: OnceLock::new(),
+            netem_on: Mutex::default(),
             created: tokio::sync::OnceCell::new(),
             _lock: lock,
         })
@@ -254,16 +258,19 @@ impl DockerNet {
         let (script, netem) = self.node_rules(node, rules, down, netem_ok);
         let ns = NetnsOf::open(pid, node)?;
         ns.run(&["nft", "-f", "-"], Some(&script))?;
+        let mut netem_on = self.netem_on.lock().expect("netem nodes");
         match netem {
             Some(n) => {
                 let mut args = vec!["tc", "qdisc", "replace", "dev", "eth0", "root", "netem"];
                 args.extend(n.split(' '));
                 ns.run(&args, None)?;
+                netem_on.insert(node.to_string());
             }
-            // Nothing to remove is fine.
-            None => {
+            // Nothing to remove is fine (a restarted container has a fresh namespace).
+            None if netem_on.remove(node) => {
                 let _ = ns.run(&["tc", "qdisc", "del", "dev", "eth0", "root"], None);
             }
+            None => {}
         }
         Ok(())
     }
@@ -480,6 +487,7 @@ mod tests {
                 .collect(),
             live: Mutex::new(Live::default()),
             netem: OnceLock::new(),
+            netem_on: Mutex::default(),
             created: tokio::sync::OnceCell::new(),
             _lock: file,
         }

@@ -7,13 +7,14 @@ use std::path::Path;
 
 use clap::Args;
 use troupe_spec::scenario::{Scenario, Step, StepKind};
-use troupe_spec::{Network, Spec, exit};
+use troupe_spec::{Network, Runtime, Spec, exit};
 
-/// Whether a spec puts a cluster in network namespaces.
+/// Whether a spec puts a cluster of processes in network namespaces (containers on a run's
+/// Docker network need real root: a user namespace of troupe's own would not help them).
 pub fn spec_needs(spec: &Spec) -> bool {
     spec.clusters
         .values()
-        .any(|c| matches!(c.network, Network::Namespaces))
+        .any(|c| matches!(c.network, Network::Namespaces) && c.runtime == Runtime::Process)
 }
 
 /// Whether a scenario brings up a spec that puts a cluster in network namespaces (with the

@@ -386,13 +386,40 @@ fn container_states(label: &str) -> Vec<String> {
         .collect()
 }
 
-/// Containers are children of the Engine, not of troupe: the keeper kills their first
-/// processes when troupe is SIGKILLed, and `down --force` removes what is left, by run label.
-#[test]
-fn sigkill_of_troupe_up_stops_its_containers_and_down_force_removes_them() {
+/// The run's containers, networks and volumes (`docker ps|network ls|volume ls` filtered by
+/// `label`), one `kind name` line each. The Engine must be reachable: this fails, never skips,
+/// without it.
+fn docker_objects(label: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (kind, args) in [
+        ("container", ["ps", "--all", "--format", "{{.Names}}"]),
+        ("network", ["network", "ls", "--format", "{{.Name}}"]),
+        ("volume", ["volume", "ls", "--format", "{{.Name}}"]),
+    ] {
+        let out = Command::new("docker")
+            .args(args)
+            .args(["--filter", &format!("label={label}")])
+            .output()
+            .expect("the docker client runs");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        found.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| format!("{kind} {l}")),
+        );
+    }
+    found
+}
+
+/// A two-node docker spec of the fixture (which forks a grandchild), on the host's network or
+/// on a network of the run's own.
+fn docker_fixture_spec(dir: &Path, network: &str) -> PathBuf {
     let fixture = cargo_bin("troupe-fixture");
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("docker.toml");
+    let spec = dir.join(format!("docker-{network}.toml"));
     std::fs::write(
         &spec,
         format!(
@@ -401,6 +428,7 @@ fn sigkill_of_troupe_up_stops_its_containers_and_down_force_removes_them() {
 nodes = 2
 binary = "{}"
 runtime = "docker"
+network = "{network}"
 ports = ["main"]
 args = ["--fork-grandchild", "--listen", "{{{{ node.addrs.main }}}}"]
 [[clusters.fx.ready]]
@@ -411,28 +439,92 @@ timeout = "30s"
         ),
     )
     .unwrap();
+    spec
+}
+
+/// Waits (bounded) until nothing labelled with the run is left on the Engine.
+fn wait_nothing_left(run: &str, what: &str) {
+    let label = format!("troupe.run={}", run.trim());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = docker_objects(&label);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} left {left:?}");
+        std::thread::sleep(Duration::from_millis(100)); // a poll interval under a deadline
+    }
+}
+
+/// Containers are children of the Engine, not of troupe: when a foreground `troupe up` is
+/// SIGKILLed, its keeper kills their first processes and asks the Engine to remove every
+/// container and then the network, so nothing labelled with the run is left, with no later
+/// `up` or `down --force`.
+fn sigkill_of_foreground_up_leaves_nothing(network: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = docker_fixture_spec(dir.path(), network);
     let state = dir.path().join("state");
     let mut up = Up::spawn(&spec, &state);
     up.ready(Duration::from_secs(60));
     let run = std::fs::read_to_string(state.join("docker.run")).expect("the run is recorded");
     let label = format!("troupe.run={}", run.trim());
+    let mut objects = docker_objects(&label);
+    objects.sort();
+    let networks = usize::from(network == "namespaces");
+    assert_eq!(objects.len(), 2 + networks, "{objects:?}");
     assert_eq!(container_states(&label), ["running", "running"]);
     kill(up.pid(), Signal::SIGKILL).unwrap();
     up.child.wait().unwrap();
-    wait_until(
-        Duration::from_secs(20),
-        "the keeper to stop every container",
-        || container_states(&label).iter().all(|s| s != "running"),
-    );
+    wait_nothing_left(&run, "SIGKILL of troupe up");
+    // Nothing for `down --force` to do, and it says so without failing.
     troupe()
         .args(["down", "--force", "--state-dir"])
         .arg(&state)
         .assert()
         .success();
-    assert!(
-        container_states(&label).is_empty(),
-        "down --force removes the run's containers"
-    );
+}
+
+#[test]
+fn sigkill_of_troupe_up_on_docker_leaves_no_container() {
+    sigkill_of_foreground_up_leaves_nothing("host");
+}
+
+#[test]
+fn sigkill_of_troupe_up_on_docker_namespaces_leaves_no_container_or_network() {
+    sigkill_of_foreground_up_leaves_nothing("namespaces");
+}
+
+/// The same for `troupe up --detach`: SIGKILL of the supervisor it left running.
+fn sigkill_of_detached_supervisor_leaves_nothing(network: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = docker_fixture_spec(dir.path(), network);
+    let state = dir.path().join("state");
+    troupe()
+        .arg("up")
+        .arg(&spec)
+        .arg("--detach")
+        .arg("--state-dir")
+        .arg(&state)
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(state.join("cluster.json")).expect("a descriptor");
+    let d: Descriptor = serde_json::from_str(&text).unwrap();
+    let run = std::fs::read_to_string(state.join("docker.run")).expect("the run is recorded");
+    let label = format!("troupe.run={}", run.trim());
+    assert_eq!(container_states(&label), ["running", "running"]);
+    kill(Pid::from_raw(d.supervisor_pid as i32), Signal::SIGKILL).unwrap();
+    wait_nothing_left(&run, "SIGKILL of the detached supervisor");
+}
+
+#[test]
+fn sigkill_of_up_detach_supervisor_on_docker_leaves_no_container() {
+    sigkill_of_detached_supervisor_leaves_nothing("host");
+}
+
+#[test]
+fn sigkill_of_up_detach_supervisor_on_docker_namespaces_leaves_no_container_or_network() {
+    sigkill_of_detached_supervisor_leaves_nothing("namespaces");
 }
 
 #[test]

@@ -812,3 +812,43 @@ fn rootless_exec_new_works_where_the_host_has_no_run_netns() {
         "{out:?}"
     );
 }
+
+/// Containers on a run's Docker network get their faults inside the Engine's namespaces, which a
+/// user namespace of troupe's own cannot enter: without root, `up` refuses before anything
+/// starts and says why, instead of starting containers whose faults would be skipped.
+#[test]
+fn rootless_docker_namespaces_are_refused_with_the_reason() {
+    let dir = Run::rootless_dir();
+    let spec = dir.path().join("docker-ns.toml");
+    std::fs::write(
+        &spec,
+        "[clusters.c]\nnodes = 2\nbinary = \"sleep\"\nargs = [\"1000\"]\nruntime = \"docker\"\nnetwork = \"namespaces\"\n",
+    )
+    .unwrap();
+    let nobody = nix::unistd::geteuid().is_root();
+    let troupe_bin = runnable_by_nobody(&cargo_bin("troupe"), dir.path());
+    let mut cmd = if nobody {
+        let mut c = assert_cmd::Command::new("setpriv");
+        c.args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+        ])
+        .arg(&troupe_bin)
+        .env("HOME", dir.path())
+        .env("PATH", USER_PATH);
+        c
+    } else {
+        assert_cmd::Command::new(&troupe_bin)
+    };
+    cmd.arg("up")
+        .arg(&spec)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains(
+            "with `runtime = \"docker\"` needs root",
+        ));
+}

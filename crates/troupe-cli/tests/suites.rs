@@ -128,6 +128,7 @@ fn etcd_kv_suite_passes_and_its_broken_variant_fails_where_expected() {
 /// host's etcd, in a container of host files): it passes, and no container is left.
 #[test]
 fn etcd_kv_suite_passes_on_the_docker_runtime_and_leaves_no_container() {
+    let _one = one_docker_suite();
     let scenario = examples().join("etcd-kv/scenario.toml");
     let (code, report, console, _) =
         run_with(&scenario, &[], &["--set", "clusters.main.runtime=docker"]);
@@ -154,6 +155,115 @@ fn etcd_kv_suite_passes_on_the_docker_runtime_and_leaves_no_container() {
         "",
         "no container is left"
     );
+}
+
+/// Builds `troupe-etcd:local` from the host's Debian etcd packages (examples/etcd-docker); the
+/// Engine must be reachable: this fails, never skips, without it.
+fn etcd_image() {
+    let out = std::process::Command::new(examples().join("etcd-docker/build-image.sh"))
+        .output()
+        .expect("build-image.sh runs");
+    assert!(
+        out.status.success(),
+        "building troupe-etcd:local failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What a run of `troupe run` left on the Engine, by the label every docker run carries
+/// (`troupe.cluster=main` for containers; networks by the run label's key).
+fn left_on_engine() -> String {
+    let mut left = String::new();
+    for args in [
+        &[
+            "ps",
+            "--all",
+            "--quiet",
+            "--filter",
+            "label=troupe.cluster=main",
+        ][..],
+        &[
+            "network",
+            "ls",
+            "--quiet",
+            "--filter",
+            "label=troupe.run",
+            "--filter",
+            "driver=bridge",
+        ][..],
+    ] {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .expect("the docker client runs");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        left += String::from_utf8_lossy(&out.stdout).trim();
+    }
+    left
+}
+
+/// The docker suites check the whole Engine for leftovers, so they run one at a time.
+static ONE_DOCKER_SUITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_docker_suite() -> std::sync::MutexGuard<'static, ()> {
+    ONE_DOCKER_SUITE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+const ETCD_IMAGE: [&str; 6] = [
+    "--set",
+    "clusters.main.runtime=docker",
+    "--set",
+    "clusters.main.image=troupe-etcd:local",
+    "--set",
+    "clusters.main.binary=/usr/bin/etcd",
+];
+
+/// etcd-kv with every member a container of an image built locally from Debian's etcd-server
+/// package, on the host's network: it passes, and nothing is left.
+#[test]
+fn etcd_kv_suite_passes_on_an_image_built_from_debians_etcd() {
+    let _one = one_docker_suite();
+    etcd_image();
+    let scenario = examples().join("etcd-kv/scenario.toml");
+    let (code, report, console, _) = run_with(&scenario, &[], &ETCD_IMAGE);
+    assert_eq!(
+        code, 0,
+        "etcd-kv on troupe-etcd:local should pass:\n{console}"
+    );
+    assert_eq!(report["verdict"], "passed");
+    assert_eq!(left_on_engine(), "", "nothing is left on the Engine");
+}
+
+/// etcd-partition with every member a container of that image on a Docker network of the
+/// run's own (the spec's `network = "namespaces"`): the leader is isolated inside its
+/// container's namespace, the majority elects another, and after heal all converge.
+#[test]
+fn etcd_partition_suite_passes_on_docker_namespaces_with_the_image() {
+    let _one = one_docker_suite();
+    etcd_image();
+    let scenario = examples().join("etcd-partition/scenario.toml");
+    let (code, report, console, _) = run_with(&scenario, &[], &ETCD_IMAGE);
+    assert_eq!(
+        code, 0,
+        "etcd-partition on docker namespaces should pass:\n{console}"
+    );
+    assert_eq!(report["verdict"], "passed");
+    let faults = report["faults"].as_array().expect("faults in the report");
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert!(
+        faults[0]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("isolate ")
+    );
+    assert_eq!(left_on_engine(), "", "nothing is left on the Engine");
 }
 
 #[test]

@@ -859,7 +859,7 @@ impl Validator<'_> {
     }
 
     /// A cluster's `runtime`, checked against what this runtime supports: `docker` runs on
-    /// the host's network only, `image` means nothing to a process, and a swarm service needs
+    /// the host's network or a network of the run's own (not link proxies), `image` means nothing to a process, and a swarm service needs
     /// an image (a task may run on any host) and a cluster name that is a DNS label (peers
     /// reach each node by its name on the run's overlay network).
     fn runtime(&mut self, c: RuntimeKeys, network: Network, name: &str) -> Runtime {
@@ -883,19 +883,26 @@ impl Validator<'_> {
                 return Runtime::Process;
             }
         };
-        let containers = match runtime {
-            Runtime::Docker => "containers run on the host's network for now",
-            Runtime::Swarm => "swarm services run on the run's overlay network",
-            Runtime::Process => "",
+        let refused = match runtime {
+            Runtime::Docker if network == Network::Proxies => Some(
+                "containers run on the host's network, or on a network of the run's own with `network = \"namespaces\"` (faults inside each container); use `runtime = \"process\"` for link proxies",
+            ),
+            Runtime::Swarm if network != Network::Host => Some(
+                "swarm services run on the run's overlay network, where troupe cannot apply faults yet: remove `network` (or use `runtime = \"docker\"` with `network = \"namespaces\"`, or `runtime = \"process\"`)",
+            ),
+            _ => None,
         };
-        if runtime != Runtime::Process
-            && network != Network::Host
+        if let Some(hint) = refused
             && let Some(n) = raw_network
         {
             self.err(
                 n.span(),
-                format!("`network = \"{}\"` is not supported with `runtime = \"{}\"` yet", n.get_ref(), runtime.name()),
-                format!("{containers}: remove `network` (or use `runtime = \"process\"` for namespaces and proxies)"),
+                format!(
+                    "`network = \"{}\"` is not supported with `runtime = \"{}\"`",
+                    n.get_ref(),
+                    runtime.name()
+                ),
+                hint,
             );
         }
         if runtime == Runtime::Process

@@ -19,6 +19,7 @@ use crate::error::{Error, io_err};
 use crate::keeper::Keeper;
 use crate::lifecycle::RunState;
 use crate::net::NetworkBackend;
+use crate::net::docker::DockerNet;
 use crate::net::faults::Faults;
 use crate::net::links::{LinkMap, Links};
 use crate::net::netns::NetNs;
@@ -87,6 +88,8 @@ pub(crate) struct Engine {
     pub containers: Option<String>,
     /// The run id that labels this run's swarm objects, if any cluster runs on a swarm.
     pub services: Option<String>,
+    /// Removes what troupe started if troupe dies; told when troupe removed it itself.
+    keeper: Option<Arc<Keeper>>,
     pub faults: Faults,
     pub links: Option<Arc<Links>>,
     views: Vec<ClusterView>,
@@ -109,26 +112,37 @@ impl Engine {
         let mut ports = PortMap::new();
         let run_id = run_id();
         // Nodes in namespaces get addresses of their own and the same port numbers, as on
-        // separate hosts; the others get ports allocated on the host.
-        let ns_nodes: Vec<String> = spec
-            .clusters
-            .values()
-            .filter(|c| c.network == troupe_spec::Network::Namespaces)
-            .flat_map(|c| (1..=c.nodes).map(|i| plan::node_name(&c.name, i)))
-            .collect();
+        // separate hosts; the others get ports allocated on the host. Processes get namespaces
+        // troupe makes; containers a Docker network troupe makes.
+        let in_namespaces = |docker: bool| -> Vec<String> {
+            spec.clusters
+                .values()
+                .filter(|c| c.network == troupe_spec::Network::Namespaces)
+                .filter(|c| (c.runtime == troupe_spec::Runtime::Docker) == docker)
+                .flat_map(|c| (1..=c.nodes).map(|i| plan::node_name(&c.name, i)))
+                .collect()
+        };
+        let (ns_nodes, docker_ns_nodes) = (in_namespaces(false), in_namespaces(true));
         let net = if ns_nodes.is_empty() {
             None
         } else {
             Some(NetNs::allocate(&state.path, &run_id, &ns_nodes)?)
         };
+        let docker_net = if docker_ns_nodes.is_empty() {
+            None
+        } else {
+            Some(Arc::new(DockerNet::allocate(&run_id, &docker_ns_nodes)?))
+        };
         let fixed = plan::fixed_ports(spec)?;
         let mut hosts = BTreeMap::new();
         for c in spec.clusters.values() {
-            if let (troupe_spec::Network::Namespaces, Some(net)) = (c.network, &net) {
+            if c.network == troupe_spec::Network::Namespaces {
                 for i in 1..=c.nodes {
                     let name = plan::node_name(&c.name, i);
-                    if let Some(n) = net.nodes.get(&name) {
-                        hosts.insert(name.clone(), n.ip.to_string());
+                    let ns_ip = net.as_ref().and_then(|n| n.nodes.get(&name)).map(|n| n.ip);
+                    let docker_ip = docker_net.as_ref().and_then(|n| n.nodes.get(&name));
+                    if let Some(ip) = ns_ip.or(docker_ip.copied()) {
+                        hosts.insert(name.clone(), ip.to_string());
                     }
                     // A namespace is a host of its own: its ports need no lock.
                     let own = fixed.get(&name).cloned().unwrap_or_default();
@@ -321,27 +335,49 @@ impl Engine {
         if let Some(n) = net {
             backends.push(Arc::new(n));
         }
+        if let Some(n) = &docker_net {
+            backends.push(n.clone());
+        }
         if let Some(l) = &links {
             backends.push(l.clone());
         }
         let keeper = Keeper::start().map(Arc::new);
-        let mut runtimes = docker_runtimes(spec, &run_id, &keeper);
+        let mut runtimes = docker_runtimes(spec, &run_id, &keeper, &docker_net);
         let containers = (!runtimes.is_empty()).then(|| run_id.clone());
         if containers.is_some() {
             state.write_atomic(crate::runtime::docker::RUN_RECORD, run_id.as_bytes())?;
         }
         // Every swarm node gets every CA certificate of the run and their bundle, as
         // templates may name any (`tls.cas.NAME`, `tls.bundle`).
-        let shared = plan
+        let shared: Vec<std::path::PathBuf> = plan
             .cas
             .iter()
             .map(|(_, p)| p.clone())
             .chain(plan.ca_bundle.clone())
             .collect();
-        let swarm_runtimes = swarm_runtimes(spec, &run_id, shared, &keeper);
+        let swarm_runtimes = swarm_runtimes(spec, &run_id, shared.clone(), &keeper);
         let services = (!swarm_runtimes.is_empty()).then(|| run_id.clone());
         if services.is_some() {
             state.write_atomic(crate::runtime::swarm::RUN_RECORD, run_id.as_bytes())?;
+            // If troupe dies, the keeper removes them; it deletes newest first, so the paths go
+            // in backwards: services are deleted first and the network last.
+            let on_swarm: Vec<&plan::NodePlan> = plan
+                .clusters
+                .iter()
+                .flat_map(|c| &c.nodes)
+                .filter(|n| swarm_runtimes.contains_key(&n.cluster))
+                .collect();
+            if let Some(k) = &keeper {
+                for path in crate::runtime::swarm::delete_paths(&run_id, &on_swarm, &shared)
+                    .iter()
+                    .rev()
+                {
+                    if let Err(e) = k.docker_delete_on_exit(path) {
+                        tracing::warn!("{e}");
+                        break;
+                    }
+                }
+            }
         }
         runtimes.extend(swarm_runtimes);
         let seed = u64::from_str_radix(&run_id, 16).unwrap_or(0);
@@ -352,7 +388,8 @@ impl Engine {
             state,
             live,
             run: RunState::new(),
-            runtime: Arc::new(ProcessRuntime::new(keeper)),
+            runtime: Arc::new(ProcessRuntime::new(keeper.clone())),
+            keeper,
             runtimes,
             containers,
             services,
@@ -817,7 +854,12 @@ impl Engine {
         self.faults.destroy();
         if let Some(run) = &self.containers {
             match crate::runtime::docker::remove_run(run) {
-                Ok(_) => {
+                Ok(removed) => {
+                    if let Some(k) = &self.keeper {
+                        for path in &removed {
+                            k.docker_forget(path);
+                        }
+                    }
                     let _ = std::fs::remove_file(
                         self.state.path.join(crate::runtime::docker::RUN_RECORD),
                     );
@@ -876,6 +918,7 @@ fn docker_runtimes(
     spec: &Spec,
     run_id: &str,
     keeper: &Option<Arc<Keeper>>,
+    net: &Option<Arc<DockerNet>>,
 ) -> BTreeMap<String, Arc<dyn NodeRuntime>> {
     spec.clusters
         .values()
@@ -887,6 +930,8 @@ fn docker_runtimes(
                 image,
                 spec.source.dir(),
                 keeper.clone(),
+                net.clone()
+                    .filter(|_| c.network == troupe_spec::Network::Namespaces),
             ));
             (c.name.clone(), rt)
         })

@@ -331,3 +331,194 @@ image = "troupe-no-such-image:1"
     }
     assert!(containers("troupe.cluster=noimage").is_empty());
 }
+
+/// Whether a TCP connection from inside `pid`'s network namespace to `addr` succeeds within
+/// a second (the host's `nsenter` and bash: nothing runs inside the container's image).
+fn connects_from(pid: u32, addr: &str) -> bool {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "timeout", "1", "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{host}/{port}"))
+        .status()
+        .expect("nsenter runs")
+        .success()
+}
+
+/// `network = "namespaces"` on docker: each container has its own pinned address on the run's
+/// network and the node's name as hostname; all listen on the same port; the host reaches each;
+/// a one-way cut is applied inside the sender's namespace, survives the restart of a container
+/// (new namespace, same address) and heals; drop removes the containers and the network.
+#[test]
+fn docker_namespaces_give_each_node_its_address_and_faults_apply_inside_containers() {
+    let text = format!(
+        r#"
+[clusters.ns]
+nodes = 3
+binary = "{bin}"
+runtime = "docker"
+network = "namespaces"
+ports = ["main"]
+args = ["--listen", "{{{{ node.addrs.main }}}}"]
+[[clusters.ns.ready]]
+tcp = "main"
+timeout = "30s"
+"#,
+        bin = common::fixture_bin().display()
+    );
+    let cluster = Cluster::from_toml("ns.toml", text).start().unwrap();
+    let dir = cluster.state_dir().to_path_buf();
+    let run = std::fs::read_to_string(dir.join("docker.run")).unwrap();
+    let run = run.trim().to_string();
+    let nodes = cluster.cluster_nodes("ns");
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr("main")).collect();
+    let ports: Vec<&str> = addrs
+        .iter()
+        .map(|a| a.rsplit_once(':').unwrap().1)
+        .collect();
+    assert!(ports.iter().all(|p| *p == ports[0]), "same port: {addrs:?}");
+    for (n, a) in nodes.iter().zip(&addrs) {
+        assert!(a.starts_with("10.213."), "{a}");
+        assert!(answers(a), "the host reaches {} at {a}", n.name());
+    }
+    let hostname = with_docker(async |docker| {
+        let name = format!("troupe-{run}-ns-1");
+        docker.inspect_container(&name, None).await.unwrap()
+    })
+    .config
+    .and_then(|c| c.hostname);
+    assert_eq!(hostname.as_deref(), Some("ns-1"));
+
+    let pid1 = nodes[0].pid().unwrap();
+    assert!(connects_from(pid1, &addrs[1]), "ns-1 reaches ns-2");
+    let cut = cluster
+        .fault(troupe_spec::control::Fault::Cut {
+            from: vec!["ns-1".into()],
+            to: vec!["ns-2".into()],
+            one_way: true,
+        })
+        .unwrap();
+    assert!(!connects_from(pid1, &addrs[1]), "the cut holds");
+    assert!(connects_from(pid1, &addrs[2]), "ns-1 still reaches ns-3");
+    assert!(answers(&addrs[0]), "the host still reaches ns-1");
+
+    // A restarted container has a new namespace: the cut is applied there before it is started.
+    cluster.restart_node("ns-1").unwrap();
+    cluster
+        .wait_ready(Some("ns"), Duration::from_secs(30))
+        .unwrap();
+    let node1 = cluster.node("ns-1").unwrap();
+    assert_eq!(node1.addr("main"), addrs[0], "same address after restart");
+    let pid1 = node1.pid().unwrap();
+    assert!(
+        !connects_from(pid1, &addrs[1]),
+        "the cut holds after restart"
+    );
+
+    cluster.heal_fault(cut.id).unwrap();
+    assert!(connects_from(pid1, &addrs[1]), "healed");
+
+    // A stopped node's address refuses at once, as a stopped server on a live host would (not
+    // seconds of ARP for an address no container holds).
+    cluster.stop_node("ns-3").unwrap();
+    let (host, port) = addrs[2].rsplit_once(':').unwrap();
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid1.to_string(), "-n", "timeout", "2", "bash", "-c"])
+        .arg(format!("exec 3<>/dev/tcp/{host}/{port}"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Connection refused"), "{err}");
+
+    drop(cluster);
+    assert!(containers(&format!("troupe.run={run}")).is_empty());
+    let networks = with_docker(async |docker| {
+        let options = bollard::query_parameters::ListNetworksOptions {
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("troupe.run={run}")],
+            )])),
+        };
+        docker.list_networks(Some(options)).await.unwrap()
+    });
+    assert!(
+        networks.is_empty(),
+        "the run's network is removed: {networks:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn docker_namespaces_refuse_a_reset_apply_loss_anywhere_and_delay_where_netem_is() {
+    let text = format!(
+        r#"
+[clusters.nr]
+nodes = 2
+binary = "{bin}"
+runtime = "docker"
+network = "namespaces"
+ports = ["main"]
+args = ["--listen", "{{{{ node.addrs.main }}}}"]
+[[clusters.nr.ready]]
+tcp = "main"
+timeout = "30s"
+"#,
+        bin = common::fixture_bin().display()
+    );
+    let cluster = Cluster::from_toml("nr.toml", text).start().unwrap();
+    let err = cluster
+        .fault(troupe_spec::control::Fault::Reset {
+            from: vec!["nr-1".into()],
+            to: vec!["nr-2".into()],
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("does not reset"), "{err}");
+
+    // A delay needs netem: applied inside the container where the kernel has it, refused
+    // with the reason where it has not (this machine's kernel has none), never skipped.
+    let degrade = cluster.fault(troupe_spec::control::Fault::Degrade {
+        targets: vec!["nr-1".into()],
+        delay_ms: 20.0,
+        jitter_ms: 0.0,
+        loss_pct: 0.0,
+        rate: None,
+    });
+    match degrade {
+        Ok(_) => {
+            let pid = cluster.node("nr-1").unwrap().pid().unwrap();
+            let out = std::process::Command::new("nsenter")
+                .args([
+                    "-t",
+                    &pid.to_string(),
+                    "-n",
+                    "tc",
+                    "qdisc",
+                    "show",
+                    "dev",
+                    "eth0",
+                ])
+                .output()
+                .unwrap();
+            let qdisc = String::from_utf8_lossy(&out.stdout);
+            assert!(qdisc.contains("netem"), "{qdisc}");
+        }
+        Err(e) => assert!(e.to_string().contains("no netem"), "{e}"),
+    }
+    cluster.heal().unwrap();
+
+    // Loss alone works on any kernel: with 100 % of nr-1's packets lost, it reaches no one.
+    let pid = cluster.node("nr-1").unwrap().pid().unwrap();
+    let nr2 = cluster.node("nr-2").unwrap().addr("main");
+    assert!(connects_from(pid, &nr2), "nr-1 reaches nr-2");
+    cluster
+        .fault(troupe_spec::control::Fault::Degrade {
+            targets: vec!["nr-1".into()],
+            delay_ms: 0.0,
+            jitter_ms: 0.0,
+            loss_pct: 100.0,
+            rate: None,
+        })
+        .unwrap();
+    assert!(!connects_from(pid, &nr2), "every packet of nr-1 is lost");
+    cluster.heal().unwrap();
+    assert!(connects_from(pid, &nr2), "healed");
+}

@@ -9,9 +9,11 @@
 //!   the async runtime and never under a lock a probe or a kill timer needs.
 //! - A [`NetworkBackend`] applies rules to its own nodes: [`netns`] (network namespaces, a
 //!   bridge, nftables and netem; needs root, or the user namespace [`userns`] enters) or
-//!   [`links`] (a userspace [`proxy`] per directed link; any user). A rule a backend cannot
-//!   apply is refused before anything is journaled, never skipped.
+//!   [`links`] (a userspace [`proxy`] per directed link; any user), or [`docker`] (the same
+//!   rules inside each container's namespace on a run's Docker network; needs root). A rule
+//!   a backend cannot apply is refused before anything is journaled, never skipped.
 
+pub(crate) mod docker;
 pub(crate) mod faults;
 pub(crate) mod links;
 pub(crate) mod netns;

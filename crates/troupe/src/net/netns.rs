@@ -47,7 +47,7 @@ pub struct NetNs {
 
 const JOURNAL: &str = "network.journal";
 
-fn net_err(what: impl Into<String>, detail: impl Into<String>) -> Error {
+pub(crate) fn net_err(what: impl Into<String>, detail: impl Into<String>) -> Error {
     Error::Environment {
         message: format!("failed to {}: {}", what.into(), detail.into()),
         help: None,
@@ -79,7 +79,7 @@ pub(crate) fn sbin(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-fn run(args: &[&str]) -> Result<(), Error> {
+pub(crate) fn run(args: &[&str]) -> Result<(), Error> {
     let out = Command::new(sbin(args[0]))
         .args(&args[1..])
         .output()
@@ -147,61 +147,33 @@ impl NetNs {
                 "at most 240 nodes fit on one run's subnet",
             ));
         }
-        let lock_dir = crate::ports::PortAllocator::new(None)
-            .lock_dir()
-            .to_path_buf();
-        std::fs::create_dir_all(&lock_dir)
-            .map_err(|e| crate::error::io_err("create", &lock_dir, e))?;
         let id: String = run_id.chars().take(6).collect();
-        let start = u8::from_str_radix(&id[..2.min(id.len())], 16).unwrap_or(0);
-        for step in 0..=255u8 {
-            let subnet = start.wrapping_add(step);
-            let path = lock_dir.join(format!("net-10.213.{subnet}.lock"));
-            let Ok(file) = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-            else {
-                continue;
-            };
-            if file.try_lock().is_err() {
-                continue;
-            }
-            // Someone else's bridge on this subnet (not troupe's lock): skip it.
-            if address_in_use(Ipv4Addr::new(10, 213, subnet, 1)) {
-                continue;
-            }
-            let nodes = nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| {
-                    (
-                        n.clone(),
-                        NodeNet {
-                            netns: format!("troupe-{id}-{n}"),
-                            ip: Ipv4Addr::new(10, 213, subnet, 10 + i as u8),
-                            veth_host: format!("tr{id}{i:02x}h"),
-                            veth_node: format!("tr{id}{i:02x}n"),
-                        },
-                    )
-                })
-                .collect();
-            return Ok(NetNs {
-                bridge: format!("trb{id}"),
-                table: format!("troupe_{id}"),
-                subnet,
-                journal: state_dir.join(JOURNAL),
-                nodes,
-                created: false.into(),
-                netem: std::sync::OnceLock::new(),
-                _lock: file,
-            });
-        }
-        Err(net_err(
-            "find a free subnet",
-            "every 10.213.X.0/24 is in use",
-        ))
+        let (subnet, file) = lock_subnet(run_id)?;
+        let nodes = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    n.clone(),
+                    NodeNet {
+                        netns: format!("troupe-{id}-{n}"),
+                        ip: Ipv4Addr::new(10, 213, subnet, 10 + i as u8),
+                        veth_host: format!("tr{id}{i:02x}h"),
+                        veth_node: format!("tr{id}{i:02x}n"),
+                    },
+                )
+            })
+            .collect();
+        Ok(NetNs {
+            bridge: format!("trb{id}"),
+            table: format!("troupe_{id}"),
+            subnet,
+            journal: state_dir.join(JOURNAL),
+            nodes,
+            created: false.into(),
+            netem: std::sync::OnceLock::new(),
+            _lock: file,
+        })
     }
 
     /// The host's address on the bridge.
@@ -522,6 +494,42 @@ fn forward_rule<'a>(tool: &'a str, action: &'a str, bridge: &'a str) -> Vec<&'a 
         "-j",
         "ACCEPT",
     ]
+}
+
+/// Takes a free 10.213.X.0/24 for a run: X locked like a port (a file lock, held while the
+/// returned file is open) and not on any interface of the host, starting from the run id so
+/// concurrent runs rarely try the same one first.
+pub(crate) fn lock_subnet(run_id: &str) -> Result<(u8, File), Error> {
+    let lock_dir = crate::ports::PortAllocator::new(None)
+        .lock_dir()
+        .to_path_buf();
+    std::fs::create_dir_all(&lock_dir).map_err(|e| crate::error::io_err("create", &lock_dir, e))?;
+    let id: String = run_id.chars().take(6).collect();
+    let start = u8::from_str_radix(&id[..2.min(id.len())], 16).unwrap_or(0);
+    for step in 0..=255u8 {
+        let subnet = start.wrapping_add(step);
+        let path = lock_dir.join(format!("net-10.213.{subnet}.lock"));
+        let Ok(file) = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue;
+        }
+        // Someone else's bridge on this subnet (not troupe's lock): skip it.
+        if address_in_use(Ipv4Addr::new(10, 213, subnet, 1)) {
+            continue;
+        }
+        return Ok((subnet, file));
+    }
+    Err(net_err(
+        "find a free subnet",
+        "every 10.213.X.0/24 is in use",
+    ))
 }
 
 fn address_in_use(ip: Ipv4Addr) -> bool {

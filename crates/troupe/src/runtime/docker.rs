@@ -2,7 +2,10 @@
 //! its API (bollard), never by running `docker`.
 //!
 //! Containers run on the host's network, so ports, probes, `troupe env`, the descriptor and
-//! templates work as with processes. The node's directory is bind-mounted read-write at the
+//! templates work as with processes. With `network = "namespaces"` each container is instead
+//! on a bridge network troupe creates per run ([`DockerNet`]), with the node's name as
+//! hostname and a pinned address of its own, reached from the host directly (no port is
+//! published); faults are applied inside its namespace. The node's directory is bind-mounted read-write at the
 //! same path (data, rendered files, the log), its certificates read-only, and the program runs
 //! as the user troupe runs as (or the spec's `user`), so files stay the node's.
 //!
@@ -11,14 +14,18 @@
 //! `/sbin` and `/etc` mounted read-only, the program itself if it lives elsewhere, and a
 //! private `/tmp`. With `image`, that image runs and `binary` is the program inside it.
 //!
-//! Every container carries the labels `troupe.run=<run id>` and `troupe.node=<name>`;
-//! [`remove_run`] removes a run's containers by label, never by name pattern. A node's
+//! Every container and network carries the label `troupe.run=<run id>` (containers also
+//! `troupe.node=<name>`); [`remove_run`] removes a run's containers, then its networks, by
+//! label, never by name pattern. A node's
 //! container is created once and started again by `start`/`restart`: same data, same ports.
 //!
 //! A container's first process is a child of the Engine, not of troupe, so no parent-death
-//! signal reaches it. It leads its own process group, though, so the [`Keeper`] kills it (and
-//! with it the whole container) when troupe dies, even by SIGKILL; the stopped container is
-//! then removed by the next `up` or `down --force` on the state directory ([`RUN_RECORD`]).
+//! signal reaches it. Each container and network is registered with the [`Keeper`] before it
+//! is created (its `DELETE` API path): when troupe dies, even by SIGKILL, the keeper kills each
+//! container's first process (which leads its own process group) and asks the Engine to
+//! remove the containers, then the network. The next `up` or `down --force` on the state
+//! directory ([`RUN_RECORD`]) removes, by label, whatever even that left (a keeper that could
+//! not reach the Engine).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -29,10 +36,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
+    NetworkCreateRequest, NetworkingConfig,
+};
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, CreateImageOptions, KillContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, WaitContainerOptions,
+    ListContainersOptions, ListNetworksOptions, RemoveContainerOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
@@ -41,6 +51,7 @@ use troupe_spec::NodeState;
 
 use super::{Ctl, NodeHandle, NodeRuntime, Status};
 use crate::keeper::Keeper;
+use crate::net::docker::DockerNet;
 use crate::plan::NodePlan;
 
 /// Label naming the run a container belongs to.
@@ -63,16 +74,20 @@ pub struct DockerRuntime {
     spec_dir: Option<PathBuf>,
     client: OnceCell<Docker>,
     keeper: Option<Arc<Keeper>>,
+    /// The run's own network, with `network = "namespaces"`; `None`: the host's network.
+    net: Option<Arc<DockerNet>>,
 }
 
 impl DockerRuntime {
     /// `image`: the image to run; `None` runs the host's binary on the host's files (and the
-    /// spec's directory). With a keeper, each container's first process dies with troupe.
+    /// spec's directory). With a keeper, containers and networks are removed when troupe dies.
+    /// `net`: the run's network, or `None` for the host's.
     pub fn new(
         run_id: &str,
         image: Option<String>,
         spec_dir: &Path,
         keeper: Option<Arc<Keeper>>,
+        net: Option<Arc<DockerNet>>,
     ) -> DockerRuntime {
         let spec_dir = std::fs::canonicalize(spec_dir)
             .ok()
@@ -83,13 +98,67 @@ impl DockerRuntime {
             spec_dir,
             client: OnceCell::new(),
             keeper,
+            net,
         }
+    }
+
+    /// Asks the keeper to remove `api_path` if troupe dies; a warning if it cannot.
+    fn delete_on_exit(&self, api_path: &str) {
+        if let Some(k) = &self.keeper
+            && let Err(e) = k.docker_delete_on_exit(api_path)
+        {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// Creates the run's network on first use (shared by every cluster of the run on it).
+    async fn network(&self, docker: &Docker, net: &DockerNet) -> Result<(), String> {
+        net.created
+            .get_or_try_init(|| async {
+                self.delete_on_exit(&network_delete_path(&net.network));
+                let request = NetworkCreateRequest {
+                    name: net.network.clone(),
+                    driver: Some("bridge".to_string()),
+                    ipam: Some(Ipam {
+                        config: Some(vec![IpamConfig {
+                            subnet: Some(net.cidr()),
+                            gateway: Some(net.gateway().to_string()),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }),
+                    labels: Some(HashMap::from([(
+                        RUN_LABEL.to_string(),
+                        self.run_id.clone(),
+                    )])),
+                    ..Default::default()
+                };
+                docker.create_network(request).await.map(|_| ()).map_err(|e| {
+                    format!(
+                        "cannot create the run's Docker network {} ({}): {e}\n(hint: another Docker network may use that subnet; `docker network ls` and `docker network inspect` tell)",
+                        net.network,
+                        net.cidr()
+                    )
+                })
+            })
+            .await
+            .map(|_| ())
     }
 
     /// The Engine's client, connected (and its API version agreed) on first use.
     async fn client(&self) -> Result<&Docker, String> {
         self.client.get_or_try_init(connect).await
     }
+}
+
+/// The Engine API path that removes a container, its anonymous volumes with it.
+pub fn container_delete_path(name: &str) -> String {
+    format!("/containers/{name}?force=true&v=true")
+}
+
+/// The Engine API path that removes a network.
+pub fn network_delete_path(name: &str) -> String {
+    format!("/networks/{name}")
 }
 
 /// Connects to the local Docker Engine (`DOCKER_HOST` or `/var/run/docker.sock`).
@@ -125,7 +194,11 @@ impl NodeRuntime for DockerRuntime {
                 Err(e) if not_found(&e) => false,
                 Err(e) => return Err(format!("cannot inspect container {name}: {e}")),
             };
+            if let Some(net) = &self.net {
+                self.network(&docker, net).await?;
+            }
             if !exists {
+                self.delete_on_exit(&container_delete_path(&name));
                 let image = match &self.image {
                     Some(i) => i.clone(),
                     None => {
@@ -139,7 +212,11 @@ impl NodeRuntime for DockerRuntime {
                         spec_dir: self.spec_dir.as_deref(),
                     },
                 };
-                let body = container_body(plan, &self.run_id, image, files);
+                let on = self.net.as_ref().map(|n| OnNetwork {
+                    network: &n.network,
+                    ip: n.nodes.get(&plan.name).copied(),
+                });
+                let body = container_body(plan, &self.run_id, image, files, on);
                 let options = CreateContainerOptions {
                     name: Some(name.clone()),
                     ..Default::default()
@@ -157,7 +234,7 @@ impl NodeRuntime for DockerRuntime {
                         format!("cannot create container {name}: {e}{hint}")
                     })?;
             }
-            start(docker, name, plan, self.keeper.clone()).await
+            start(docker, name, plan, self.keeper.clone(), self.net.clone()).await
         })
     }
 }
@@ -179,6 +256,7 @@ async fn start(
     name: String,
     plan: &NodePlan,
     keeper: Option<Arc<Keeper>>,
+    net: Option<Arc<DockerNet>>,
 ) -> Result<NodeHandle, String> {
     let log = OpenOptions::new()
         .create(true)
@@ -223,17 +301,46 @@ async fn start(
     if let Some((k, pid)) = &watched {
         k.watch(*pid);
     }
+    // A (re)started container has a fresh namespace: the active faults go in before the node
+    // counts as started, or the start fails (a fault is never silently dropped).
+    if let Some(net) = &net {
+        let (net, node) = (net.clone(), plan.name.clone());
+        let applied = tokio::task::spawn_blocking(move || net.node_started(&node, pid))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        if let Err(e) = applied {
+            let options = KillContainerOptions {
+                signal: "SIGKILL".to_string(),
+            };
+            let _ = docker.kill_container(&name, Some(options)).await;
+            if let Some((k, pid)) = &watched {
+                k.forget(*pid);
+            }
+            return Err(format!(
+                "cannot apply the active faults in container {name}: {e}"
+            ));
+        }
+    }
     let (handle, ctl_rx, status) = NodeHandle::new(pid, log_offset);
     tokio::spawn(supervise(
         docker,
         name,
         plan.name.clone(),
         copier,
-        watched,
+        Exited { watched, net },
         ctl_rx,
         status,
     ));
     Ok(handle)
+}
+
+/// Who is told when a node's container has exited.
+struct Exited {
+    /// The keeper and the pid it would kill: forgotten.
+    watched: Option<(Arc<Keeper>, u32)>,
+    /// The run's network: the node's namespace is gone.
+    net: Option<Arc<DockerNet>>,
 }
 
 /// Where a container's files come from, besides the node's own directory.
@@ -245,12 +352,20 @@ enum Files<'a> {
     Image,
 }
 
+/// The run's network a container joins, and its pinned address there.
+#[derive(Clone, Copy)]
+struct OnNetwork<'a> {
+    network: &'a str,
+    ip: Option<std::net::Ipv4Addr>,
+}
+
 /// What a node's container is made of.
 fn container_body(
     plan: &NodePlan,
     run_id: &str,
     image: String,
     files: Files,
+    on: Option<OnNetwork>,
 ) -> ContainerCreateBody {
     let mut binds = Vec::new();
     let mut env: Vec<String> = Vec::new();
@@ -310,7 +425,29 @@ fn container_body(
     ]);
     let tmpfs = matches!(files, Files::Host { .. })
         .then(|| HashMap::from([("/tmp".to_string(), "mode=1777".to_string())]));
+    let (network_mode, hostname, networking_config) = match on {
+        None => ("host".to_string(), None, None),
+        Some(on) => {
+            let endpoint = EndpointSettings {
+                ipam_config: Some(EndpointIpamConfig {
+                    ipv4_address: on.ip.map(|ip| ip.to_string()),
+                    ..Default::default()
+                }),
+                aliases: Some(vec![plan.name.clone()]),
+                ..Default::default()
+            };
+            (
+                on.network.to_string(),
+                Some(plan.name.clone()),
+                Some(NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(on.network.to_string(), endpoint)])),
+                }),
+            )
+        }
+    };
     ContainerCreateBody {
+        hostname,
+        networking_config,
         image: Some(image),
         entrypoint: Some(vec![plan.program.display().to_string()]),
         cmd: Some(plan.args.clone()),
@@ -321,7 +458,7 @@ fn container_body(
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         host_config: Some(HostConfig {
-            network_mode: Some("host".to_string()),
+            network_mode: Some(network_mode),
             binds: Some(binds),
             tmpfs,
             ..Default::default()
@@ -332,7 +469,7 @@ fn container_body(
 
 /// Makes the empty image image-less containers start from, once per Engine: an import of an
 /// empty tar, so no registry is needed.
-async fn base_image(docker: &Docker) -> Result<(), String> {
+pub(crate) async fn base_image(docker: &Docker) -> Result<(), String> {
     // Clusters start together: one import at a time, or the losers leave untagged copies.
     static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one = ONE_AT_A_TIME.lock().await;
@@ -362,7 +499,7 @@ async fn supervise(
     container: String,
     node: String,
     copier: tokio::task::JoinHandle<()>,
-    watched: Option<(Arc<Keeper>, u32)>,
+    tell: Exited,
     mut ctl_rx: mpsc::UnboundedReceiver<Ctl>,
     status: Arc<watch::Sender<Status>>,
 ) {
@@ -436,8 +573,12 @@ async fn supervise(
     // Forgotten as soon as the Engine reports the exit. Unlike a process group, whose unreaped
     // leader keeps its id ours, this leaves a short window in which the id could be reused, and
     // killed if troupe died in that very moment.
-    if let Some((k, pid)) = &watched {
+    if let Some((k, pid)) = &tell.watched {
         k.forget(*pid);
+    }
+    if let Some(net) = tell.net {
+        let node = node.clone();
+        let _ = tokio::task::spawn_blocking(move || net.node_exited(&node)).await;
     }
     // The output ends with the container; wait for its last lines to be in the log.
     let _ = tokio::time::timeout(Duration::from_secs(5), copier).await;
@@ -465,22 +606,20 @@ async fn supervise(
     });
 }
 
-/// Removes every container of a run (found by its `troupe.run` label), running or not.
-/// Returns how many were removed.
-pub async fn remove_run_async(docker: &Docker, run_id: &str) -> Result<usize, String> {
+/// Removes every container of a run (found by its `troupe.run` label), running or not, then
+/// its networks. Returns the API paths of what was removed (as registered with the keeper).
+pub async fn remove_run_async(docker: &Docker, run_id: &str) -> Result<Vec<String>, String> {
+    let label = HashMap::from([("label".to_string(), vec![format!("{RUN_LABEL}={run_id}")])]);
     let options = ListContainersOptions {
         all: true,
-        filters: Some(HashMap::from([(
-            "label".to_string(),
-            vec![format!("{RUN_LABEL}={run_id}")],
-        )])),
+        filters: Some(label.clone()),
         ..Default::default()
     };
     let found = docker
         .list_containers(Some(options))
         .await
         .map_err(|e| format!("cannot list the containers of run {run_id}: {e}"))?;
-    let mut removed = 0;
+    let mut removed = Vec::new();
     for c in found {
         let Some(id) = c.id else { continue };
         let options = RemoveContainerOptions {
@@ -489,8 +628,28 @@ pub async fn remove_run_async(docker: &Docker, run_id: &str) -> Result<usize, St
             ..Default::default()
         };
         match docker.remove_container(&id, Some(options)).await {
-            Ok(()) => removed += 1,
+            Ok(()) => {
+                for name in c.names.iter().flatten() {
+                    removed.push(container_delete_path(name.trim_start_matches('/')));
+                }
+            }
+            Err(e) if not_found(&e) => {}
             Err(e) => tracing::warn!("cannot remove container {id} of run {run_id}: {e}"),
+        }
+    }
+    let options = ListNetworksOptions {
+        filters: Some(label),
+    };
+    let networks = docker
+        .list_networks(Some(options))
+        .await
+        .map_err(|e| format!("cannot list the networks of run {run_id}: {e}"))?;
+    for n in networks {
+        let Some(name) = n.name else { continue };
+        match docker.remove_network(&name).await {
+            Ok(()) => removed.push(network_delete_path(&name)),
+            Err(e) if not_found(&e) => {}
+            Err(e) => tracing::warn!("cannot remove network {name} of run {run_id}: {e}"),
         }
     }
     Ok(removed)
@@ -498,7 +657,7 @@ pub async fn remove_run_async(docker: &Docker, run_id: &str) -> Result<usize, St
 
 /// [`remove_run_async`] from blocking code: on a thread and runtime of its own, so it works
 /// whatever runtime (if any) the caller is in.
-pub fn remove_run(run_id: &str) -> Result<usize, String> {
+pub fn remove_run(run_id: &str) -> Result<Vec<String>, String> {
     let run_id = run_id.to_string();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -518,15 +677,16 @@ pub fn remove_run(run_id: &str) -> Result<usize, String> {
 /// on the state directory removes what a crashed troupe left.
 pub const RUN_RECORD: &str = "docker.run";
 
-/// Removes the containers of the run recorded in `state_dir`, if any. Returns how many.
+/// Removes the containers and networks of the run recorded in `state_dir`, if any. Returns
+/// how many.
 pub fn remove_recorded(state_dir: &Path) -> usize {
     let Ok(id) = std::fs::read_to_string(state_dir.join(RUN_RECORD)) else {
         return 0;
     };
     match remove_run(id.trim()) {
-        Ok(n) => {
+        Ok(removed) => {
             let _ = std::fs::remove_file(state_dir.join(RUN_RECORD));
-            n
+            removed.len()
         }
         Err(e) => {
             eprintln!(
@@ -574,6 +734,7 @@ mod tests {
             Files::Host {
                 spec_dir: Some(Path::new("/specs")),
             },
+            None,
         );
         let binds = binds(&body);
         assert!(
@@ -610,7 +771,7 @@ mod tests {
     #[test]
     fn an_image_gets_only_the_nodes_files_and_the_specs_environment() {
         let n = node("image = \"db:local\"");
-        let body = container_body(&n, "abc123", "db:local".into(), Files::Image);
+        let body = container_body(&n, "abc123", "db:local".into(), Files::Image, None);
         assert_eq!(
             binds(&body),
             ["/state/nodes/db-1:/state/nodes/db-1".to_string()]
@@ -624,7 +785,7 @@ mod tests {
     #[test]
     fn certificates_outside_the_nodes_directory_are_mounted_read_only() {
         let n = node("image = \"db:local\"\n[tls]\n");
-        let body = container_body(&n, "abc123", "db:local".into(), Files::Image);
+        let body = container_body(&n, "abc123", "db:local".into(), Files::Image, None);
         let binds = binds(&body);
         let tls = n.tls.as_ref().expect("certificates planned");
         // The node's own certificates are in its (mounted) directory; the CA's is not.

@@ -275,13 +275,6 @@ fn shipped(run_id: &str, plan: &NodePlan, shared: &[PathBuf]) -> Vec<Shipped> {
 /// secrets, the data volumes and the network. Names are derived from the run id and the
 /// nodes, so a keeper can be given them before anything exists; a volume or the network can
 /// only go once the tasks that use them are gone (the keeper retries those on 409).
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "registered with the keeper once it can delete Engine objects (its API is on another branch)"
-    )
-)]
 pub fn delete_paths(run_id: &str, nodes: &[&NodePlan], shared: &[PathBuf]) -> Vec<String> {
     let mut paths: Vec<String> = nodes
         .iter()

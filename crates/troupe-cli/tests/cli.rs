@@ -724,9 +724,10 @@ down = true
 #[path = "../../troupe/tests/common/swarm.rs"]
 mod swarm;
 
-/// Swarm services outlive a SIGKILLed troupe (the Engine keeps them; the keeper only kills
-/// their tasks' processes): the next `up` on that state directory, and `down --force`, remove
-/// every object of the crashed run by its label; Ctrl-C of a foreground `up` removes its own.
+/// What a SIGKILLed troupe's keeper could not remove (here: the keeper is killed first, as if
+/// the Engine had been unreachable when troupe died) the next `up` on that state directory,
+/// and `down --force`, remove by the crashed run's label; Ctrl-C of a foreground `up` removes
+/// its own.
 #[test]
 fn a_crashed_swarm_run_is_removed_by_the_next_up_and_by_down_force_and_ctrl_c_removes_its_own() {
     let _swarm = swarm::Swarm::join();
@@ -775,25 +776,12 @@ timeout = "60s"
             state.join("swarm.run").exists() && state.join("cluster.json").exists()
         });
         let label = run_of(state);
+        // troupe's only child here is its keeper (the tasks are the Engine's).
+        let keepers = children(up.pid());
+        assert_eq!(keepers.len(), 1, "one keeper: {keepers:?}");
+        kill(keepers[0], Signal::SIGKILL).unwrap();
         kill(up.pid(), Signal::SIGKILL).unwrap();
         up.child.wait().unwrap();
-        // The keeper kills each task's first process; the services stay.
-        wait_until(
-            Duration::from_secs(20),
-            "the keeper to stop every task",
-            || {
-                let filter = format!("label={label}");
-                swarm::docker(&[
-                    "ps",
-                    "--quiet",
-                    "--filter",
-                    &filter,
-                    "--filter",
-                    "status=running",
-                ])
-                .is_empty()
-            },
-        );
         let left = swarm::labelled(&label);
         assert!(
             left.len() >= 4,
@@ -838,4 +826,94 @@ timeout = "60s"
         .success();
     let left = swarm::labelled(&crashed);
     assert!(left.is_empty(), "down --force left: {left:?}");
+}
+
+/// The children of `pid`, from /proc (read only).
+fn children(pid: Pid) -> Vec<Pid> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        found.extend(
+            list.split_whitespace()
+                .map(|c| Pid::from_raw(c.parse().unwrap())),
+        );
+    }
+    found
+}
+
+/// SIGKILL of a foreground `troupe up` and of `up --detach`'s supervisor on a swarm: the keeper
+/// deletes every service, config, secret, volume and the network of the run (and the tasks'
+/// containers go with their services), checked by label.
+#[test]
+fn sigkill_of_troupe_up_on_swarm_leaves_nothing_labelled_with_the_run() {
+    let _swarm = swarm::Swarm::join();
+    let image = swarm::nats_image();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("swarm.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"
+[tls]
+[clusters.killed]
+nodes = 2
+binary = "nats-server"
+runtime = "swarm"
+image = "{image}"
+ports = ["client"]
+args = ["--addr", "{{{{ node.bind }}}}", "--port", "{{{{ node.ports.client }}}}",
+  "--tlscert", "{{{{ node.tls.cert }}}}", "--tlskey", "{{{{ node.tls.key }}}}"]
+[[clusters.killed.ready]]
+tcp = "client"
+timeout = "60s"
+"#
+        ),
+    )
+    .unwrap();
+    let label_of = |state: &Path| {
+        let run = std::fs::read_to_string(state.join("swarm.run")).expect("the run is recorded");
+        format!("troupe.run={}", run.trim())
+    };
+    let nothing_left = |label: &str, after: &str| {
+        wait_until(Duration::from_secs(60), after, || {
+            swarm::labelled(label).is_empty()
+        });
+    };
+
+    let state = dir.path().join("foreground");
+    let mut up = Up::spawn(&spec, &state);
+    wait_until(Duration::from_secs(90), "up to be ready", || {
+        state.join("swarm.run").exists() && state.join("cluster.json").exists()
+    });
+    let label = label_of(&state);
+    let made = swarm::labelled(&label);
+    for kind in ["service", "network", "config", "secret", "volume"] {
+        assert!(
+            made.iter().any(|o| o.starts_with(kind)),
+            "the run made a {kind}: {made:?}"
+        );
+    }
+    kill(up.pid(), Signal::SIGKILL).unwrap();
+    up.child.wait().unwrap();
+    nothing_left(&label, "the keeper to remove the foreground run's objects");
+
+    let state = dir.path().join("detached");
+    troupe()
+        .arg("up")
+        .arg(&spec)
+        .arg("--detach")
+        .arg("--state-dir")
+        .arg(&state)
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(state.join("cluster.json")).expect("a descriptor");
+    let d: Descriptor = serde_json::from_str(&text).unwrap();
+    let label = label_of(&state);
+    assert!(!swarm::labelled(&label).is_empty());
+    kill(Pid::from_raw(d.supervisor_pid as i32), Signal::SIGKILL).unwrap();
+    nothing_left(&label, "the keeper to remove the detached run's objects");
 }

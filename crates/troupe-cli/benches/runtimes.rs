@@ -17,7 +17,9 @@
 //!   certificates are made before its clock starts (troupe makes its own inside its time).
 //!   Compose starts all members at once, as a compose file does without a working
 //!   `depends_on: service_healthy` chain (member 1 is not healthy before a quorum exists).
-//! - `swarm`: a slot for `runtime = "swarm"` (see `CONTENDERS`).
+//! - `swarm`: the same as Swarm services of a one-host swarm (`docker swarm init
+//!   --advertise-addr 127.0.0.1` first if this Engine is in none, and `docker swarm leave
+//!   --force` at the end then), on an overlay network of the run's own.
 //!
 //! `TROUPE_BENCH_ROUNDS=N` sets the rounds (default 5). Clean-up: each troupe run is stopped by
 //! SIGTERM and checked to leave no container or network labelled with its run id; each compose
@@ -66,6 +68,15 @@ const DOCKER_NAMESPACES: &[&str] = &[
     "clusters.main.network=namespaces",
 ];
 
+const SWARM: &[&str] = &[
+    "--set",
+    "clusters.main.runtime=swarm",
+    "--set",
+    "clusters.main.image=troupe-etcd:local",
+    "--set",
+    "clusters.main.binary=/usr/bin/etcd",
+];
+
 const CONTENDERS: &[Contender] = &[
     Contender {
         name: "process",
@@ -79,9 +90,10 @@ const CONTENDERS: &[Contender] = &[
         name: "docker+namespaces",
         up_args: Some(DOCKER_NAMESPACES),
     },
-    // The swarm row: `runtime = "swarm"` is added here with its `--set` arguments (and the
-    // swarm it needs set up before the first round), e.g.
-    // Contender { name: "swarm", up_args: Some(&["--set", "clusters.main.runtime=swarm", ...]) },
+    Contender {
+        name: "swarm",
+        up_args: Some(SWARM),
+    },
     Contender {
         name: "compose (polled health)",
         up_args: None,
@@ -122,6 +134,13 @@ fn main() {
     println!(
         "3-member etcd with mTLS, start to all ready; {rounds} rounds, interleaved; {compose}"
     );
+    let joined = docker_lines(&["info", "--format", "{{.Swarm.LocalNodeState}}"]).trim()
+        == "inactive"
+        && Command::new("docker")
+            .args(["swarm", "init", "--advertise-addr", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); CONTENDERS.len()];
     let mut failures: Vec<String> = Vec::new();
     for round in 0..rounds {
@@ -160,14 +179,14 @@ fn main() {
             _ => println!("{:<26}0       -", c.name),
         }
     }
-    if !CONTENDERS.iter().any(|c| c.name == "swarm") {
-        println!(
-            "{:<26}-       (runtime = \"swarm\": not in this build)",
-            "swarm"
-        );
-    }
     for f in &failures {
         println!("FAILED: {f}");
+    }
+    if joined {
+        let _ = Command::new("docker")
+            .args(["swarm", "leave", "--force"])
+            .stdout(Stdio::null())
+            .status();
     }
 }
 
@@ -253,6 +272,17 @@ fn troupe_round(troupe: &Path, args: &[&str]) -> Result<Duration, String> {
         return Err(format!("troupe up exited with {status}:\n{log}"));
     }
     ready.map_err(|e| format!("{e}\n{log}"))?;
+    if let Ok(run) = std::fs::read_to_string(state.join("swarm.run")) {
+        let label = format!("label=troupe.run={}", run.trim());
+        let left = docker_lines(&["service", "ls", "-q", "--filter", &label])
+            + &docker_lines(&["network", "ls", "-q", "--filter", &label]);
+        if !left.trim().is_empty() {
+            return Err(format!(
+                "run {} left services or networks: {left}",
+                run.trim()
+            ));
+        }
+    }
     if let Ok(run) = std::fs::read_to_string(state.join("docker.run")) {
         let label = format!("label=troupe.run={}", run.trim());
         let left = docker_lines(&["ps", "-aq", "--filter", &label])

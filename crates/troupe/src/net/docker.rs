@@ -702,4 +702,67 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("does not reset"), "{err}");
     }
+
+    #[test]
+    fn on_a_swarm_rules_follow_the_tasks_addresses_and_faults_on_other_hosts_are_refused() {
+        let file = tempfile::tempfile().unwrap();
+        let n = DockerNet {
+            network: "troupe-abc".into(),
+            subnet: 0,
+            nodes: BTreeMap::new(),
+            swarm: Some(SwarmNodes {
+                nodes: names(&["s-1", "s-2", "s-3"]).into_iter().collect(),
+                ..Default::default()
+            }),
+            live: Mutex::new(Live::default()),
+            netem: OnceLock::new(),
+            netem_on: Mutex::default(),
+            created: tokio::sync::OnceCell::new(),
+            _lock: Some(file),
+        };
+        assert!(n.has("s-2") && !n.has("a-1"));
+        let swarm = n.swarm.as_ref().unwrap();
+        swarm.addrs.lock().unwrap().extend([
+            ("s-1".to_string(), Ipv4Addr::new(10, 0, 1, 5)),
+            ("s-2".to_string(), Ipv4Addr::new(10, 0, 1, 9)),
+        ]);
+        let cut = [(
+            1,
+            Rule::Drop {
+                from: names(&["s-1"]),
+                to: names(&["s-2"]),
+            },
+        )];
+        let (s1, _) = n.node_rules("s-1", &cut, &[], false);
+        assert!(s1.contains("ip daddr { 10.0.1.9 } drop"), "{s1}");
+        // A replaced task's new address is the one its peers drop.
+        swarm
+            .addrs
+            .lock()
+            .unwrap()
+            .insert("s-2".into(), Ipv4Addr::new(10, 0, 1, 23));
+        let (s1, _) = n.node_rules("s-1", &cut, &[], false);
+        assert!(s1.contains("ip daddr { 10.0.1.23 } drop"), "{s1}");
+
+        n.task_host("s-3", Some("10.1.2.3".into()));
+        let err = n
+            .check(&[Rule::Drop {
+                from: names(&["s-1"]),
+                to: names(&["s-3"]),
+            }])
+            .unwrap_err();
+        assert!(err.to_string().contains("swarm host 10.1.2.3"), "{err}");
+        n.task_host("s-3", None);
+        n.check(&[Rule::Drop {
+            from: names(&["s-1"]),
+            to: names(&["s-3"]),
+        }])
+        .unwrap();
+        let err = n
+            .check(&[Rule::HostDrop {
+                nodes: names(&["s-1"]),
+            }])
+            .unwrap_err();
+        assert!(err.to_string().contains("published ports"), "{err}");
+    }
 }

@@ -975,13 +975,12 @@ fn swarm_runtimes(
                 .as_ref()
                 .map(|i| i.get_ref().clone())
                 .unwrap_or_default();
-            let rt: Arc<dyn NodeRuntime> =
-                Arc::new(crate::runtime::swarm::SwarmRuntime::new(
-                    run.clone(),
-                    image,
-                    net.clone()
-                        .filter(|_| c.network == troupe_spec::Network::Namespaces),
-                ));
+            let rt: Arc<dyn NodeRuntime> = Arc::new(crate::runtime::swarm::SwarmRuntime::new(
+                run.clone(),
+                image,
+                net.clone()
+                    .filter(|_| c.network == troupe_spec::Network::Namespaces),
+            ));
             (c.name.clone(), rt)
         })
         .collect()

@@ -410,11 +410,7 @@ fn a_partition_of_swarm_tasks_on_this_host_cuts_their_routes_until_healed() {
 
     wait_routes(
         &cluster,
-        &[
-            ("pt-1", 2),
-            ("pt-2", 2),
-            ("pt-3", 2),
-        ],
+        &[("pt-1", 2), ("pt-2", 2), ("pt-3", 2)],
         "a full mesh of routes",
     );
 
@@ -426,11 +422,7 @@ fn a_partition_of_swarm_tasks_on_this_host_cuts_their_routes_until_healed() {
         .unwrap();
     wait_routes(
         &cluster,
-        &[
-            ("pt-1", 0),
-            ("pt-2", 1),
-            ("pt-3", 1),
-        ],
+        &[("pt-1", 0), ("pt-2", 1), ("pt-3", 1)],
         "pt-1 cut off from pt-2 and pt-3",
     );
     // The host's traffic to the published ports is not the nodes' traffic between them
@@ -451,11 +443,7 @@ fn a_partition_of_swarm_tasks_on_this_host_cuts_their_routes_until_healed() {
     cluster.heal_fault(fault.id).unwrap();
     wait_routes(
         &cluster,
-        &[
-            ("pt-1", 2),
-            ("pt-2", 2),
-            ("pt-3", 2),
-        ],
+        &[("pt-1", 2), ("pt-2", 2), ("pt-3", 2)],
         "the routes back after heal",
     );
 
@@ -486,11 +474,7 @@ fn a_partition_of_swarm_tasks_on_this_host_cuts_their_routes_until_healed() {
     cluster.heal().unwrap();
     wait_routes(
         &cluster,
-        &[
-            ("pt-1", 2),
-            ("pt-2", 2),
-            ("pt-3", 2),
-        ],
+        &[("pt-1", 2), ("pt-2", 2), ("pt-3", 2)],
         "the routes back after the last heal",
     );
 

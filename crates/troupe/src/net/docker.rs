@@ -377,8 +377,12 @@ impl DockerNet {
 fn need_root(runtime: &str) -> Result<(), Error> {
     if super::userns::needed() || super::userns::entered() {
         return Err(Error::Refused {
-            message: format!("`network = \"namespaces\"` with `runtime = \"{runtime}\"` needs root: troupe applies faults inside each container's network namespace, which belongs to the Docker Engine"),
-            help: Some(format!("run troupe as root (sudo), or use `runtime = \"{runtime}\"` without `network` (no faults), or `runtime = \"process\"` with `network = \"namespaces\"`, which works without root")),
+            message: format!(
+                "`network = \"namespaces\"` with `runtime = \"{runtime}\"` needs root: troupe applies faults inside each container's network namespace, which belongs to the Docker Engine"
+            ),
+            help: Some(format!(
+                "run troupe as root (sudo), or use `runtime = \"{runtime}\"` without `network` (no faults), or `runtime = \"process\"` with `network = \"namespaces\"`, which works without root"
+            )),
         });
     }
     Ok(())
@@ -499,7 +503,9 @@ impl NetworkBackend for DockerNet {
                         message: format!(
                             "node `{n}` runs on swarm host {host}, not on the Docker Engine troupe talks to: troupe applies faults only inside tasks on the Engine's host"
                         ),
-                        help: Some(format!("pin the cluster to the Engine's host with `placement = [\"node.role == manager\"]` (or a label of that host), or point DOCKER_HOST at {host}'s Engine; a global helper service with NET_ADMIN on every host would lift this, and does not exist yet")),
+                        help: Some(format!(
+                            "pin the cluster to the Engine's host with `placement = [\"node.role == manager\"]` (or a label of that host), or point DOCKER_HOST at {host}'s Engine; a global helper service with NET_ADMIN on every host would lift this, and does not exist yet"
+                        )),
                     });
                 }
                 if let Rule::HostDrop { nodes } = r
@@ -509,7 +515,9 @@ impl NetworkBackend for DockerNet {
                         message: format!(
                             "node `{n}` is a swarm task, which the host reaches through its published ports: troupe does not cut it from the host"
                         ),
-                        help: Some("isolate it from the other nodes (without `--host`), or stop it".into()),
+                        help: Some(
+                            "isolate it from the other nodes (without `--host`), or stop it".into(),
+                        ),
                     });
                 }
             }

@@ -853,11 +853,19 @@ async fn start(
         t,
         plan.name.clone(),
         copier,
-        (watched, net),
+        Exited { watched, net },
         ctl_rx,
         status,
     ));
     Ok(handle)
+}
+
+/// Who is told when a node's task has exited.
+struct Exited {
+    /// The keeper and the pid it would kill: forgotten.
+    watched: Option<(Arc<Keeper>, u32)>,
+    /// Faults inside the tasks: the node's namespace is gone.
+    net: Option<Arc<DockerNet>>,
 }
 
 /// The task a node's supervisor owns.
@@ -874,7 +882,7 @@ async fn supervise(
     t: Owned,
     node: String,
     copier: tokio::task::JoinHandle<()>,
-    (watched, net): (Option<(Arc<Keeper>, u32)>, Option<Arc<DockerNet>>),
+    Exited { watched, net }: Exited,
     mut ctl_rx: mpsc::UnboundedReceiver<Ctl>,
     status: Arc<watch::Sender<Status>>,
 ) {

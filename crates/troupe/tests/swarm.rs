@@ -475,6 +475,32 @@ fn a_partition_of_swarm_tasks_on_this_host_cuts_their_routes_until_healed() {
     wait_routes(
         &cluster,
         &[("pt-1", 2), ("pt-2", 2), ("pt-3", 2)],
+        "the routes back after heal",
+    );
+
+    // A degrade goes on the task's eth0, its overlay interface: losing every packet pt-1 sends
+    // there ends its routes, while the host still reaches it on its published port. (Only
+    // pt-1's own view: with a one-way loss a peer may count a route that is still connecting.)
+    cluster
+        .fault(troupe_spec::control::Fault::Degrade {
+            targets: vec!["pt-1".into()],
+            delay_ms: 0.0,
+            jitter_ms: 0.0,
+            loss_pct: 100.0,
+            rate: None,
+        })
+        .unwrap();
+    wait_routes(
+        &cluster,
+        &[("pt-1", 0)],
+        "pt-1 losing every packet to its peers",
+    );
+    let url = cluster.node("pt-1").unwrap().url("http");
+    assert_eq!(status(&format!("{url}/varz")), 200, "the host reaches pt-1");
+    cluster.heal().unwrap();
+    wait_routes(
+        &cluster,
+        &[("pt-1", 2), ("pt-2", 2), ("pt-3", 2)],
         "the routes back after the last heal",
     );
 

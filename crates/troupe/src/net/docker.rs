@@ -501,11 +501,11 @@ impl NetworkBackend for DockerNet {
                 if let Some((n, host)) = r.nodes().find_map(|n| remote.get(n).map(|h| (n, h))) {
                     return Err(Error::Refused {
                         message: format!(
-                            "node `{n}` runs on swarm host {host}, not on the Docker Engine troupe talks to: troupe applies faults only inside tasks on the Engine's host"
+                            "cannot fault node `{n}`: its task runs on swarm host {host}, where troupe cannot enter its network namespace (troupe applies faults only inside tasks on the host it runs on, whose Engine it talks to)"
                         ),
-                        help: Some(format!(
-                            "pin the cluster to the Engine's host with `placement = [\"node.role == manager\"]` (or a label of that host), or point DOCKER_HOST at {host}'s Engine; a global helper service with NET_ADMIN on every host would lift this, and does not exist yet"
-                        )),
+                        help: Some(
+                            "run troupe on the host whose Engine it talks to and pin the cluster there (`placement = [\"node.hostname == <host>\"]`); a global helper service with NET_ADMIN on every host would lift this, and does not exist yet".into(),
+                        ),
                     });
                 }
                 if let Rule::HostDrop { nodes } = r

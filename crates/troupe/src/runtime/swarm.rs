@@ -662,8 +662,9 @@ impl NodeRuntime for SwarmRuntime {
                     Err(_) => node_id.clone(),
                 })
             };
+            // troupe enters namespaces on its own host: with a remote Engine, none is its.
             if let Some(net) = &self.net {
-                net.task_host(&plan.name, remote_host.clone());
+                net.task_host(&plan.name, remote_host.clone().or_else(remote_engine_host));
             }
             {
                 let mut remote = run.remote.lock().expect("remote");
@@ -817,7 +818,7 @@ async fn start(
     // As on the docker runtime: a (new) task's fresh namespace gets the active faults before
     // the node counts as started, or the start fails. A task on another host has none troupe
     // can enter; faults on it are refused (see DockerNet::check).
-    let net = net.filter(|_| t.on_engine);
+    let net = net.filter(|_| t.on_engine && remote_engine_host().is_none());
     if let Some((n, network)) = &net {
         let applied = match addr(network) {
             Some(ip) if pid > 0 => {

@@ -887,8 +887,8 @@ impl Validator<'_> {
             Runtime::Docker if network == Network::Proxies => Some(
                 "containers run on the host's network, or on a network of the run's own with `network = \"namespaces\"` (faults inside each container); use `runtime = \"process\"` for link proxies",
             ),
-            Runtime::Swarm if network != Network::Host => Some(
-                "swarm services run on the run's overlay network, where troupe cannot apply faults yet: remove `network` (or use `runtime = \"docker\"` with `network = \"namespaces\"`, or `runtime = \"process\"`)",
+            Runtime::Swarm if network == Network::Proxies => Some(
+                "swarm services run on the run's overlay network: use `network = \"namespaces\"` (faults inside each task's namespace, for tasks on the Engine's host), or remove `network`, or use `runtime = \"process\"` for link proxies",
             ),
             _ => None,
         };

@@ -190,6 +190,17 @@ pub enum Runtime {
     Swarm,
 }
 
+impl ClusterSpec {
+    /// Whether each node has an address of its own that troupe chooses (namespaces of
+    /// processes, or the run's Docker network): its ports are the same numbers on every node
+    /// and need no lease on the host. On a swarm, `network = "namespaces"` means faults inside
+    /// each task's namespace; the task's address is the overlay network's, and its ports are
+    /// published on the host as without it.
+    pub fn own_addresses(&self) -> bool {
+        self.network == Network::Namespaces && self.runtime != Runtime::Swarm
+    }
+}
+
 impl Runtime {
     /// The spec's name for this runtime.
     pub fn name(self) -> &'static str {

@@ -117,7 +117,7 @@ impl Engine {
         let in_namespaces = |docker: bool| -> Vec<String> {
             spec.clusters
                 .values()
-                .filter(|c| c.network == troupe_spec::Network::Namespaces)
+                .filter(|c| c.own_addresses())
                 .filter(|c| (c.runtime == troupe_spec::Runtime::Docker) == docker)
                 .flat_map(|c| (1..=c.nodes).map(|i| plan::node_name(&c.name, i)))
                 .collect()
@@ -133,10 +133,26 @@ impl Engine {
         } else {
             Some(Arc::new(DockerNet::allocate(&run_id, &docker_ns_nodes)?))
         };
+        // Swarm clusters with `network = "namespaces"`: faults inside their tasks.
+        let swarm_ns_nodes: Vec<String> = spec
+            .clusters
+            .values()
+            .filter(|c| c.runtime == troupe_spec::Runtime::Swarm)
+            .filter(|c| c.network == troupe_spec::Network::Namespaces)
+            .flat_map(|c| (1..=c.nodes).map(|i| plan::node_name(&c.name, i)))
+            .collect();
+        let swarm_net = if swarm_ns_nodes.is_empty() {
+            None
+        } else {
+            Some(Arc::new(DockerNet::swarm(
+                &crate::runtime::swarm::network_name(&run_id),
+                &swarm_ns_nodes,
+            )?))
+        };
         let fixed = plan::fixed_ports(spec)?;
         let mut hosts = BTreeMap::new();
         for c in spec.clusters.values() {
-            if c.network == troupe_spec::Network::Namespaces {
+            if c.own_addresses() {
                 for i in 1..=c.nodes {
                     let name = plan::node_name(&c.name, i);
                     let ns_ip = net.as_ref().and_then(|n| n.nodes.get(&name)).map(|n| n.ip);
@@ -338,6 +354,9 @@ impl Engine {
         if let Some(n) = &docker_net {
             backends.push(n.clone());
         }
+        if let Some(n) = &swarm_net {
+            backends.push(n.clone());
+        }
         if let Some(l) = &links {
             backends.push(l.clone());
         }
@@ -355,7 +374,7 @@ impl Engine {
             .map(|(_, p)| p.clone())
             .chain(plan.ca_bundle.clone())
             .collect();
-        let swarm_runtimes = swarm_runtimes(spec, &run_id, shared.clone(), &keeper);
+        let swarm_runtimes = swarm_runtimes(spec, &run_id, shared.clone(), &keeper, &swarm_net);
         let services = (!swarm_runtimes.is_empty()).then(|| run_id.clone());
         if services.is_some() {
             state.write_atomic(crate::runtime::swarm::RUN_RECORD, run_id.as_bytes())?;
@@ -944,6 +963,7 @@ fn swarm_runtimes(
     run_id: &str,
     shared: Vec<std::path::PathBuf>,
     keeper: &Option<Arc<Keeper>>,
+    net: &Option<Arc<DockerNet>>,
 ) -> BTreeMap<String, Arc<dyn NodeRuntime>> {
     let run = crate::runtime::swarm::SwarmRun::new(run_id, shared, keeper.clone());
     spec.clusters
@@ -955,8 +975,12 @@ fn swarm_runtimes(
                 .as_ref()
                 .map(|i| i.get_ref().clone())
                 .unwrap_or_default();
-            let rt: Arc<dyn NodeRuntime> =
-                Arc::new(crate::runtime::swarm::SwarmRuntime::new(run.clone(), image));
+            let rt: Arc<dyn NodeRuntime> = Arc::new(crate::runtime::swarm::SwarmRuntime::new(
+                run.clone(),
+                image,
+                net.clone()
+                    .filter(|_| c.network == troupe_spec::Network::Namespaces),
+            ));
             (c.name.clone(), rt)
         })
         .collect()

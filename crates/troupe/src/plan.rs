@@ -139,7 +139,7 @@ pub fn check(spec: &Spec) -> Result<(), InvalidSpec> {
     for c in spec.clusters.values() {
         for i in 1..=c.nodes {
             let name = node_name(&c.name, i);
-            if c.network == troupe_spec::Network::Namespaces {
+            if c.own_addresses() {
                 hosts.insert(name.clone(), format!("10.213.0.{}", 10 + i));
             }
             let m = c
@@ -198,7 +198,7 @@ fn check_ports_and_hosts(spec: &Spec, errors: &mut Vec<troupe_spec::SpecError>) 
     let needed: usize = spec
         .clusters
         .values()
-        .filter(|c| c.network != troupe_spec::Network::Namespaces)
+        .filter(|c| !c.own_addresses())
         .map(|c| c.nodes as usize * (c.ports.len() - c.fixed_ports.len()))
         .sum();
     let alloc = crate::ports::PortAllocator::new(spec.port_range);
@@ -236,7 +236,7 @@ fn check_ports_and_hosts(spec: &Spec, errors: &mut Vec<troupe_spec::SpecError>) 
         }
     }
     for c in spec.clusters.values() {
-        if c.network == troupe_spec::Network::Namespaces || c.host.contains("{{") {
+        if c.own_addresses() || c.host.contains("{{") {
             continue;
         }
         let Ok(ip) = c.host.parse::<std::net::IpAddr>() else {
@@ -301,7 +301,7 @@ pub fn fixed_ports(spec: &Spec) -> Result<PortMap, InvalidSpec> {
                     );
                     continue;
                 };
-                let host = if c.network == troupe_spec::Network::Namespaces {
+                let host = if c.own_addresses() {
                     // Each node has an address of its own.
                     name.clone()
                 } else {

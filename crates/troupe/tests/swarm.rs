@@ -331,3 +331,189 @@ fn a_failed_swarm_start_leaves_nothing_labelled_with_its_run() {
     assert!(left.is_empty(), "left after a failed start: {left:?}");
     assert!(swarm::labelled("troupe.cluster=swfails").is_empty());
 }
+
+/// `GET url` on the host: the body, or "" when nothing answers.
+fn body(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (addr, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// How many servers a nats-server has routes to, by its own /routez (distinct remote server
+/// ids: a route may be briefly doubled); `None` when it does not answer.
+fn routes(cluster: &Cluster, node: &str) -> Option<usize> {
+    let url = cluster.node(node).unwrap().url("http");
+    let text = body(&format!("{url}/routez"));
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let ids: std::collections::BTreeSet<&str> = v["routes"]
+        .as_array()?
+        .iter()
+        .filter_map(|r| r["remote_id"].as_str())
+        .collect();
+    Some(ids.len())
+}
+
+/// Waits until every node's own count of the servers it routes to is as given.
+fn wait_routes(cluster: &Cluster, want: &[(&str, usize)], what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen: Vec<_> = want.iter().map(|(n, _)| routes(cluster, n)).collect();
+        if want.iter().zip(&seen).all(|((_, c), s)| *s == Some(*c)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after 60s waiting for {what}: routes {seen:?}, want {want:?}; {}",
+            want.iter()
+                .map(|(n, _)| body(&format!("{}/routez", cluster.node(n).unwrap().url("http"))))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `network = "namespaces"` on a swarm: a partition of a 3-node nats cluster is applied inside
+/// each task's namespace on this host, by the tasks' overlay addresses. The servers' own views
+/// (/routez) show the cut, the host still reaches every node on its published ports, and after
+/// heal the routes come back; a cut from the host is refused, as is nothing silently.
+#[test]
+fn a_partition_of_swarm_tasks_on_this_host_cuts_their_routes_until_healed() {
+    let _swarm = swarm::Swarm::join();
+    let image = swarm::nats_image();
+    let text = spec("pt", &image)
+        .replace(
+            "runtime = \"swarm\"",
+            "runtime = \"swarm\"\nnetwork = \"namespaces\"\nplacement = [\"node.role == manager\"]",
+        )
+        // Routes notice a silent cut within seconds (default: minutes). Without JetStream: a
+        // meta leader's steady heartbeats over a dead route would hold off its pings (a server
+        // pings only an idle route), so its own view would lag the cut by TCP's timeout.
+        .replace(
+            "server_name:",
+            "ping_interval: \"1s\"\nping_max: 2\nserver_name:",
+        )
+        .replace("jetstream { store_dir: \"{{ node.data_dir }}\" }\n", "");
+    assert!(!text.contains("jetstream"), "{text}");
+    let cluster = Cluster::from_toml("swarm-net.toml", text)
+        .keep_state_dir(true)
+        .start()
+        .unwrap();
+    let dir = cluster.state_dir().to_path_buf();
+    let run = std::fs::read_to_string(dir.join("swarm.run")).unwrap();
+    let label = format!("troupe.run={}", run.trim());
+
+    wait_routes(
+        &cluster,
+        &[("pt-1", 2), ("pt-2", 2), ("pt-3", 2)],
+        "a full mesh of routes",
+    );
+
+    let fault = cluster
+        .fault(troupe_spec::control::Fault::Partition {
+            groups: vec![vec!["pt-1".into()], vec!["pt-2".into(), "pt-3".into()]],
+            bridge: None,
+        })
+        .unwrap();
+    wait_routes(
+        &cluster,
+        &[("pt-1", 0), ("pt-2", 1), ("pt-3", 1)],
+        "pt-1 cut off from pt-2 and pt-3",
+    );
+    // The host's traffic to the published ports is not the nodes' traffic between them
+    // (/varz).
+    for n in ["pt-1", "pt-2", "pt-3"] {
+        let url = cluster.node(n).unwrap().url("http");
+        assert_eq!(status(&format!("{url}/varz")), 200, "the host reaches {n}");
+    }
+    // The host reaches a task through its published ports: no cut from the host.
+    let err = cluster
+        .fault(troupe_spec::control::Fault::Isolate {
+            targets: vec!["pt-2".into()],
+            host: true,
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("published ports"), "{err}");
+
+    cluster.heal_fault(fault.id).unwrap();
+    wait_routes(
+        &cluster,
+        &[("pt-1", 2), ("pt-2", 2), ("pt-3", 2)],
+        "the routes back after heal",
+    );
+
+    // A cut survives a restart: the new task (a new namespace, maybe a new address) gets the
+    // rules before it counts as started, and the others' tables follow its address. pt-3
+    // still reaches pt-2, so it finds its JetStream leader and gets ready.
+    cluster
+        .fault(troupe_spec::control::Fault::Cut {
+            from: vec!["pt-3".into()],
+            to: vec!["pt-1".into()],
+            one_way: false,
+        })
+        .unwrap();
+    wait_routes(
+        &cluster,
+        &[("pt-3", 1), ("pt-1", 1), ("pt-2", 2)],
+        "pt-3 cut from pt-1",
+    );
+    cluster.restart_node("pt-3").unwrap();
+    cluster
+        .wait_ready(Some("pt"), Duration::from_secs(60))
+        .unwrap();
+    wait_routes(
+        &cluster,
+        &[("pt-3", 1), ("pt-1", 1), ("pt-2", 2)],
+        "pt-3 still cut from pt-1 after its restart",
+    );
+    cluster.heal().unwrap();
+    wait_routes(
+        &cluster,
+        &[("pt-1", 2), ("pt-2", 2), ("pt-3", 2)],
+        "the routes back after heal",
+    );
+
+    // A degrade goes on the task's eth0, its overlay interface: losing every packet pt-1 sends
+    // there ends its routes, while the host still reaches it on its published port. (Only
+    // pt-1's own view: with a one-way loss a peer may count a route that is still connecting.)
+    cluster
+        .fault(troupe_spec::control::Fault::Degrade {
+            targets: vec!["pt-1".into()],
+            delay_ms: 0.0,
+            jitter_ms: 0.0,
+            loss_pct: 100.0,
+            rate: None,
+        })
+        .unwrap();
+    wait_routes(
+        &cluster,
+        &[("pt-1", 0)],
+        "pt-1 losing every packet to its peers",
+    );
+    let url = cluster.node("pt-1").unwrap().url("http");
+    assert_eq!(status(&format!("{url}/varz")), 200, "the host reaches pt-1");
+    cluster.heal().unwrap();
+    wait_routes(
+        &cluster,
+        &[("pt-1", 2), ("pt-2", 2), ("pt-3", 2)],
+        "the routes back after the last heal",
+    );
+
+    drop(cluster);
+    let left = swarm::labelled(&label);
+    assert!(left.is_empty(), "left after drop: {left:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -17,6 +17,15 @@
 //! [`DockerNet::node_started`], which applies the active rules before the node counts as
 //! started. It needs real root (`CAP_NET_ADMIN` over the Engine's namespaces); a user
 //! namespace of troupe's own does not give it.
+//!
+//! On a swarm (`runtime = "swarm"` with `network = "namespaces"`, [`DockerNet::swarm`]) the
+//! same rules go inside each task container's namespace, keyed by the tasks' addresses on the
+//! run's overlay network: those are the swarm's to choose, known once a task runs, and a
+//! replaced task may get another, so the runtime hands each task's address along with its pid.
+//! Only tasks on the Engine's host can be entered: a fault on a node whose task runs on
+//! another host is refused, naming that host. The host reaches a task through its published
+//! ports (another interface, `docker_gwbridge`), never an overlay address, so a cut between
+//! nodes leaves it alone; a cut from the host (`isolate --host`) is refused there.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -38,8 +47,11 @@ pub struct DockerNet {
     /// The Engine's name for the network: `troupe-<run id>`.
     pub network: String,
     pub subnet: u8,
-    /// Each node's pinned address.
+    /// Each node's pinned address (empty on a swarm: see `swarm`).
     pub nodes: BTreeMap<String, Ipv4Addr>,
+    /// On a swarm: the nodes, each task's current overlay address and the other hosts that
+    /// run some of them.
+    swarm: Option<SwarmNodes>,
     live: Mutex<Live>,
     /// Whether the kernel has the netem qdisc, probed on first use.
     netem: OnceLock<bool>,
@@ -48,7 +60,16 @@ pub struct DockerNet {
     netem_on: Mutex<std::collections::BTreeSet<String>>,
     /// Created on the Engine (once per run, whichever cluster starts first).
     pub(crate) created: tokio::sync::OnceCell<()>,
-    _lock: File,
+    _lock: Option<File>,
+}
+
+/// A swarm's nodes: their addresses are the swarm's, known once their tasks run.
+#[derive(Debug, Default)]
+struct SwarmNodes {
+    nodes: std::collections::BTreeSet<String>,
+    addrs: Mutex<BTreeMap<String, Ipv4Addr>>,
+    /// Nodes whose task runs on another host, with that host.
+    remote: Mutex<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default)]
@@ -62,12 +83,7 @@ struct Live {
 impl DockerNet {
     /// Chooses a subnet and each node's address; changes nothing on the system yet.
     pub fn allocate(run_id: &str, nodes: &[String]) -> Result<DockerNet, Error> {
-        if super::userns::needed() || super::userns::entered() {
-            return Err(Error::Refused {
-                message: "`network = \"namespaces\"` with `runtime = \"docker\"` needs root: troupe applies faults inside each container's network namespace, which belongs to the Docker Engine".into(),
-                help: Some("run troupe as root (sudo), or use `runtime = \"docker\"` without `network` (the host's network), or `runtime = \"process\"` with `network = \"namespaces\"`, which works without root".into()),
-            });
-        }
+        need_root("docker")?;
         if nodes.len() > 240 {
             return Err(net_err(
                 "place the nodes",
@@ -84,12 +100,64 @@ impl DockerNet {
             network: format!("troupe-{run_id}"),
             subnet,
             nodes,
+            swarm: None,
             live: Mutex::new(Live::default()),
             netem: OnceLock::new(),
             netem_on: Mutex::default(),
             created: tokio::sync::OnceCell::new(),
-            _lock: lock,
+            _lock: Some(lock),
         })
+    }
+
+    /// Faults inside the task containers of swarm `nodes` on the run's overlay `network`;
+    /// changes nothing on the system.
+    pub fn swarm(network: &str, nodes: &[String]) -> Result<DockerNet, Error> {
+        need_root("swarm")?;
+        Ok(DockerNet {
+            network: network.to_string(),
+            subnet: 0,
+            nodes: BTreeMap::new(),
+            swarm: Some(SwarmNodes {
+                nodes: nodes.iter().cloned().collect(),
+                ..Default::default()
+            }),
+            live: Mutex::new(Live::default()),
+            netem: OnceLock::new(),
+            netem_on: Mutex::default(),
+            created: tokio::sync::OnceCell::new(),
+            _lock: None,
+        })
+    }
+
+    /// Where a swarm node's task runs: `None` on the Engine's host, or the other host.
+    pub fn task_host(&self, node: &str, remote: Option<String>) {
+        if let Some(s) = &self.swarm {
+            let mut r = s.remote.lock().expect("remote");
+            match remote {
+                Some(h) => r.insert(node.to_string(), h),
+                None => r.remove(node),
+            };
+        }
+    }
+
+    /// A swarm node's task runs with this first process at this overlay address: as
+    /// [`DockerNet::node_started`], the address first (every node's table names it).
+    pub fn task_started(&self, node: &str, pid: u32, addr: Ipv4Addr) -> Result<(), Error> {
+        if let Some(s) = &self.swarm {
+            s.addrs
+                .lock()
+                .expect("addrs")
+                .insert(node.to_string(), addr);
+        }
+        self.node_started(node, pid)
+    }
+
+    /// Every node's current address.
+    fn addrs(&self) -> BTreeMap<String, Ipv4Addr> {
+        match &self.swarm {
+            Some(s) => s.addrs.lock().expect("addrs").clone(),
+            None => self.nodes.clone(),
+        }
     }
 
     /// The host's address on the network (its gateway).
@@ -128,7 +196,7 @@ impl DockerNet {
     /// (TCP reset, ICMP unreachable otherwise), so a sequential start is not held up by
     /// members that do not exist yet.
     fn down(&self, live: &Live) -> Vec<Ipv4Addr> {
-        self.nodes
+        self.addrs()
             .iter()
             .filter(|(n, _)| !live.pids.contains_key(*n))
             .map(|(_, ip)| *ip)
@@ -146,10 +214,8 @@ impl DockerNet {
     }
 
     fn ips(&self, nodes: &[String]) -> Vec<Ipv4Addr> {
-        nodes
-            .iter()
-            .filter_map(|n| self.nodes.get(n).copied())
-            .collect()
+        let addrs = self.addrs();
+        nodes.iter().filter_map(|n| addrs.get(n).copied()).collect()
     }
 
     /// What `node`'s namespace must hold for `rules` and the nodes that are `down`: an
@@ -307,6 +373,21 @@ impl DockerNet {
     }
 }
 
+/// Refuses faults inside the Engine's namespaces to troupe without real root.
+fn need_root(runtime: &str) -> Result<(), Error> {
+    if super::userns::needed() || super::userns::entered() {
+        return Err(Error::Refused {
+            message: format!(
+                "`network = \"namespaces\"` with `runtime = \"{runtime}\"` needs root: troupe applies faults inside each container's network namespace, which belongs to the Docker Engine"
+            ),
+            help: Some(format!(
+                "run troupe as root (sudo), or use `runtime = \"{runtime}\"` without `network` (no faults), or `runtime = \"process\"` with `network = \"namespaces\"`, which works without root"
+            )),
+        });
+    }
+    Ok(())
+}
+
 /// A degrade that only loses packets, which nftables can do without netem.
 fn loss_only(params: &super::Degrade) -> bool {
     params.loss > 0.0 && params.delay.is_zero() && params.jitter.is_zero() && params.rate.is_none()
@@ -407,10 +488,40 @@ impl NetworkBackend for DockerNet {
     }
 
     fn has(&self, node: &str) -> bool {
-        self.nodes.contains_key(node)
+        match &self.swarm {
+            Some(s) => s.nodes.contains(node),
+            None => self.nodes.contains_key(node),
+        }
     }
 
     fn check(&self, rules: &[Rule]) -> Result<(), Error> {
+        if let Some(s) = &self.swarm {
+            let remote = s.remote.lock().expect("remote").clone();
+            for r in rules {
+                if let Some((n, host)) = r.nodes().find_map(|n| remote.get(n).map(|h| (n, h))) {
+                    return Err(Error::Refused {
+                        message: format!(
+                            "cannot fault node `{n}`: its task runs on swarm host {host}, where troupe cannot enter its network namespace (troupe applies faults only inside tasks on the host it runs on, whose Engine it talks to)"
+                        ),
+                        help: Some(
+                            "run troupe on the host whose Engine it talks to and pin the cluster there (`placement = [\"node.hostname == <host>\"]`); a global helper service with NET_ADMIN on every host would lift this, and does not exist yet".into(),
+                        ),
+                    });
+                }
+                if let Rule::HostDrop { nodes } = r
+                    && let Some(n) = nodes.iter().find(|n| s.nodes.contains(*n))
+                {
+                    return Err(Error::Refused {
+                        message: format!(
+                            "node `{n}` is a swarm task, which the host reaches through its published ports: troupe does not cut it from the host"
+                        ),
+                        help: Some(
+                            "isolate it from the other nodes (without `--host`), or stop it".into(),
+                        ),
+                    });
+                }
+            }
+        }
         for r in rules {
             let mine = r.nodes().find(|n| self.has(n));
             match (r, mine) {
@@ -485,11 +596,12 @@ mod tests {
                 .enumerate()
                 .map(|(i, n)| (n.to_string(), Ipv4Addr::new(10, 213, 7, 10 + i as u8)))
                 .collect(),
+            swarm: None,
             live: Mutex::new(Live::default()),
             netem: OnceLock::new(),
             netem_on: Mutex::default(),
             created: tokio::sync::OnceCell::new(),
-            _lock: file,
+            _lock: Some(file),
         }
     }
 
@@ -597,5 +709,68 @@ mod tests {
             }])
             .unwrap_err();
         assert!(err.to_string().contains("does not reset"), "{err}");
+    }
+
+    #[test]
+    fn on_a_swarm_rules_follow_the_tasks_addresses_and_faults_on_other_hosts_are_refused() {
+        let file = tempfile::tempfile().unwrap();
+        let n = DockerNet {
+            network: "troupe-abc".into(),
+            subnet: 0,
+            nodes: BTreeMap::new(),
+            swarm: Some(SwarmNodes {
+                nodes: names(&["s-1", "s-2", "s-3"]).into_iter().collect(),
+                ..Default::default()
+            }),
+            live: Mutex::new(Live::default()),
+            netem: OnceLock::new(),
+            netem_on: Mutex::default(),
+            created: tokio::sync::OnceCell::new(),
+            _lock: Some(file),
+        };
+        assert!(n.has("s-2") && !n.has("a-1"));
+        let swarm = n.swarm.as_ref().unwrap();
+        swarm.addrs.lock().unwrap().extend([
+            ("s-1".to_string(), Ipv4Addr::new(10, 0, 1, 5)),
+            ("s-2".to_string(), Ipv4Addr::new(10, 0, 1, 9)),
+        ]);
+        let cut = [(
+            1,
+            Rule::Drop {
+                from: names(&["s-1"]),
+                to: names(&["s-2"]),
+            },
+        )];
+        let (s1, _) = n.node_rules("s-1", &cut, &[], false);
+        assert!(s1.contains("ip daddr { 10.0.1.9 } drop"), "{s1}");
+        // A replaced task's new address is the one its peers drop.
+        swarm
+            .addrs
+            .lock()
+            .unwrap()
+            .insert("s-2".into(), Ipv4Addr::new(10, 0, 1, 23));
+        let (s1, _) = n.node_rules("s-1", &cut, &[], false);
+        assert!(s1.contains("ip daddr { 10.0.1.23 } drop"), "{s1}");
+
+        n.task_host("s-3", Some("10.1.2.3".into()));
+        let err = n
+            .check(&[Rule::Drop {
+                from: names(&["s-1"]),
+                to: names(&["s-3"]),
+            }])
+            .unwrap_err();
+        assert!(err.to_string().contains("swarm host 10.1.2.3"), "{err}");
+        n.task_host("s-3", None);
+        n.check(&[Rule::Drop {
+            from: names(&["s-1"]),
+            to: names(&["s-3"]),
+        }])
+        .unwrap();
+        let err = n
+            .check(&[Rule::HostDrop {
+                nodes: names(&["s-1"]),
+            }])
+            .unwrap_err();
+        assert!(err.to_string().contains("published ports"), "{err}");
     }
 }

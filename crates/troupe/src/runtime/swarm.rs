@@ -60,6 +60,7 @@ use troupe_spec::NodeState;
 use super::docker::{NODE_LABEL, RUN_LABEL};
 use super::{Ctl, NodeHandle, NodeRuntime, Status};
 use crate::keeper::Keeper;
+use crate::net::docker::DockerNet;
 use crate::plan::NodePlan;
 
 /// How long a node's task may take to be placed and run before `start` gives up.
@@ -163,11 +164,13 @@ impl SwarmRun {
 pub struct SwarmRuntime {
     run: Arc<SwarmRun>,
     image: String,
+    /// Faults inside the tasks' namespaces, with `network = "namespaces"`.
+    net: Option<Arc<DockerNet>>,
 }
 
 impl SwarmRuntime {
-    pub fn new(run: Arc<SwarmRun>, image: String) -> SwarmRuntime {
-        SwarmRuntime { run, image }
+    pub fn new(run: Arc<SwarmRun>, image: String, net: Option<Arc<DockerNet>>) -> SwarmRuntime {
+        SwarmRuntime { run, image, net }
     }
 }
 
@@ -659,6 +662,10 @@ impl NodeRuntime for SwarmRuntime {
                     Err(_) => node_id.clone(),
                 })
             };
+            // troupe enters namespaces on its own host: with a remote Engine, none is its.
+            if let Some(net) = &self.net {
+                net.task_host(&plan.name, remote_host.clone().or_else(remote_engine_host));
+            }
             {
                 let mut remote = run.remote.lock().expect("remote");
                 match remote_host {
@@ -672,7 +679,8 @@ impl NodeRuntime for SwarmRuntime {
                 container,
                 on_engine,
             };
-            start(docker, plan, owned, run.keeper.clone()).await
+            let net = self.net.clone().map(|n| (n, network_name(&run.run_id)));
+            start(docker, plan, owned, run.keeper.clone(), net).await
         })
     }
 }
@@ -745,6 +753,7 @@ async fn start(
     plan: &NodePlan,
     t: Owned,
     keeper: Option<Arc<Keeper>>,
+    net: Option<(Arc<DockerNet>, String)>,
 ) -> Result<NodeHandle, String> {
     let log = OpenOptions::new()
         .create(true)
@@ -774,17 +783,30 @@ async fn start(
         }
         let _ = log.flush().await;
     });
-    let pid = if t.on_engine {
-        docker
-            .inspect_container(&t.container, None)
-            .await
-            .ok()
-            .and_then(|i| i.state)
-            .and_then(|s| s.pid)
-            .unwrap_or(0)
-            .max(0) as u32
+    let inspected = if t.on_engine {
+        docker.inspect_container(&t.container, None).await.ok()
     } else {
-        0
+        None
+    };
+    let pid = inspected
+        .as_ref()
+        .and_then(|i| i.state.as_ref())
+        .and_then(|s| s.pid)
+        .unwrap_or(0)
+        .max(0) as u32;
+    // The task's address on the run's overlay network, which its peers' tables name.
+    let addr = |network: &str| -> Option<std::net::Ipv4Addr> {
+        inspected
+            .as_ref()?
+            .network_settings
+            .as_ref()?
+            .networks
+            .as_ref()?
+            .get(network)?
+            .ip_address
+            .as_ref()?
+            .parse()
+            .ok()
     };
     // As with the docker runtime: the first process leads its own group, so the keeper kills
     // it (and the task with it) if troupe dies; the service stays until the next `up` or
@@ -793,17 +815,58 @@ async fn start(
     if let Some((k, pid)) = &watched {
         k.watch(*pid);
     }
+    // As on the docker runtime: a (new) task's fresh namespace gets the active faults before
+    // the node counts as started, or the start fails. A task on another host has none troupe
+    // can enter; faults on it are refused (see DockerNet::check).
+    let net = net.filter(|_| t.on_engine && remote_engine_host().is_none());
+    if let Some((n, network)) = &net {
+        let applied = match addr(network) {
+            Some(ip) if pid > 0 => {
+                let (n, node) = (n.clone(), plan.name.clone());
+                tokio::task::spawn_blocking(move || n.task_started(&node, pid, ip))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
+            _ => Err(format!(
+                "the Engine gave no pid or no address on {network} for container {}",
+                t.container
+            )),
+        };
+        if let Err(e) = applied {
+            copier.abort();
+            if let Some((k, pid)) = &watched {
+                k.forget(*pid);
+            }
+            if let Err(e) = scale_to_zero(&docker, &t.service).await {
+                tracing::warn!(node = %plan.name, "{e}");
+            }
+            return Err(format!(
+                "cannot apply the active faults in the task of service {}: {e}",
+                t.service
+            ));
+        }
+    }
+    let net = net.map(|(n, _)| n);
     let (handle, ctl_rx, status) = NodeHandle::new(pid, log_offset);
     tokio::spawn(supervise(
         docker,
         t,
         plan.name.clone(),
         copier,
-        watched,
+        Exited { watched, net },
         ctl_rx,
         status,
     ));
     Ok(handle)
+}
+
+/// Who is told when a node's task has exited.
+struct Exited {
+    /// The keeper and the pid it would kill: forgotten.
+    watched: Option<(Arc<Keeper>, u32)>,
+    /// Faults inside the tasks: the node's namespace is gone.
+    net: Option<Arc<DockerNet>>,
 }
 
 /// The task a node's supervisor owns.
@@ -820,7 +883,7 @@ async fn supervise(
     t: Owned,
     node: String,
     copier: tokio::task::JoinHandle<()>,
-    watched: Option<(Arc<Keeper>, u32)>,
+    Exited { watched, net }: Exited,
     mut ctl_rx: mpsc::UnboundedReceiver<Ctl>,
     status: Arc<watch::Sender<Status>>,
 ) {
@@ -918,6 +981,11 @@ async fn supervise(
     }
     if let Some((k, pid)) = &watched {
         k.forget(*pid);
+    }
+    // Its namespace is gone: never entered again; the others refuse connections to it.
+    if let Some(net) = net {
+        let node = node.clone();
+        let _ = tokio::task::spawn_blocking(move || net.node_exited(&node)).await;
     }
     // A container's log ends with it; a task's log is followed until now, plus a moment for
     // its last lines.
@@ -1340,7 +1408,7 @@ grace = "7s"
     #[test]
     fn kill_and_pause_of_a_task_on_another_host_are_refused_and_say_why() {
         let run = SwarmRun::new("abc123", Vec::new(), None);
-        let rt = SwarmRuntime::new(run.clone(), "db:local".into());
+        let rt = SwarmRuntime::new(run.clone(), "db:local".into(), None);
         assert_eq!(
             rt.refuse("db-1", "kill"),
             None,

@@ -193,6 +193,7 @@ fn verify_refuses_an_unreadable_history_with_its_line_and_a_hint() {
 
 #[test]
 fn a_verify_step_without_a_workload_or_before_it_ends_fails_and_says_why() {
+    // Each run keeps its directory (logs, history) in the test's own: failing runs keep theirs.
     let dir = tempfile::tempdir().unwrap();
     let endless = r#"
 [[step]]
@@ -211,6 +212,8 @@ timeout = "300ms"
     troupe()
         .arg("run")
         .arg(&path)
+        .arg("--run-dir")
+        .arg(dir.path().join("run1"))
         .assert()
         .code(1)
         .stdout(predicate::str::contains(
@@ -237,6 +240,8 @@ verify = true
     troupe()
         .arg("run")
         .arg(&path)
+        .arg("--run-dir")
+        .arg(dir.path().join("run2"))
         .assert()
         .success()
         .stdout(predicate::str::contains("ended `clients`: "));
@@ -245,6 +250,8 @@ verify = true
     troupe()
         .arg("run")
         .arg(&path)
+        .arg("--run-dir")
+        .arg(dir.path().join("run3"))
         .assert()
         .code(1)
         .stdout(predicate::str::contains(

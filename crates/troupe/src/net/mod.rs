@@ -47,6 +47,32 @@ impl Rule {
         };
         a.iter().chain(b.iter())
     }
+
+    /// The packet-level rules of `rules` (no resets: a packet filter cannot make them), each
+    /// narrowed to the nodes `hosted` says a backend hosts.
+    pub fn packet_rules(rules: &[(u32, Rule)], hosted: impl Fn(&str) -> bool) -> Vec<(u32, Rule)> {
+        let keep =
+            |ns: &[String]| -> Vec<String> { ns.iter().filter(|n| hosted(n)).cloned().collect() };
+        rules
+            .iter()
+            .filter_map(|(id, r)| {
+                let r = match r {
+                    Rule::Drop { from, to } => Rule::Drop {
+                        from: keep(from),
+                        to: keep(to),
+                    },
+                    Rule::HostDrop { nodes } => Rule::HostDrop { nodes: keep(nodes) },
+                    // Refused by the backends' `check` for the nodes they host.
+                    Rule::Reset { .. } => return None,
+                    Rule::Degrade { nodes, params } => Rule::Degrade {
+                        nodes: keep(nodes),
+                        params: params.clone(),
+                    },
+                };
+                Some((*id, r))
+            })
+            .collect()
+    }
 }
 
 /// Applies rules to the nodes it hosts. Its calls may block (they run `nft`, `tc`, `ip`): the

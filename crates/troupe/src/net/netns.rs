@@ -444,25 +444,7 @@ impl NetworkBackend for NetNs {
     }
 
     fn apply(&self, rules: &[(u32, Rule)]) -> Result<(), Error> {
-        let keep =
-            |ns: &[String]| -> Vec<String> { ns.iter().filter(|n| self.has(n)).cloned().collect() };
-        let mut own = Vec::new();
-        for (id, r) in rules {
-            let r = match r {
-                Rule::Drop { from, to } => Rule::Drop {
-                    from: keep(from),
-                    to: keep(to),
-                },
-                Rule::HostDrop { nodes } => Rule::HostDrop { nodes: keep(nodes) },
-                // Refused for namespace nodes by `check`; nothing to do here.
-                Rule::Reset { .. } => continue,
-                Rule::Degrade { nodes, params } => Rule::Degrade {
-                    nodes: keep(nodes),
-                    params: params.clone(),
-                },
-            };
-            own.push((*id, r));
-        }
+        let own = Rule::packet_rules(rules, |n| self.has(n));
         self.apply_own(&own)
     }
 

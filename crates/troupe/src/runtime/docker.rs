@@ -507,18 +507,7 @@ async fn supervise(
         condition: "not-running".to_string(),
     };
     let mut exited = docker.wait_container(&container, Some(wait));
-    let signal = |sig: Signal| {
-        let docker = docker.clone();
-        let container = container.clone();
-        async move {
-            let options = KillContainerOptions {
-                signal: sig.as_str().to_string(),
-            };
-            if let Err(e) = docker.kill_container(&container, Some(options)).await {
-                tracing::debug!(%container, "signal {sig}: {e}");
-            }
-        }
-    };
+    let signal = |sig: Signal| signal_container(&docker, &container, sig);
     let mut requested: Option<NodeState> = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
     loop {
@@ -588,15 +577,45 @@ async fn supervise(
         .ok()
         .and_then(|i| i.state)
         .and_then(|s| s.exit_code);
-    let exit = match code {
-        // The Engine reports a signal's death as 128 + its number.
+    report_exit(
+        &status,
+        &node,
+        requested,
+        describe_exit(code, "container gone"),
+    );
+}
+
+/// Sends `sig` to a container through the Engine (a container that is gone is no error).
+pub(super) async fn signal_container(docker: &Docker, container: &str, sig: Signal) {
+    let options = KillContainerOptions {
+        signal: sig.as_str().to_string(),
+    };
+    if let Err(e) = docker.kill_container(container, Some(options)).await {
+        tracing::debug!(%container, "signal {sig}: {e}");
+    }
+}
+
+/// A container's exit code as the node's exit: the Engine reports a death by signal as 128 +
+/// its number. `None`: `gone` (the Engine no longer knows it).
+pub(super) fn describe_exit(code: Option<i64>, gone: &str) -> String {
+    match code {
         Some(c @ 129..=192) => match Signal::try_from((c - 128) as i32) {
             Ok(sig) => format!("killed by {sig}"),
             Err(_) => format!("exit code {c}"),
         },
         Some(c) => format!("exit code {c}"),
-        None => "container gone".to_string(),
-    };
+        None => gone.to_string(),
+    }
+}
+
+/// The node's last status: the state troupe asked for (stopped, killed), else exited, which
+/// is worth a warning.
+pub(super) fn report_exit(
+    status: &watch::Sender<Status>,
+    node: &str,
+    requested: Option<NodeState>,
+    exit: String,
+) {
     if requested.is_none() {
         tracing::warn!(%node, "node exited unexpectedly: {exit}");
     }

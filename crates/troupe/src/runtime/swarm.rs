@@ -48,16 +48,16 @@ use bollard::models::{
     TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{
-    KillContainerOptions, ListConfigsOptions, ListContainersOptions, ListNetworksOptions,
-    ListSecretsOptions, ListServicesOptions, ListTasksOptions, ListVolumesOptions, LogsOptions,
-    RemoveVolumeOptions, UpdateServiceOptions, WaitContainerOptions,
+    ListConfigsOptions, ListContainersOptions, ListNetworksOptions, ListSecretsOptions,
+    ListServicesOptions, ListTasksOptions, ListVolumesOptions, LogsOptions, RemoveVolumeOptions,
+    UpdateServiceOptions, WaitContainerOptions,
 };
 use futures_util::{Stream, StreamExt};
 use nix::sys::signal::Signal;
 use tokio::sync::{OnceCell, mpsc, watch};
 use troupe_spec::NodeState;
 
-use super::docker::{NODE_LABEL, RUN_LABEL};
+use super::docker::{NODE_LABEL, RUN_LABEL, describe_exit, report_exit, signal_container};
 use super::{Ctl, NodeHandle, NodeRuntime, Status};
 use crate::keeper::Keeper;
 use crate::net::docker::DockerNet;
@@ -908,18 +908,7 @@ async fn supervise(
         }
     };
     tokio::pin!(exited);
-    let signal = |sig: Signal| {
-        let docker = docker.clone();
-        let container = t.container.clone();
-        async move {
-            let options = KillContainerOptions {
-                signal: sig.as_str().to_string(),
-            };
-            if let Err(e) = docker.kill_container(&container, Some(options)).await {
-                tracing::debug!(%container, "signal {sig}: {e}");
-            }
-        }
-    };
+    let signal = |sig: Signal| signal_container(&docker, &t.container, sig);
     let mut requested: Option<NodeState> = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
     loop {
@@ -1014,22 +1003,7 @@ async fn supervise(
             .and_then(|s| s.container_status)
             .and_then(|c| c.exit_code)
     };
-    let exit = match code {
-        // The Engine reports a signal's death as 128 + its number.
-        Some(c @ 129..=192) => match Signal::try_from((c - 128) as i32) {
-            Ok(sig) => format!("killed by {sig}"),
-            Err(_) => format!("exit code {c}"),
-        },
-        Some(c) => format!("exit code {c}"),
-        None => "task gone".to_string(),
-    };
-    if requested.is_none() {
-        tracing::warn!(%node, "node exited unexpectedly: {exit}");
-    }
-    status.send_modify(|s| {
-        s.state = requested.unwrap_or(NodeState::Exited);
-        s.exit = Some(exit);
-    });
+    report_exit(&status, &node, requested, describe_exit(code, "task gone"));
 }
 
 /// Scales a service to no task: the swarm stops its task with the service's stop signal and,

@@ -205,11 +205,15 @@ fn swarm_nodes_are_labelled_services_that_node_operations_drive_and_drop_removes
     cluster
         .wait_ready(Some("sw"), Duration::from_secs(60))
         .unwrap();
-    assert_eq!(
-        status(&format!("{url}/healthz")),
-        200,
-        "sw-2 answers again on {url}"
-    );
+    // Ready once /healthz said 200; nats-server may say 503 for a moment after that, while
+    // JetStream catches up with the restarted node: wait for 200 again, with a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = status(&format!("{url}/healthz"));
+    while last != 200 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100)); // a poll interval under a deadline
+        last = status(&format!("{url}/healthz"));
+    }
+    assert_eq!(last, 200, "sw-2 answers again on {url}");
 
     // Stop is graceful: nats-server's own shutdown is in node.log.
     let sw3 = cluster.node("sw-3").unwrap();
